@@ -1,0 +1,118 @@
+"""The one outbound HTTP path to a provider (ARCHITECTURE.md, principle 5).
+
+Every provider call goes through :meth:`ProviderClient.request`, which
+
+1. takes a token from the fleet-wide budget of the provider account (and honours its
+   cooldown) - a short wait sleeps, a long one raises :class:`Throttled`;
+2. always sets connect and read timeouts;
+3. classifies the answer: 2xx -> the response; 429 -> fleet-wide cooldown from
+   ``Retry-After`` and :class:`Throttled`; 408/425/5xx/connection errors ->
+   :class:`TransientError`; any other 4xx -> :class:`PermanentError` carrying the
+   provider's own message;
+4. logs method, host, path (never the query string, headers or body), status and time.
+
+Example::
+
+    client = ProviderClient("gcore", budget, timeouts=(5, 60), headers={"Authorization": ...})
+    video = client.request("GET", f"{base}/streaming/videos/{vid}").json()
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+import requests
+
+from tasks.errors import PermanentError, Throttled, TransientError
+from workers.budget import ProviderBudget
+from workers.logging import get_logger
+
+log = get_logger("ingest.http")
+
+TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date); None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def default_error_text(resp: requests.Response) -> str:
+    """The provider's own message from a JSON error body, else the start of the text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        text = (resp.text or "").strip()
+        return text[:300] or resp.reason or f"HTTP {resp.status_code}"
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail", "errors", "error_message"):
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message") or value
+            if value:
+                return str(value)[:300]
+    return str(body)[:300]
+
+
+class ProviderClient:
+    """HTTP to one provider account: budgeted, time-limited, classified, quietly logged."""
+
+    def __init__(self, provider: str, budget: ProviderBudget, *, timeouts: tuple[float, float],
+                 headers: dict[str, str] | None = None, max_wait: float = 2.0,
+                 error_text: Callable[[requests.Response], str] = default_error_text):
+        self.provider = provider
+        self.budget = budget
+        self.timeouts = timeouts
+        self.max_wait = max_wait
+        self.error_text = error_text
+        self.session = requests.Session()
+        self.session.headers.update(headers or {})
+
+    def request(self, method: str, url: str, *, allow: Iterable[int] = (), **kwargs: Any) -> requests.Response:
+        """Send one request; statuses in ``allow`` are returned to the caller, not raised."""
+        self.budget.acquire(max_wait=self.max_wait)
+        kwargs.setdefault("timeout", self.timeouts)
+        parts = urlsplit(url)
+        where = {"method": method, "host": parts.netloc, "path": parts.path}
+        started = time.monotonic()
+        try:
+            resp = self.session.request(method, url, **kwargs)
+        except requests.Timeout as exc:
+            log.warning("http.timeout", **where, provider=self.provider)
+            raise TransientError(f"{method} {parts.path}: timed out ({type(exc).__name__})",
+                                 provider=self.provider) from None
+        except requests.RequestException as exc:
+            log.warning("http.connection_error", **where, provider=self.provider, error=type(exc).__name__)
+            raise TransientError(f"{method} {parts.path}: connection failed ({type(exc).__name__})",
+                                 provider=self.provider) from None
+        status = resp.status_code
+        log.debug("http.call", **where, status=status, ms=round((time.monotonic() - started) * 1000, 1))
+        if 200 <= status < 300 or status in allow:
+            return resp
+        if status == 429:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            pause = self.budget.cool_down(retry_after)
+            log.warning("http.throttled", **where, provider=self.provider, retry_after=retry_after, cooldown=pause)
+            raise Throttled(f"{method} {parts.path}: rate limited", retry_after=pause,
+                            status=429, provider=self.provider)
+        message = self.error_text(resp)
+        log.warning("http.error", **where, status=status, provider=self.provider, message=message)
+        if status in TRANSIENT_STATUSES:
+            raise TransientError(message, status=status, provider=self.provider)
+        raise PermanentError(message, status=status, provider=self.provider)

@@ -1,0 +1,200 @@
+"""The job store: one JSON record per job in Redis, written only under a fenced lease.
+
+A task carries a job id, never job data (ARCHITECTURE.md, principle 1); everything a
+step needs or has done lives in the record: the intent, provider ids, the upload
+session, progress, the last error and a short history.
+
+Keys (all under ``if:``)::
+
+    if:job:<id>                 the record (JSON)
+    if:jobs                     zset of job ids by creation time
+    if:idem:<prov>:<acct>:<key> idempotency key -> job id
+    if:lease:<id>, if:fence:<id> per-job lease and its fencing-token counter
+    if:schedule                 zset of dispatches by due time (see workers.scheduler)
+
+Example::
+
+    store = JobStore(redis_client)
+    job = store.get(job_id)
+    lease = store.acquire(job_id, ttl=90)        # None if another worker drives it
+    job.bytes_done = 123
+    store.save(job, lease)                       # raises StaleLease if it was taken over
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any, Iterator
+
+import redis
+
+STATES = ("queued", "creating", "uploading", "submitting", "processing", "ready", "failed", "cancelled")
+TERMINAL = frozenset({"ready", "failed", "cancelled"})
+
+#: The chain, in order; each step is a Celery task (tasks.steps) and sets the job's state.
+STEPS = ("create", "target", "upload", "submit", "await")
+STEP_STATE = {"create": "creating", "target": "uploading", "upload": "uploading",
+              "submit": "submitting", "await": "processing"}
+
+HISTORY_LIMIT = 40
+SCHEDULE_KEY = "if:schedule"
+SCHEDULE_CLAIMED_KEY = "if:schedule:claimed"
+
+
+class StaleLease(Exception):
+    """Another worker took the job over; the holder must stop without writing."""
+
+
+@dataclass
+class Lease:
+    job_id: str
+    token: int
+    ttl: float
+
+
+@dataclass
+class Job:
+    id: str
+    provider: str
+    account: str
+    source: str
+    mode: str  # "push" (a local file we upload) or "pull" (a URL the provider fetches)
+    title: str
+    description: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+    priority: str = "normal"
+    state: str = "queued"
+    step: str = "create"
+    bytes_total: int | None = None
+    bytes_done: int = 0
+    provider_ids: dict[str, Any] = field(default_factory=dict)
+    upload: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    attempts: dict[str, int] = field(default_factory=dict)
+    polls: int = 0
+    progress: int | None = None  # provider-side processing progress, percent
+    dispatch: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def note(self, event: str, **detail: Any) -> None:
+        """Append to the job's short history (the newest ``HISTORY_LIMIT`` are kept)."""
+        entry = {"at": round(time.time(), 3), "event": event}
+        entry.update({k: v for k, v in detail.items() if v is not None})
+        self.history.append(entry)
+        del self.history[:-HISTORY_LIMIT]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "Job":
+        data = json.loads(raw)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def public(self) -> dict[str, Any]:
+        """The record as the CLI and the producer API show it."""
+        data = asdict(self)
+        data["dispatch"] = {k: data["dispatch"].get(k) for k in ("task_id", "step")} if self.dispatch else {}
+        return data
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _script(name: str) -> str:
+    return resources.files("tasks").joinpath("lua", name).read_text()
+
+
+class JobStore:
+    """Reads and writes job records; every write by a worker is fenced by its lease."""
+
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+        self._acquire = client.register_script(_script("lease_acquire.lua"))
+        self._write = client.register_script(_script("job_write.lua"))
+        self._create = client.register_script(_script("job_create.lua"))
+
+    @staticmethod
+    def key(job_id: str) -> str:
+        return f"if:job:{job_id}"
+
+    @staticmethod
+    def idem_key(provider: str, account: str, key: str) -> str:
+        return f"if:idem:{provider}:{account}:{key}"
+
+    # -- reading ---------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        raw = self.redis.get(self.key(job_id))
+        return Job.from_json(raw) if raw else None
+
+    def find(self, provider: str, account: str, key: str) -> str | None:
+        raw = self.redis.get(self.idem_key(provider, account, key))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def iter_jobs(self, *, batch: int = 500) -> Iterator[Job]:
+        """Every job, oldest first, read in batches (constant memory per batch)."""
+        start = 0
+        while True:
+            ids = self.redis.zrange("if:jobs", start, start + batch - 1)
+            if not ids:
+                return
+            for raw in self.redis.mget([self.key(i.decode() if isinstance(i, bytes) else i) for i in ids]):
+                if raw:
+                    yield Job.from_json(raw)
+            start += batch
+
+    # -- writing ---------------------------------------------------------------------
+    def create(self, job: Job, *, dispatch_member: str, grace: float) -> tuple[str, bool]:
+        """Store a new job unless its idempotency key is known: returns (job id, created)."""
+        created, job_id = self._create(
+            keys=[self.idem_key(job.provider, job.account, job.idempotency_key), self.key(job.id),
+                  "if:jobs", SCHEDULE_KEY],
+            args=[job.id, job.to_json(), job.created_at, dispatch_member, grace],
+        )
+        return (job_id.decode() if isinstance(job_id, bytes) else job_id), bool(created)
+
+    def acquire(self, job_id: str, *, ttl: float, force: bool = False) -> Lease | tuple[None, float]:
+        """Take the job's lease: a :class:`Lease`, or ``(None, seconds until it frees)``."""
+        token, pttl = self._acquire(keys=[f"if:lease:{job_id}", f"if:fence:{job_id}"],
+                                    args=[int(ttl * 1000), "1" if force else "0"])
+        if token:
+            return Lease(job_id, int(token), ttl)
+        return None, max(0.0, pttl / 1000)
+
+    def save(self, job: Job, lease: Lease, *, release: bool = False,
+             schedule: tuple[str, float] | None = None) -> None:
+        """Write ``job`` if ``lease`` is still the newest; also renews (or releases) it.
+
+        ``schedule`` = (member, delay seconds) puts one dispatch in the schedule in the same
+        atomic step, so a checkpoint and "what runs next" can never disagree after a crash.
+        """
+        job.updated_at = time.time()
+        member, delay = schedule if schedule else ("", 0)
+        ok = self._write(
+            keys=[self.key(job.id), f"if:fence:{job.id}", f"if:lease:{job.id}", SCHEDULE_KEY],
+            args=[lease.token, job.to_json(), int(lease.ttl * 1000), "1" if release else "0", member, delay],
+        )
+        if not ok:
+            raise StaleLease(f"job {job.id}: lease {lease.token} was taken over")
+
+    def schedule(self, member: str, delay: float) -> None:
+        """Put one dispatch in the schedule, due ``delay`` seconds from now (Redis clock)."""
+        sec, usec = self.redis.time()
+        self.redis.zadd(SCHEDULE_KEY, {member: sec + usec / 1_000_000 + delay})
+
+    def unschedule(self, member: str) -> None:
+        self.redis.zrem(SCHEDULE_KEY, member)

@@ -1,0 +1,21 @@
+-- Fenced write of a job record, optionally with one dispatch put in the schedule.
+-- Only the holder of the newest fencing token may write: a stale holder (its lease
+-- expired and another worker took the job) is refused and cannot overwrite progress.
+-- KEYS[1] job key, KEYS[2] fence counter, KEYS[3] lease key, KEYS[4] schedule zset
+-- ARGV[1] token, ARGV[2] record JSON, ARGV[3] lease ttl ms, ARGV[4] '1' release lease,
+-- ARGV[5] schedule member ('' for none), ARGV[6] its delay in seconds
+-- returns 1 written, 0 refused (stale token)
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
+end
+if ARGV[5] ~= '' then
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[4], tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[6]), ARGV[5])
+end
+return 1

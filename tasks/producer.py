@@ -1,0 +1,70 @@
+"""The producer API that applications (and the CLI) call.
+
+Example::
+
+    from tasks.producer import submit, status, wait
+    job_id = submit({"provider": "gcore", "source": "/videos/a.mp4", "title": "A"})
+    record = wait(job_id, timeout=600)      # the job record once ready / failed / cancelled
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
+from tasks.intent import Intent
+from tasks.jobstore import Job, new_job_id
+from tasks.runtime import Runtime, runtime
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> str:
+    """Validate ``intent`` and enqueue its job; returns the job id.
+
+    Raises :class:`tasks.intent.IntentError` (nothing stored, nothing enqueued) when the
+    intent is refused. Submitting the same ``idempotency_key`` again returns the first
+    job's id and enqueues nothing.
+    """
+    rt = rt or runtime()
+    if not isinstance(intent, Intent):
+        intent = Intent.from_dict(intent)
+    valid = intent.validate(rt.settings)
+    job_id = new_job_id()
+    job = Job(
+        id=job_id, provider=valid.provider, account=valid.account, source=valid.source, mode=valid.mode,
+        title=valid.title, description=valid.description, metadata=dict(valid.metadata),
+        idempotency_key=valid.idempotency_key or job_id, priority=valid.priority, bytes_total=valid.size,
+    )
+    job.note("submitted", mode=valid.mode)
+    schedule_member = next_dispatch(job, "create")
+    existing, created = rt.store.create(job, dispatch_member=schedule_member, grace=OUTBOX_GRACE)
+    if created:
+        publish(schedule_member)
+        rt.store.unschedule(schedule_member)
+    return existing
+
+
+def status(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
+    """The job record as a dict; raises :class:`JobNotFound`."""
+    job = (rt or runtime()).store.get(job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id!r}")
+    return job.public()
+
+
+def wait(job_id: str, timeout: float | None = None, *, interval: float = 0.25,
+         rt: Runtime | None = None) -> dict[str, Any]:
+    """Block until the job is ready, failed or cancelled (or ``timeout`` seconds passed);
+    returns the record, terminal or not."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        record = status(job_id, rt=rt)
+        if record["state"] in ("ready", "failed", "cancelled"):
+            return record
+        if deadline is not None and time.monotonic() >= deadline:
+            return record
+        time.sleep(interval)

@@ -1,0 +1,97 @@
+"""What a provider adapter is: the five steps of the chain mapped onto one provider's calls.
+
+An adapter is small and declarative. It does not know about Celery: the step runner
+(tasks.steps) gives it a :class:`StepContext` with the job record, the account's
+configuration, budgeted HTTP clients and a ``checkpoint()`` that writes progress under
+the job's fenced lease. Each method is idempotent: it first reads what the record says
+was already done and re-uses it.
+
+A step a provider or mode does not need is skipped (:meth:`Adapter.needs`), e.g. a pull
+skips both upload steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import requests
+
+from tasks.http import default_error_text
+
+if TYPE_CHECKING:
+    from tasks.http import ProviderClient
+    from tasks.intent import ValidatedIntent
+    from tasks.jobstore import Job
+    from workers.config import AccountConfig, Settings
+
+
+@dataclass
+class Status:
+    """The provider's view of an ingest: ``processing``, ``ready`` or ``failed``."""
+
+    state: str
+    progress: int | None = None
+    message: str = ""
+    provider_state: str = ""
+
+
+class StepContext:
+    """Everything one step of one job may use."""
+
+    def __init__(self, *, job: "Job", settings: "Settings", account: "AccountConfig",
+                 http: Callable[[str], "ProviderClient"], checkpoint: Callable[[], None], deadline: float,
+                 log: Any):
+        self.job = job
+        self.settings = settings
+        self.account = account
+        self.http = http
+        self._checkpoint = checkpoint
+        self.deadline = deadline
+        self.log = log
+
+    def checkpoint(self) -> None:
+        """Write the job record now (fenced; raises StaleLease if the job was taken over)."""
+        self._checkpoint()
+
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+class Adapter:
+    """Base of every provider adapter; override the steps the provider has."""
+
+    name: str = ""
+    pull_schemes: frozenset[str] = frozenset({"http", "https"})
+    supports_push: bool = True
+
+    def auth_headers(self, account: "AccountConfig") -> dict[str, str]:
+        return {}
+
+    def error_text(self, resp: requests.Response) -> str:
+        return default_error_text(resp)
+
+    def validate(self, intent: "ValidatedIntent") -> None:
+        """Provider-specific checks at submit; raise IntentError naming the field."""
+
+    def needs(self, step: str, job: "Job") -> bool:
+        if job.mode == "pull" and step in ("target", "upload"):
+            return False
+        return True
+
+    def create_entity(self, ctx: StepContext) -> None:
+        """Find or create the provider's entity; record its id in ``job.provider_ids``."""
+
+    def obtain_upload_target(self, ctx: StepContext) -> None:
+        """Open an upload session; record it (never a secret) in ``job.upload``."""
+
+    def upload_slice(self, ctx: StepContext) -> bool:
+        """Send chunks until done or ``ctx.time_left()`` runs out; True when complete."""
+        return True
+
+    def submit_ingest(self, ctx: StepContext) -> None:
+        """Ask the provider to ingest what was uploaded (or to pull the URL)."""
+
+    def poll_status(self, ctx: StepContext) -> Status:
+        raise NotImplementedError

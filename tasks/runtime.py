@@ -1,0 +1,70 @@
+"""Per-process handles: settings, the Redis client, the job store, budgets, HTTP clients.
+
+Built lazily once per process (a forked pool child builds its own connections).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import redis
+
+from tasks.http import ProviderClient
+from tasks.jobstore import JobStore
+from workers.budget import ProviderBudget
+from workers.config import Settings
+from workers.logging import register_secret
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+        self._clients: dict[tuple[str, str, str], ProviderClient] = {}
+        for account in self.settings.accounts.values():
+            register_secret(account.api_key)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=30, socket_connect_timeout=10,
+                                    health_check_interval=25)
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(self.redis)
+
+    def budget(self, provider: str, account: str, kind: str = "api") -> ProviderBudget:
+        """``api`` calls share the account's configured rate; ``upload`` traffic (e.g. TUS
+        PATCHes to upload hosts) is not rate limited but honours its own 429 cooldown."""
+        cfg = self.settings.account(provider, account)
+        if kind == "api":
+            return ProviderBudget(self.redis, cfg.budget_key, rate=cfg.rate, burst=cfg.burst,
+                                  cooldown_cap=self.settings.backoff_cap)
+        return ProviderBudget(self.redis, f"{cfg.budget_key}:{kind}", rate=0,
+                              cooldown_cap=self.settings.backoff_cap)
+
+    def client(self, provider: str, account: str, kind: str = "api") -> ProviderClient:
+        key = (provider, account, kind)
+        if key not in self._clients:
+            from tasks.providers import ADAPTERS
+
+            adapter = ADAPTERS[provider]
+            cfg = self.settings.account(provider, account)
+            self._clients[key] = ProviderClient(
+                provider, self.budget(provider, account, kind),
+                timeouts=(self.settings.http_connect_timeout, self.settings.http_read_timeout),
+                headers=adapter.auth_headers(cfg) if kind == "api" else {},
+                max_wait=self.settings.short_wait, error_text=adapter.error_text,
+            )
+        return self._clients[key]
+
+
+_runtime: tuple[int, Runtime] | None = None
+
+
+def runtime() -> Runtime:
+    """This process's runtime (rebuilt after a fork)."""
+    global _runtime
+    if _runtime is None or _runtime[0] != os.getpid():
+        _runtime = (os.getpid(), Runtime())
+    return _runtime[1]

@@ -1,0 +1,247 @@
+"""The five steps of the chain as Celery tasks; each takes a job id and nothing else.
+
+    create entity -> obtain upload target -> upload slice (xN) -> submit ingest -> await status
+
+Every run of a step:
+
+1. reads the job record and drops the message unless the record names this very task id
+   as its current dispatch (a redelivered, duplicated or stale message is harmless);
+2. takes the job's lease with a fencing token (another live holder -> come back when its
+   lease ends; a stale holder can never overwrite newer progress);
+3. calls the provider adapter for the step, which re-uses whatever the record says was
+   already done (idempotent), and checkpoints progress under the lease;
+4. decides what runs next and writes it with the record in one atomic step: the next
+   step now, the same step again (next upload slice), a later poll or a deferral (in the
+   Redis schedule, never an ETA message), or a terminal state.
+
+Throttling defers without counting an attempt; transient errors are retried with
+exponential backoff and full jitter up to ``INGEST_MAX_ATTEMPTS`` per step; a permanent
+error fails the job at once with the provider's message.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import structlog
+from celery.exceptions import SoftTimeLimitExceeded
+
+from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
+from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
+from tasks.jobstore import STEP_STATE, STEPS, Job, Lease, StaleLease
+from tasks.providers import ADAPTERS, StepContext
+from tasks.runtime import runtime
+from workers.app import app
+from workers.logging import get_logger
+from workers.queues import STEP_TASK, member
+
+log = get_logger("ingest.steps")
+
+
+class _Next:
+    """Outcome: go on to ``step`` after ``delay`` seconds (0 = now)."""
+
+    def __init__(self, step: str, delay: float = 0.0):
+        self.step, self.delay = step, delay
+
+
+def _following(job: Job, step: str) -> str | None:
+    adapter = ADAPTERS[job.provider]
+    for later in STEPS[STEPS.index(step) + 1:]:
+        if adapter.needs(later, job):
+            return later
+    return None
+
+
+def _backoff(settings: Any, attempt: int) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog)."""
+    return random.uniform(0, min(settings.backoff_cap, settings.backoff_base * 2 ** attempt)) + 0.2
+
+
+def _poll_delay(settings: Any, polls: int) -> float:
+    base = min(settings.poll_max, settings.poll_initial * 1.5 ** max(0, polls - 1))
+    return base * random.uniform(0.8, 1.2)
+
+
+def _run_step(step: str, job: Job, ctx: StepContext) -> _Next | str:
+    """Call the adapter for ``step``; returns what comes next, or a terminal state."""
+    adapter = ADAPTERS[job.provider]
+    if step == "create":
+        adapter.create_entity(ctx)
+    elif step == "target":
+        adapter.obtain_upload_target(ctx)
+    elif step == "upload":
+        if not adapter.upload_slice(ctx):
+            return _Next("upload")  # the next slice, on any worker
+        job.note("upload.complete", bytes=job.bytes_done)
+    elif step == "submit":
+        adapter.submit_ingest(ctx)
+        job.provider_ids.setdefault("submitted_at", time.time())
+    elif step == "await":
+        status = adapter.poll_status(ctx)
+        job.polls += 1
+        if status.state == "ready":
+            job.progress = 100
+            return "ready"
+        if status.state == "failed":
+            raise PermanentError(status.message or "the provider reported a failure", provider=job.provider)
+        if status.progress is not None:
+            job.progress = status.progress
+        if status.provider_state and status.provider_state != job.provider_ids.get("status"):
+            job.provider_ids["status"] = status.provider_state
+            job.note("provider.status", status=status.provider_state, progress=status.progress)
+        waited = time.time() - job.provider_ids.get("submitted_at", job.created_at)
+        if waited > ctx.settings.await_deadline:
+            raise PermanentError(f"no terminal state from the provider after {waited:.0f} s "
+                                 f"(INGEST_AWAIT_DEADLINE={ctx.settings.await_deadline:g})")
+        return _Next("await", _poll_delay(ctx.settings, job.polls))
+    job.attempts.pop(step, None)
+    following = _following(job, step)
+    if following is None:
+        raise RuntimeError(f"no step after {step!r} for provider {job.provider}")
+    return _Next(following)
+
+
+def run(task: Any, job_id: str, step: str) -> None:
+    rt = runtime()
+    store, settings = rt.store, rt.settings
+    tid = task.request.id
+    job = store.get(job_id)
+    if job is None:
+        log.warning("job.missing")
+        return
+    if job.dispatch.get("task_id") != tid or job.terminal:
+        log.info("dispatch.stale", current=job.dispatch.get("task_id"), state=job.state)
+        return
+    lease = store.acquire(job_id, ttl=settings.lease_seconds)
+    if not isinstance(lease, Lease):
+        # Another worker still drives this job (e.g. a redelivery while the first run is
+        # alive): look again when its lease ends; the task-id check then settles it.
+        wait = lease[1] + 1.0
+        store.schedule(member(job.dispatch["queue"], tid), wait)
+        log.info("lease.busy", retry_in=round(wait, 1))
+        return
+    structlog.contextvars.bind_contextvars(provider=job.provider, account=job.account)
+    if job.state != STEP_STATE[step]:
+        job.note("state", state=STEP_STATE[step])
+        job.state = STEP_STATE[step]
+    ctx = StepContext(
+        job=job, settings=settings, account=settings.account(job.provider, job.account),
+        http=lambda kind: rt.client(job.provider, job.account, kind),
+        checkpoint=lambda: store.save(job, lease), deadline=time.monotonic() + settings.slice_seconds, log=log,
+    )
+    try:
+        try:
+            outcome = _run_step(step, job, ctx)
+        except SoftTimeLimitExceeded:
+            raise TransientError(f"step {step} exceeded its time limit") from None
+    except StaleLease:
+        log.warning("lease.lost")
+        return
+    except Throttled as exc:
+        delay = exc.retry_after + random.uniform(0, 0.5)
+        job.note("throttled", step=step, retry_in=round(delay, 2))
+        _advance(job, lease, _Next(step, delay))
+        return
+    except UploadSessionLost as exc:
+        if _count_attempt(job, step, exc, settings):
+            job.upload = {}
+            job.note("upload.session_lost", error=str(exc))
+            _advance(job, lease, _Next("target", _backoff(settings, job.attempts[step])))
+        else:
+            _fail(job, lease, step, exc)
+        return
+    except TransientError as exc:
+        if _count_attempt(job, step, exc, settings):
+            delay = _backoff(settings, job.attempts[step])
+            job.note("retry", step=step, attempt=job.attempts[step], retry_in=round(delay, 2), error=str(exc))
+            _advance(job, lease, _Next(step, delay))
+        else:
+            _fail(job, lease, step, exc)
+        return
+    except PermanentError as exc:
+        _fail(job, lease, step, exc)
+        return
+    except Exception as exc:  # a bug or an unexpected answer: bounded retries, then fail loudly
+        log.exception("step.crashed")
+        err = TransientError(f"internal error in step {step}: {type(exc).__name__}: {exc}")
+        if _count_attempt(job, step, err, settings):
+            _advance(job, lease, _Next(step, _backoff(settings, job.attempts[step])))
+        else:
+            _fail(job, lease, step, err)
+        return
+    if outcome == "ready":
+        job.state, job.finished_at, job.error, job.dispatch = "ready", time.time(), None, {}
+        job.note("ready")
+        store.save(job, lease, release=True)
+        log.info("job.ready")
+        return
+    _advance(job, lease, outcome)
+
+
+def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:
+    """Count a failed attempt of ``step``; True while the step may be tried again."""
+    job.attempts[step] = job.attempts.get(step, 0) + 1
+    job.error = {"step": step, "message": str(exc), "status": exc.status, "kind": "transient", "at": time.time()}
+    return job.attempts[step] < settings.max_attempts
+
+
+def _fail(job: Job, lease: Lease, step: str, exc: StepError) -> None:
+    kind = "permanent" if isinstance(exc, PermanentError) else "transient"
+    job.state, job.finished_at, job.dispatch = "failed", time.time(), {}
+    job.error = {"step": step, "message": str(exc), "status": exc.status, "kind": kind,
+                 "attempts": job.attempts.get(step, 0), "at": time.time()}
+    job.note("failed", step=step, error=str(exc))
+    runtime().store.save(job, lease, release=True)
+    log.warning("job.failed", error=str(exc), kind=kind)
+
+
+def _advance(job: Job, lease: Lease, nxt: _Next) -> None:
+    """Write the record with its next dispatch, release the lease, then publish."""
+    store = runtime().store
+    job.state = STEP_STATE[nxt.step]
+    schedule_member = next_dispatch(job, nxt.step)
+    if nxt.delay > 0:
+        store.save(job, lease, release=True, schedule=(schedule_member, nxt.delay))
+        return
+    store.save(job, lease, release=True, schedule=(schedule_member, OUTBOX_GRACE))
+    publish(schedule_member)
+    store.unschedule(schedule_member)
+
+
+_TASK_OPTIONS = dict(bind=True, max_retries=3, acks_late=True, ignore_result=True)
+
+
+@app.task(name=STEP_TASK["create"], **_TASK_OPTIONS)
+def create_entity(self: Any, job_id: str) -> None:
+    """Find or create the provider's entity for the job."""
+    run(self, job_id, "create")
+
+
+@app.task(name=STEP_TASK["target"], **_TASK_OPTIONS)
+def obtain_upload_target(self: Any, job_id: str) -> None:
+    """Open an upload session at the provider."""
+    run(self, job_id, "target")
+
+
+@app.task(name=STEP_TASK["upload"], **_TASK_OPTIONS)
+def upload_slice(self: Any, job_id: str) -> None:
+    """Send chunks for at most one slice, checkpointing after each."""
+    run(self, job_id, "upload")
+
+
+@app.task(name=STEP_TASK["submit"], **_TASK_OPTIONS)
+def submit_ingest(self: Any, job_id: str) -> None:
+    """Ask the provider to ingest the uploaded source (or to pull the URL)."""
+    run(self, job_id, "submit")
+
+
+@app.task(name=STEP_TASK["await"], **_TASK_OPTIONS)
+def await_status(self: Any, job_id: str) -> None:
+    """Poll the provider once; schedule the next poll with backoff unless terminal."""
+    run(self, job_id, "await")
+
+
+__all__ = ["create_entity", "obtain_upload_target", "upload_slice", "submit_ingest", "await_status"]

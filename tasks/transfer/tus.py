@@ -1,0 +1,116 @@
+"""TUS 1.0.0 uploads with tuspy, made fit for a fleet.
+
+tuspy (1.1.0) sends every request with module-level ``requests`` calls: no timeout, no
+connection reuse, no classification (shared/design/uploads.md). Here its request
+building, metadata encoding and chunk reading are kept, and every request goes through
+the provider's :class:`~tasks.http.ProviderClient` instead: timeouts, a keep-alive
+session, the fleet-wide cooldown on 429, and errors classified like any provider call.
+
+The upload URL and offset are the whole session: they are checkpointed in the job record
+after every chunk, so any worker resumes with ``HEAD`` after any interruption. The
+creation token (Gcore's) is used once, in :func:`create_session`, and stored nowhere.
+
+Example::
+
+    url = create_session(client, endpoint, path, metadata={"filename": "a.mp4", ...})
+    up = TusUpload(client, url, path, chunk_size=10_000_000)
+    while not up.done and time.monotonic() < deadline:
+        up.send_chunk(); checkpoint(up.offset)
+"""
+
+from __future__ import annotations
+
+from typing import IO
+from urllib.parse import urljoin
+
+from tusclient.client import TusClient
+from tusclient.request import TusRequest
+from tusclient.uploader import Uploader
+
+from tasks.errors import PermanentError, TransientError, UploadSessionLost
+from tasks.http import ProviderClient
+
+TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
+
+
+class _FleetTusRequest(TusRequest):
+    """One PATCH of one chunk, sent through the provider client."""
+
+    def perform(self) -> None:  # noqa: D401 - tuspy's interface
+        chunk = self.file.read(self._content_length)
+        resp = self._http.request("PATCH", self._url, data=chunk, headers=self._request_headers, allow=(404, 409, 410))
+        self.status_code = resp.status_code
+        self.response_content = b""
+        self.response_headers = {k.lower(): v for k, v in resp.headers.items()}
+
+
+class _FleetUploader(Uploader):
+    def __init__(self, http: ProviderClient, **kwargs):
+        self.http = http
+        super().__init__(**kwargs)
+
+    def get_offset(self) -> int:
+        resp = self.http.request("HEAD", self.url, headers=self.get_headers(), allow=(403, 404, 410))
+        if resp.status_code in (403, 404, 410):
+            raise UploadSessionLost(f"upload session gone (HTTP {resp.status_code})", status=resp.status_code)
+        offset = resp.headers.get("Upload-Offset")
+        if offset is None:
+            raise TransientError("HEAD of the upload gave no Upload-Offset", status=resp.status_code)
+        return int(offset)
+
+    def create_url(self) -> str:
+        resp = self.http.request("POST", self.client.url, headers=self.get_url_creation_headers(), allow=(405,))
+        if resp.status_code == 405 or "Location" not in resp.headers:
+            raise PermanentError(f"upload session refused: {self.http.error_text(resp)}", status=resp.status_code)
+        return urljoin(self.client.url, resp.headers["Location"])
+
+    def _do_request(self) -> None:
+        request = _FleetTusRequest(self)
+        request._http = self.http
+        request.perform()
+        self.request = request
+        if request.status_code in (404, 410):
+            raise UploadSessionLost(f"upload session gone (HTTP {request.status_code})", status=request.status_code)
+
+
+def create_session(http: ProviderClient, endpoint: str, fileobj: IO[bytes], metadata: dict[str, str]) -> str:
+    """POST a new upload (creation extension) and return its absolute URL."""
+    uploader = _FleetUploader(http, file_stream=fileobj, client=TusClient(endpoint, headers=dict(TUS_HEADERS)),
+                              metadata=metadata)
+    return uploader.create_url()
+
+
+class TusUpload:
+    """An existing upload session, resumed from the server's offset (one HEAD)."""
+
+    def __init__(self, http: ProviderClient, url: str, fileobj: IO[bytes], *, chunk_size: int):
+        self._up = _FleetUploader(http, file_stream=fileobj, url=url, chunk_size=chunk_size,
+                                  client=TusClient(url, headers=dict(TUS_HEADERS)))
+        self.size = self._up.get_file_size()
+
+    @property
+    def offset(self) -> int:
+        return self._up.offset
+
+    @property
+    def done(self) -> bool:
+        return self._up.offset >= self.size
+
+    def send_chunk(self) -> int:
+        """PATCH the next chunk; returns the bytes the server took. A 409 (offset moved,
+        e.g. after a dropped PATCH the server partly kept) re-reads the offset instead."""
+        before = self._up.offset
+        self._up.stop_at = self.size
+        self._up._do_request()
+        if self._up.request.status_code == 409:
+            self._up.offset = self._up.get_offset()
+            return 0
+        new = self._up.request.response_headers.get("upload-offset")
+        if new is None:
+            raise TransientError("PATCH answer had no Upload-Offset", status=self._up.request.status_code)
+        self._up.offset = int(new)
+        return self._up.offset - before
+
+    def resync(self) -> None:
+        """After a failed PATCH: ask the server how much it kept."""
+        self._up.offset = self._up.get_offset()

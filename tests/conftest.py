@@ -1,0 +1,208 @@
+"""Shared fixtures: a real redis-server and the sandbox on free ports, real worker processes.
+
+The environment that points the fleet at them is set when this module is imported, before
+anything imports ``workers.app`` (the Celery app reads its settings at import), and every
+process the tests start inherits it. Everything runs on loopback and is torn down after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import requests
+
+from workers.embedded_redis import EmbeddedRedis, free_port
+from workers.procs import ProcessGroup, Proc, sandbox_argv, scheduler_argv, worker_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+TMP = Path(tempfile.mkdtemp(prefix="ingest-fleet-tests-"))
+SOURCES = TMP / "sources"
+MEDIA = TMP / "media"
+for d in (SOURCES, MEDIA):
+    d.mkdir(parents=True)
+
+REDIS_PORT = free_port()
+SANDBOX_PORT = free_port()
+SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
+GCORE_KEY = "test-gcore-key-7Hq2xZ91"
+
+ENV = {
+    "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+    "INGEST_SOURCE_ROOTS": f"{SOURCES}{os.pathsep}{MEDIA}",
+    "INGEST_GCORE_BASE_URL": SANDBOX_URL,
+    "INGEST_GCORE_API_KEY": GCORE_KEY,
+    "INGEST_GCORE_RATE": "500",
+    "INGEST_GCORE_BURST": "50",
+    "INGEST_SLICE_SECONDS": "5",
+    "INGEST_VISIBILITY_TIMEOUT": "40",
+    "INGEST_POLL_INITIAL": "0.2",
+    "INGEST_POLL_MAX": "1.0",
+    "INGEST_BACKOFF_BASE": "0.2",
+    "INGEST_BACKOFF_CAP": "2",
+    "INGEST_HTTP_READ_TIMEOUT": "10",
+    "INGEST_LOG_LEVEL": "INFO",
+    "PYTHONUNBUFFERED": "1",
+}
+os.environ.update(ENV)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(TMP / "redis", port=REDIS_PORT, appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rt(redis_server: EmbeddedRedis):
+    from tasks.runtime import runtime
+
+    return runtime()
+
+
+@pytest.fixture(scope="session")
+def sandbox(redis_server: EmbeddedRedis) -> Iterator["SandboxHandle"]:
+    group = ProcessGroup(os.environ, TMP / "logs")
+    proc = group.start("sandbox", sandbox_argv(SANDBOX_PORT, TMP / "sandbox-data", MEDIA, processing_seconds=0.5)
+                       + ["--gcore-api-key", GCORE_KEY])
+    handle = SandboxHandle(SANDBOX_URL, proc)
+    handle.wait_healthy()
+    yield handle
+    group.stop_all()
+
+
+class SandboxHandle:
+    """Test-side view of the running sandbox (its admin API)."""
+
+    def __init__(self, url: str, proc: Proc):
+        self.url, self.proc = url, proc
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/_sandbox/health", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            if not self.proc.alive():
+                raise RuntimeError(self.proc.tail())
+            time.sleep(0.1)
+        raise TimeoutError(self.proc.tail())
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_sandbox/reset", timeout=5).raise_for_status()
+
+    def faults(self, **config) -> None:
+        requests.put(f"{self.url}/_sandbox/faults", json={"provider": "gcore", **config}, timeout=5).raise_for_status()
+
+    def log(self, endpoint: str | None = None) -> list[dict]:
+        params = {"endpoint": endpoint} if endpoint else {}
+        return requests.get(f"{self.url}/_sandbox/log", params=params, timeout=10).json()["entries"]
+
+    def state(self) -> dict:
+        return requests.get(f"{self.url}/_sandbox/state/gcore", timeout=60).json()
+
+    def processing(self, seconds: float) -> None:
+        self.faults(processing_seconds=seconds)
+
+
+@pytest.fixture
+def clean(rt, sandbox: SandboxHandle) -> Iterator[None]:
+    """A clean slate for one test: no job keys in Redis, a reset sandbox."""
+    _wipe_fleet_keys(rt.redis)
+    sandbox.reset()
+    yield
+    sandbox.reset()
+
+
+def _wipe_fleet_keys(client) -> None:
+    # Only the fleet's own keys: kombu's bindings must survive for running workers.
+    for pattern in ("if:*", "ingest.default", "gcore.*", "unacked*"):
+        keys = list(client.scan_iter(pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+class Fleet:
+    """Workers and a scheduler started for one test or module."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]):
+        self.group = ProcessGroup(env, log_dir)
+        self.workers: list[Proc] = []
+        self.scheduler: Proc | None = None
+        self._n = 0
+
+    def start_worker(self, *, concurrency: int = 2, queues: list[str] | None = None) -> Proc:
+        self._n += 1
+        proc = self.group.start(f"worker{self._n}", worker_argv(queues, concurrency=concurrency, name=f"w{self._n}"))
+        self.group.wait_for_line(proc, "ready.", timeout=60)
+        self.workers.append(proc)
+        return proc
+
+    def start_scheduler(self) -> Proc:
+        self.scheduler = self.group.start("scheduler", scheduler_argv())
+        self.group.wait_for_line(self.scheduler, "scheduler.started", timeout=30)
+        return self.scheduler
+
+    def logs(self) -> str:
+        return "\n".join(p.tail(50_000_000) for p in self.group.procs)
+
+    def stop(self) -> None:
+        self.group.stop_all(grace=20)
+
+
+@pytest.fixture
+def start_fleet(tmp_path: Path, clean) -> Iterator[Callable[..., Fleet]]:
+    """Factory: ``fleet = start_fleet(workers=1, concurrency=2, env={...})``."""
+    fleets: list[Fleet] = []
+
+    def _start(*, workers: int = 1, concurrency: int = 2, env: dict[str, str] | None = None,
+               queues: list[str] | None = None) -> Fleet:
+        fleet = Fleet(tmp_path / f"fleet{len(fleets)}", {**os.environ, **(env or {})})
+        fleets.append(fleet)
+        fleet.start_scheduler()
+        for _ in range(workers):
+            fleet.start_worker(concurrency=concurrency, queues=queues)
+        return fleet
+
+    yield _start
+    for fleet in fleets:
+        fleet.stop()
+
+
+def make_source(name: str, size: int, *, folder: Path = SOURCES, valid: bool = True) -> Path:
+    from sandbox.media import make_invalid_file, make_video_file
+
+    path = folder / name
+    if not path.exists() or path.stat().st_size != size:
+        (make_video_file if valid else make_invalid_file)(path, size)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from workers.config import ConfigError, Settings
+
+
+def test_accounts_from_the_environment() -> None:
+    s = Settings.from_env({
+        "INGEST_GCORE_API_KEY": "key-default", "INGEST_GCORE_BASE_URL": "http://127.0.0.1:9/",
+        "INGEST_GCORE__TEAMB__API_KEY": "key-b", "INGEST_GCORE__TEAMB__RATE": "2",
+    })
+    assert s.accounts_of("gcore") == ["default", "teamb"]
+    assert s.account("gcore").base_url == "http://127.0.0.1:9"
+    teamb = s.account("gcore", "teamb")
+    assert (teamb.base_url, teamb.rate) == ("http://127.0.0.1:9", 2.0)
+    assert "key-b" not in repr(teamb)  # secrets stay out of reprs (and so out of logs)
+
+
+def test_visibility_timeout_must_cover_a_slice() -> None:
+    with pytest.raises(ConfigError, match="INGEST_VISIBILITY_TIMEOUT"):
+        Settings.from_env({"INGEST_SLICE_SECONDS": "60", "INGEST_VISIBILITY_TIMEOUT": "100"})
+
+
+def test_bad_numbers_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="INGEST_SLICE_SECONDS"):
+        Settings.from_env({"INGEST_SLICE_SECONDS": "soon"})
+
+
+def test_unconfigured_account_says_what_to_set() -> None:
+    with pytest.raises(ConfigError, match="INGEST_GCORE_API_KEY"):
+        Settings.from_env({}).account("gcore")

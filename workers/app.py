@@ -1,0 +1,68 @@
+"""The Celery application of the fleet: ``celery -A workers.app worker``.
+
+Settings follow ARCHITECTURE.md and the checks in shared/design/celery-redis-flower.md:
+
+* every task is short (one upload slice at most), so one short ``visibility_timeout``
+  (minutes, set identically for broker and results) recovers a killed worker's message fast;
+* ``acks_late`` + prefetch disabled: a worker holds only what it runs, a killed one loses
+  nothing; a lost pool child is retried a bounded number of times (``max_retries``);
+* no ETA or countdown messages: waits live in the Redis schedule (workers.scheduler),
+  because Redis redelivers ETA messages older than the visibility timeout;
+* task events on (and ``task-sent`` from producers) for Flower; soft shutdown so a
+  SIGTERM lets the running slice checkpoint and hand back its message.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from workers import logging as fleet_logging
+from workers.config import Settings
+from workers.queues import kombu_queues
+
+settings = Settings.from_env()
+
+app = Celery("ingest_fleet", broker=settings.redis_url, include=["tasks.steps"])
+
+_transport = {
+    "visibility_timeout": settings.visibility_timeout,
+    # Sweep for unacked messages of dead workers every ~30 s instead of kombu's ~100 s.
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": max(1, min(3, settings.visibility_timeout // 30)),
+    "socket_timeout": 30,
+    "socket_connect_timeout": 10,
+    "health_check_interval": 25,
+    "global_keyprefix": "",
+}
+
+app.conf.update(
+    broker_transport_options=_transport,
+    result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+    visibility_timeout=settings.visibility_timeout,
+    broker_connection_retry_on_startup=True,
+    broker_pool_acquire_timeout=30,
+    task_ignore_result=True,
+    task_serializer="json",
+    accept_content=["json"],
+    task_queues=kombu_queues(),
+    task_default_queue="ingest.default",
+    task_acks_late=True,
+    task_acks_on_failure_or_timeout=True,
+    task_retry_on_worker_lost=True,  # bounded by each task's max_retries
+    task_default_retry_delay=2,      # a short ETA, far below the visibility timeout
+    task_soft_time_limit=settings.slice_seconds + 30,
+    task_time_limit=settings.slice_seconds + 60,
+    worker_prefetch_multiplier=1,
+    worker_disable_prefetch=True,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    worker_soft_shutdown_timeout=min(settings.slice_seconds, 25.0),
+    worker_enable_soft_shutdown_on_idle=True,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_track_started=True,
+    worker_hijack_root_logger=False,
+    worker_redirect_stdouts=False,
+    worker_max_memory_per_child=400_000,  # KiB; a slice streams, so this is a leak guard only
+)
+
+fleet_logging.install_celery_hooks()

@@ -1,0 +1,173 @@
+"""Configuration, read once from the environment.
+
+Every process of the fleet (workers, scheduler, Flower, the CLI) builds the same
+:class:`Settings` from its environment, so a container is configured with env vars
+alone. Provider credentials are read here and nowhere else: they never travel in a
+task message or a job record (ARCHITECTURE.md, principle 1).
+
+Provider settings follow one pattern::
+
+    INGEST_<PROVIDER>_<SETTING>             the "default" account
+    INGEST_<PROVIDER>__<ACCOUNT>__<SETTING> a named account, e.g. INGEST_GCORE__TEAMB__API_KEY
+
+Example::
+
+    >>> s = Settings.from_env({"INGEST_GCORE_API_KEY": "k", "REDIS_URL": "redis://r:6379/0"})
+    >>> s.account("gcore", "default").base_url
+    'https://api.gcore.com'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+#: Public base URLs of each provider; the sandbox prints settings that override them.
+PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
+    "gcore": {"base_url": "https://api.gcore.com", "rate": "4", "burst": "1"},
+}
+
+#: The settings a provider account understands (upper-case env suffixes).
+ACCOUNT_SETTINGS = ("API_KEY", "BASE_URL", "RATE", "BURST", "CLIENT_ID")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One account at one provider: where to call it, how to authenticate, its budget."""
+
+    provider: str
+    name: str
+    base_url: str
+    api_key: str = field(repr=False)
+    rate: float  # requests per second, fleet-wide, for this account
+    burst: int
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def budget_key(self) -> str:
+        return f"{self.provider}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    source_roots: tuple[Path, ...]
+    slice_seconds: float
+    visibility_timeout: int
+    lease_seconds: float
+    max_attempts: int
+    backoff_base: float
+    backoff_cap: float
+    poll_initial: float
+    poll_max: float
+    await_deadline: float
+    tus_chunk_size: int
+    http_connect_timeout: float
+    http_read_timeout: float
+    short_wait: float
+    accounts: Mapping[tuple[str, str], AccountConfig] = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        roots = env.get("INGEST_SOURCE_ROOTS", "")
+        slice_seconds = _num(env, "INGEST_SLICE_SECONDS", 60.0)
+        vt = int(_num(env, "INGEST_VISIBILITY_TIMEOUT", 300))
+        if vt < slice_seconds * 2 + 30:
+            raise ConfigError(
+                f"INGEST_VISIBILITY_TIMEOUT={vt} must be at least 2 x INGEST_SLICE_SECONDS + 30 "
+                f"(= {slice_seconds * 2 + 30:g}) so a running slice is never redelivered"
+            )
+        return cls(
+            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            source_roots=tuple(Path(p).resolve() for p in roots.split(os.pathsep) if p.strip()),
+            slice_seconds=slice_seconds,
+            visibility_timeout=vt,
+            lease_seconds=slice_seconds + 30,
+            max_attempts=int(_num(env, "INGEST_MAX_ATTEMPTS", 6)),
+            backoff_base=_num(env, "INGEST_BACKOFF_BASE", 1.0),
+            backoff_cap=_num(env, "INGEST_BACKOFF_CAP", 120.0),
+            poll_initial=_num(env, "INGEST_POLL_INITIAL", 1.0),
+            poll_max=_num(env, "INGEST_POLL_MAX", 30.0),
+            await_deadline=_num(env, "INGEST_AWAIT_DEADLINE", 6 * 3600.0),
+            tus_chunk_size=int(_num(env, "INGEST_TUS_CHUNK_SIZE", 10_000_000)),
+            http_connect_timeout=_num(env, "INGEST_HTTP_CONNECT_TIMEOUT", 5.0),
+            http_read_timeout=_num(env, "INGEST_HTTP_READ_TIMEOUT", 60.0),
+            short_wait=_num(env, "INGEST_SHORT_WAIT", 2.0),
+            accounts=_accounts(env),
+        )
+
+    def account(self, provider: str, name: str = "default") -> AccountConfig:
+        try:
+            return self.accounts[(provider, name)]
+        except KeyError:
+            raise ConfigError(
+                f"no account {name!r} configured for provider {provider!r}: set "
+                + (
+                    f"INGEST_{provider.upper()}_API_KEY"
+                    if name == "default"
+                    else f"INGEST_{provider.upper()}__{name.upper()}__API_KEY"
+                )
+            ) from None
+
+    def accounts_of(self, provider: str) -> list[str]:
+        return sorted(n for p, n in self.accounts if p == provider)
+
+
+def _num(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def _accounts(env: Mapping[str, str]) -> dict[tuple[str, str], AccountConfig]:
+    """Collect every configured (provider, account): an account exists once it has a key."""
+    raw: dict[tuple[str, str], dict[str, str]] = {}
+    for var, value in env.items():
+        if not var.startswith("INGEST_"):
+            continue
+        rest = var[len("INGEST_"):]
+        for provider in PROVIDER_DEFAULTS:
+            prefix = provider.upper()
+            if rest.startswith(prefix + "__"):
+                account, sep, setting = rest[len(prefix) + 2:].partition("__")
+                if sep and setting in ACCOUNT_SETTINGS:
+                    raw.setdefault((provider, account.lower()), {})[setting] = value
+            elif rest.startswith(prefix + "_") and rest[len(prefix) + 1:] in ACCOUNT_SETTINGS:
+                raw.setdefault((provider, "default"), {})[rest[len(prefix) + 1:]] = value
+    accounts = {}
+    for (provider, name), values in raw.items():
+        if not values.get("API_KEY"):
+            continue
+        # A named account inherits the default account's endpoint and budget unless overridden.
+        merged = {k.upper(): v for k, v in PROVIDER_DEFAULTS[provider].items()}
+        merged.update({k: v for k, v in raw.get((provider, "default"), {}).items() if v})
+        merged.update({k: v for k, v in values.items() if v})
+        var = f"INGEST_{provider.upper()}" + ("_" if name == "default" else f"__{name.upper()}__")
+        try:
+            rate, burst = float(merged["RATE"]), int(float(merged["BURST"]))
+        except ValueError:
+            raise ConfigError(f"{var}RATE / {var}BURST must be numbers") from None
+        accounts[(provider, name)] = AccountConfig(
+            provider=provider,
+            name=name,
+            base_url=merged["BASE_URL"].rstrip("/"),
+            api_key=values["API_KEY"],
+            rate=rate,
+            burst=max(1, burst),
+            extra={k: v for k, v in values.items() if k not in ("API_KEY", "BASE_URL", "RATE", "BURST")},
+        )
+    return accounts

@@ -1,0 +1,118 @@
+"""structlog configuration: JSON lines with ``job_id``, ``provider``, ``step``, ``task_id``.
+
+Configured in one place; processors are plain functions. Celery is told not to touch
+logging (``setup_logging`` is connected), and each task binds its context through
+contextvars in ``task_prerun`` and clears it in ``task_postrun``.
+
+Secrets are kept out by construction (no code logs headers, credentials or tokens) and,
+as a second fence, :func:`redact` masks any known secret value that reaches a log line.
+
+Example::
+
+    log = get_logger()
+    log.info("upload.chunk", offset=10_000_000)
+    # {"event": "upload.chunk", "offset": 10000000, "job_id": "...", "step": "upload", ...}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import structlog
+
+_SECRETS: set[str] = set()
+_configured = False
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` wherever it would appear in a log line of this process."""
+    if value and len(value) >= 6:
+        _SECRETS.add(value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _SECRETS:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    if not _SECRETS:
+        return event_dict
+    return {k: _scrub(v) for k, v in event_dict.items()}
+
+
+def configure(level: str | None = None) -> None:
+    """Route stdlib and structlog logging to JSON lines on stderr (idempotent)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    level = (level or os.environ.get("INGEST_LOG_LEVEL", "INFO")).upper()
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redact,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "kombu", "tornado.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str = "ingest") -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)
+
+
+def install_celery_hooks() -> None:
+    """Connect Celery's signals so worker logs are JSON with the task's context bound."""
+    from celery import signals
+
+    from workers.queues import parse_task_id
+
+    @signals.setup_logging.connect(weak=False)
+    def _setup_logging(**_: Any) -> None:
+        configure()
+
+    @signals.task_prerun.connect(weak=False)
+    def _bind(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
+        structlog.contextvars.clear_contextvars()
+        context = {"task_id": task_id, "task": getattr(task, "name", None)}
+        try:
+            context["job_id"], _seq, context["step"] = parse_task_id(task_id or "")
+        except ValueError:
+            if args:
+                context["job_id"] = args[0]
+        structlog.contextvars.bind_contextvars(**context)
+
+    @signals.task_postrun.connect(weak=False)
+    def _unbind(**_: Any) -> None:
+        structlog.contextvars.clear_contextvars()

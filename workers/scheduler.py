@@ -1,0 +1,81 @@
+"""The scheduler: moves due dispatches from the Redis schedule onto their queues.
+
+Waiting never holds a worker (ARCHITECTURE.md, principle 4): polls, backoffs and
+deferrals are entries in one sorted set scored by due time (Redis clock). This loop claims
+due entries atomically (``schedule_claim.lua``), publishes each as a Celery message, then
+forgets it. A claim that is not published within ``CLAIM_SECONDS`` (its scheduler died)
+becomes due again, so several schedulers may run side by side: a rare duplicate is dropped
+by the task-id check in tasks.steps, and nothing is lost.
+
+Run it with ``ingest-fleet scheduler``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from importlib import resources
+
+import redis
+
+from tasks.dispatch import publish
+from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY
+from workers.logging import get_logger
+
+log = get_logger("ingest.scheduler")
+
+CLAIM_SECONDS = 30
+BATCH = 200
+
+
+class Scheduler:
+    def __init__(self, client: redis.Redis, *, idle_sleep: float = 0.1):
+        self.redis = client
+        self.idle_sleep = idle_sleep
+        self._claim = client.register_script(
+            resources.files("workers").joinpath("lua", "schedule_claim.lua").read_text())
+        self._stop = threading.Event()
+
+    def tick(self) -> int:
+        """Publish every due dispatch (up to one batch); returns how many."""
+        members = self._claim(keys=[SCHEDULE_KEY, SCHEDULE_CLAIMED_KEY], args=[BATCH, CLAIM_SECONDS])
+        for raw in members:
+            m = raw.decode() if isinstance(raw, bytes) else raw
+            try:
+                publish(m)
+            except Exception:
+                log.exception("scheduler.publish_failed", member=m)
+                continue  # stays claimed; due again after CLAIM_SECONDS
+            self.redis.zrem(SCHEDULE_CLAIMED_KEY, m)
+        return len(members)
+
+    def run(self) -> None:
+        log.info("scheduler.started")
+        while not self._stop.is_set():
+            try:
+                published = self.tick()
+            except redis.RedisError as exc:
+                log.warning("scheduler.redis_unavailable", error=str(exc))
+                self._stop.wait(1.0)
+                continue
+            if published < BATCH:
+                self._stop.wait(self.idle_sleep)
+        log.info("scheduler.stopped")
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+
+def main() -> None:
+    from tasks.runtime import runtime
+    from workers import logging as fleet_logging
+
+    fleet_logging.configure()
+    scheduler = Scheduler(runtime().redis)
+    signal.signal(signal.SIGTERM, scheduler.stop)
+    signal.signal(signal.SIGINT, scheduler.stop)
+    scheduler.run()
+
+
+if __name__ == "__main__":
+    main()
