@@ -106,8 +106,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.procs import worker_argv
 
-    argv = worker_argv(args.queues.split(",") if args.queues else None, concurrency=args.concurrency,
-                       name=args.name, loglevel=args.loglevel)
+    from workers.queues import queues_of_kind
+
+    if args.queues:
+        queues = args.queues.split(",")
+    elif args.kind:
+        queues = queues_of_kind(args.kind)
+    else:
+        queues = None
+    argv = worker_argv(queues, concurrency=args.concurrency, name=args.name or args.kind or "worker",
+                       loglevel=args.loglevel)
     os.execv(argv[0], argv)  # the worker becomes this process: signals reach Celery directly
 
 
@@ -174,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("worker", help="run a Celery worker (celery -A workers.app worker)")
     s.add_argument("-Q", "--queues", help="comma-separated queues (default: all)")
+    s.add_argument("--kind", choices=["api", "upload", "poll"],
+                   help="consume this kind of work for every provider (e.g. gcore.upload, ...)")
     s.add_argument("-c", "--concurrency", type=int, default=2)
-    s.add_argument("-n", "--name", default="worker")
+    s.add_argument("-n", "--name", help="node name (default: the kind, or 'worker')")
     s.add_argument("--loglevel", default="INFO")
     s.set_defaults(func=cmd_worker)
 

@@ -36,6 +36,10 @@ def all_queues() -> list[str]:
     return [f"{p}.{k}" for p in PROVIDERS for k in KINDS]
 
 
+def queues_of_kind(kind: str) -> list[str]:
+    return [f"{p}.{kind}" for p in PROVIDERS]
+
+
 def kombu_queues() -> list[Queue]:
     return [Queue(name, routing_key=name) for name in all_queues()]
 

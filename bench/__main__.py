@@ -1,0 +1,15 @@
+"""`python -m bench [orchestration [N] | upload]` - no argument runs them all."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import orchestration, upload
+
+BENCHES = {"orchestration": orchestration.main, "upload": upload.main}
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    names = [args.pop(0)] if args and args[0] in BENCHES else list(BENCHES)
+    for name in names:
+        BENCHES[name](args)

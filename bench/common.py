@@ -1,0 +1,94 @@
+"""What every benchmark needs: a private Redis, the sandbox, fleet processes, a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+from workers.embedded_redis import EmbeddedRedis, free_port
+from workers.procs import ProcessGroup, sandbox_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / ".work"
+RESULTS = ROOT / "bench" / "results"
+SANDBOX_KEY = "bench-gcore-key-3f9a7c21"
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory_gib": f"{mem:.0f}",
+            "python": platform.python_version(), "os": platform.platform()}
+
+
+@contextmanager
+def environment(name: str, *, processing_seconds: float, extra_env: dict[str, str] | None = None
+                ) -> Iterator[tuple[dict[str, str], ProcessGroup, str]]:
+    """A Redis, a sandbox, and the env that points the fleet at them; torn down after."""
+    work = WORK / name
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    (work / "sources").mkdir(parents=True)
+    (work / "media").mkdir(parents=True)
+    redis = EmbeddedRedis(work / "redis", appendonly=True).start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "REDIS_URL": redis.url,
+        "INGEST_SOURCE_ROOTS": str(work / "sources"),
+        "INGEST_GCORE_BASE_URL": url,
+        "INGEST_GCORE_API_KEY": SANDBOX_KEY,
+        "INGEST_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    os.environ.update(env)  # this process submits jobs too
+    group = ProcessGroup(env, work / "logs")
+    try:
+        sandbox = group.start("sandbox", sandbox_argv(port, work / "sandbox", work / "media", processing_seconds)
+                              + ["--gcore-api-key", SANDBOX_KEY])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"{url}/_sandbox/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or not sandbox.alive():
+                raise RuntimeError(sandbox.tail())
+            time.sleep(0.1)
+        yield env, group, url
+    finally:
+        group.stop_all()
+        redis.stop()
+
+
+def record(name: str, results: dict, summary_lines: list[str]) -> Path:
+    """Write bench/results/<name>.json and .md (machine and date included)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    payload = {"benchmark": name, "date": stamp, "machine": machine(), "results": results}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    m = payload["machine"]
+    md = [f"# {name}", "", f"- date: {stamp}",
+          f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}",
+          f"- command: `make bench ARGS={name}`", "", *summary_lines, ""]
+    path = RESULTS / f"{name}.md"
+    path.write_text("\n".join(md))
+    print("\n".join(md))
+    return path

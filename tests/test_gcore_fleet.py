@@ -1,0 +1,232 @@
+"""The fleet end to end on Gcore: real redis-server, real `celery worker` processes, the
+sandbox over real sockets (TUS included)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from tasks.producer import status, submit, wait
+from tests.conftest import GCORE_KEY, MEDIA, SANDBOX_URL, SOURCES, cli, make_source, sha256_of
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+CHUNK = 10_000_000
+
+
+def _video(sandbox, job: dict) -> dict:
+    vid = job["provider_ids"]["video_id"]
+    return next(v for v in sandbox.state()["videos"] if v["id"] == vid)
+
+
+def test_push_and_pull_reach_ready_with_the_source_bytes(start_fleet, sandbox) -> None:
+    start_fleet(workers=1, concurrency=2)
+    src = make_source("push-32m.mp4", 32 * MiB)
+    pulled = make_source("pull-6m.mp4", 6 * MiB, folder=MEDIA)
+    push_id = submit({"provider": "gcore", "source": str(src), "title": "push 32 MiB"})
+    pull_id = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": "pull"})
+
+    push, pull = wait(push_id, 120), wait(pull_id, 120)
+    assert push["state"] == "ready", push
+    assert pull["state"] == "ready", pull
+    assert push["bytes_done"] == push["bytes_total"] == 32 * MiB
+    assert _video(sandbox, push)["sha256"] == sha256_of(src)
+    assert _video(sandbox, pull)["sha256"] == sha256_of(pulled)
+    assert _video(sandbox, push)["name"] == "push 32 MiB"
+    events = [h["event"] for h in push["history"]]
+    assert events[0] == "submitted" and "upload.complete" in events and events[-1] == "ready"
+    assert len(sandbox.state()["videos"]) == 2
+
+
+def test_kill_9_of_the_whole_worker_mid_upload_resumes_elsewhere(start_fleet, sandbox) -> None:
+    size = 200 * MiB
+    src = make_source("push-200m.mp4", size)
+    # Slow each PATCH a little so the kill lands mid-upload on any machine.
+    sandbox.faults(latency_ms=150, latency_endpoints=["gcore.tus_patch"])
+    fleet = start_fleet(workers=1, concurrency=1)
+    job_id = submit({"provider": "gcore", "source": str(src), "title": "killed mid-upload"})
+
+    deadline = time.monotonic() + 120
+    while (done := status(job_id)["bytes_done"]) < 4 * CHUNK:
+        assert time.monotonic() < deadline, status(job_id)
+        time.sleep(0.05)
+    assert done < size - 4 * CHUNK, "the upload finished before the kill; slow it down further"
+    fleet.workers[0].kill9()  # parent and pool children at once, no warm shutdown
+    fleet.start_worker(concurrency=1)
+
+    job = wait(job_id, 240)
+    assert job["state"] == "ready", job
+    state = sandbox.state()
+    assert len(state["videos"]) == 1, state["videos"]
+    assert state["videos"][0]["sha256"] == sha256_of(src)
+    received = sum(u["bytes_received_total"] for u in state["uploads"])
+    assert received <= size + 2 * CHUNK, f"{received - size} bytes sent twice"
+
+
+def test_the_same_key_gives_the_same_job_and_one_video(start_fleet, sandbox) -> None:
+    start_fleet(workers=1)
+    pulled = make_source("pull-key.mp4", 3 * MiB, folder=MEDIA)
+    args = ["submit", "--provider", "gcore", "--source", f"{SANDBOX_URL}/media/{pulled.name}", "--key", "order-4711"]
+    first, second = cli(*args), cli(*args)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.strip() == second.stdout.strip()
+    assert wait(first.stdout.strip(), 60)["state"] == "ready"
+    assert len(sandbox.state()["videos"]) == 1
+    assert len(sandbox.log("gcore.create_video")) == 1
+
+
+def test_throttling_and_server_errors_are_survived(start_fleet, sandbox) -> None:
+    sandbox.faults(rules=[
+        {"endpoint": "gcore.create_video", "status": 429, "retry_after": 1, "times": 2},
+        {"endpoint": "gcore.upload_params", "status": 502, "times": 1},
+        {"endpoint": "gcore.tus_patch", "status": 429, "retry_after": 1, "times": 1},
+        {"endpoint": "gcore.tus_patch", "status": 503, "times": 2},
+        {"endpoint": "gcore.tus_patch", "action": "drop", "after_bytes": 3_000_000, "times": 1},
+        {"endpoint": "gcore.get_video", "status": 500, "times": 2},
+    ])
+    start_fleet(workers=1, concurrency=2)
+    src = make_source("push-faults.mp4", 24 * MiB)
+    job = wait(submit({"provider": "gcore", "source": str(src), "title": "faults"}), 120)
+    assert job["state"] == "ready", job
+    assert _video(sandbox, job)["sha256"] == sha256_of(src)
+    injected = [e for e in sandbox.log() if e.get("fault")]
+    assert len(injected) == 9, injected  # every scripted fault was really served
+    events = [h["event"] for h in job["history"]]
+    assert "throttled" in events and "retry" in events
+    assert len(sandbox.state()["videos"]) == 1
+
+
+def test_a_permanent_error_fails_at_once_with_the_providers_message(start_fleet, sandbox) -> None:
+    sandbox.faults(rules=[{"endpoint": "gcore.create_video", "status": 403,
+                           "body": {"error": "Forbidden: account is blocked"}, "times": 1}])
+    start_fleet(workers=1)
+    pulled = make_source("pull-403.mp4", 1 * MiB, folder=MEDIA)
+    run = cli("submit", "--provider", "gcore", "--source", f"{SANDBOX_URL}/media/{pulled.name}", "--wait",
+              "--timeout", "60", "--json")
+    assert run.returncode == 1, run.stderr
+    job = json.loads(run.stdout)
+    assert job["state"] == "failed"
+    assert "Forbidden: account is blocked" in job["error"]["message"]
+    assert job["error"]["step"] == "create" and job["error"]["kind"] == "permanent"
+    assert len(sandbox.log("gcore.create_video")) == 1  # no retry loop
+
+
+def test_a_file_that_is_not_a_video_fails_with_gcores_text(start_fleet, sandbox) -> None:
+    start_fleet(workers=1)
+    src = make_source("not-a-video.mp4", 2 * MiB, valid=False)
+    job = wait(submit({"provider": "gcore", "source": str(src)}), 60)
+    assert job["state"] == "failed"
+    assert "File Invalid" in job["error"]["message"]
+    assert job["error"]["step"] == "await"
+
+
+@pytest.mark.parametrize(
+    "args, field, words",
+    [
+        (["--provider", "vimeo", "--source", "https://h/a.mp4"], "provider", "unknown provider"),
+        (["--source", str(SOURCES / "missing.mp4")], "source", "file not found"),
+        (["--source", "/etc/hostname"], "source", "outside INGEST_SOURCE_ROOTS"),
+        (["--source", "ftp://h/a.mp4"], "source", "scheme 'ftp' is not supported"),
+        (["--source", str(SOURCES)], "source", "is a directory"),
+        (["--source", "https://h/a.mp4", "--title", "x" * 300], "title", "the limit is 255"),
+        (["--source", "https://h/a.mp4", "--title", b"caf\xe9 latin-1"], "title", "not valid UTF-8"),
+        (["--source", "https://h/a.mp4", "--meta", "novalue"], "metadata", "KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_refused_at_the_door(rt, args, field, words) -> None:
+    from tests.conftest import _wipe_fleet_keys
+
+    _wipe_fleet_keys(rt.redis)
+    if "--provider" not in args:
+        args = ["--provider", "gcore", *args]
+    run = cli("submit", *args)
+    assert run.returncode == 2, run
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}"), run.stderr
+    assert words in lines[0]
+    assert list(rt.redis.scan_iter("if:*")) == []  # no job record, no schedule entry
+    assert all(rt.redis.llen(q) == 0 for q in ("gcore.api", "gcore.upload", "gcore.poll"))
+
+
+def test_no_secret_reaches_redis_logs_or_flower(start_fleet, sandbox, rt, tmp_path) -> None:
+    from workers.embedded_redis import free_port
+    from workers.procs import flower_argv
+
+    fleet = start_fleet(workers=1)
+    port = free_port()
+    flower = fleet.group.start("flower", flower_argv(port), env={"FLOWER_BASIC_AUTH": "ops:flower-pass-1"})
+    src = make_source("push-secrets.mp4", 12 * MiB)
+    pulled = make_source("pull-secrets.mp4", 1 * MiB, folder=MEDIA)
+    ids = [submit({"provider": "gcore", "source": str(src)}),
+           submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}"})]
+    assert all(wait(i, 90)["state"] == "ready" for i in ids)
+
+    tokens = sandbox.state()["tokens_issued"]
+    assert tokens, "the sandbox issued no TUS token: the test would prove nothing"
+    secrets = [GCORE_KEY, *tokens]
+
+    # Redis: every key and every value, messages and the schedule included.
+    for key in rt.redis.scan_iter("*"):
+        kind = rt.redis.type(key).decode()
+        value = {"string": lambda k: rt.redis.get(k), "list": lambda k: rt.redis.lrange(k, 0, -1),
+                 "hash": lambda k: rt.redis.hgetall(k), "zset": lambda k: rt.redis.zrange(k, 0, -1),
+                 "set": lambda k: rt.redis.smembers(k)}.get(kind, lambda k: b"")(key)
+        blob = repr((key, value))
+        for secret in secrets:
+            assert secret not in blob, f"secret in Redis key {key!r}"
+
+    # Logs: the workers logged these jobs (JSON, with their context), and no secret.
+    logs = fleet.logs()
+    assert ids[0] in logs
+    ready = [json.loads(line) for line in logs.splitlines()
+             if line.startswith("{") and '"job.ready"' in line]
+    assert {"job_id", "provider", "step", "task_id"} <= set(ready[0])
+    for secret in secrets:
+        assert secret not in logs
+
+    # Flower: basic auth on; its task API knows the tasks and shows no secret.
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            tasks = requests.get(f"{base}/api/tasks", auth=("ops", "flower-pass-1"), timeout=5)
+            if tasks.ok and len(tasks.json()) >= 1:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline and flower.alive(), flower.tail()
+        time.sleep(0.5)
+    assert requests.get(f"{base}/api/tasks", timeout=5).status_code == 401
+    # Events flow only while Flower runs: a new job is seen there, by name and args.
+    late = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": "seen by flower"})
+    assert wait(late, 60)["state"] == "ready"
+    time.sleep(1.0)
+    body = requests.get(f"{base}/api/tasks", auth=("ops", "flower-pass-1"), timeout=5).text
+    assert late in body and "ingest.create_entity" in body
+    for secret in secrets:
+        assert secret not in body
+
+
+def test_waiting_jobs_hold_no_worker(start_fleet, sandbox, rt) -> None:
+    sandbox.faults(processing_seconds=8)
+    start_fleet(workers=1, concurrency=2, env={"INGEST_POLL_INITIAL": "1", "INGEST_POLL_MAX": "3"})
+    pulled = make_source("pull-wait.mp4", 256 * 1024, folder=MEDIA)
+    ids = [submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": f"wait {i}"})
+           for i in range(200)]
+    max_unacked = max_scheduled = 0
+    deadline = time.monotonic() + 240
+    while True:
+        max_unacked = max(max_unacked, rt.redis.hlen("unacked"))
+        max_scheduled = max(max_scheduled, rt.redis.zcard("if:schedule"))
+        states = [status(i)["state"] for i in ids]
+        if all(s in ("ready", "failed") for s in states):
+            break
+        assert time.monotonic() < deadline, {s: states.count(s) for s in set(states)}
+        time.sleep(0.2)
+    assert states.count("ready") == 200
+    assert max_scheduled >= 100, "the waits should sit in the schedule, not in workers"
+    assert max_unacked <= 4, f"{max_unacked} messages held by workers at once"

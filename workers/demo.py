@@ -1,0 +1,474 @@
+"""``ingest-fleet demo`` (``make demo``): the whole fleet on this machine, ingesting sample
+videos into the sandbox's Gcore emulator.
+
+With nothing else running, the demo
+
+1. writes five sample videos once (three files to upload, two for the sandbox to serve
+   under ``/media/`` so the provider pulls them from a URL);
+2. starts Redis (embedded, unless ``REDIS_URL`` is set), the sandbox, the scheduler, two
+   workers (one for the API and poll queues, one for the upload queues) and Flower behind
+   basic auth, and waits until each one is ready;
+3. submits five intents and shows every job's progress live, read from the job records
+   in Redis: bytes uploaded, then the provider's processing progress;
+4. prints a summary table, where Flower and the logs are, and stops everything it
+   started. With ``keep`` it instead prints the settings that let another shell use the
+   fleet, and stops everything on Ctrl-C.
+
+Everything lives in ``./.ingest-fleet/`` (``redis/``, ``sandbox/``, ``samples/``,
+``media/``, ``logs/``); ``make clean-demo`` removes it. Exit status: 0 when all jobs are
+ready; 1 when one is not, or when a process of the fleet dies (its log tail is shown);
+130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from sandbox.media import make_video_file
+from workers.embedded_redis import EmbeddedRedis, RedisNotFound, free_port
+from workers.procs import (
+    Proc,
+    ProcessGroup,
+    flower_argv,
+    sandbox_argv,
+    scheduler_argv,
+    worker_argv,
+)
+from workers.queues import queues_of_kind
+
+HOME = Path(".ingest-fleet")
+MB = 1_000_000
+PROCESSING_SECONDS = 4.0      # the sandbox's emulated transcoding time per video
+WORKER_CONCURRENCY = 2
+STARTUP_TIMEOUT = 60.0        # per process; a cold start imports Celery, moto, Flower
+FOLLOW_TIMEOUT = 600.0
+REFRESH_SECONDS = 0.25        # ~4 reads of the job records per second
+LOG_TAIL_LINES = 20
+FLOWER_USER = "demo"
+TERMINAL = frozenset({"ready", "failed", "cancelled"})
+STATE_STYLE = {"queued": "dim", "creating": "cyan", "uploading": "blue", "submitting": "magenta",
+               "processing": "yellow", "ready": "bold green", "failed": "bold red", "cancelled": "red"}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample video: ``push`` files are uploaded by the fleet, ``pull`` files are
+    served by the sandbox and fetched by the (emulated) provider from their URL."""
+
+    mode: str
+    number: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        return f"demo-{self.mode}-{self.number}.mp4"
+
+    @property
+    def title(self) -> str:
+        return f"Demo {self.mode} {self.number} ({self.size // MB} MB)"
+
+    def path(self, home: Path) -> Path:
+        return home / ("samples" if self.mode == "push" else "media") / self.name
+
+
+SAMPLES = (
+    Sample("push", 1, 48 * MB), Sample("push", 2, 24 * MB), Sample("push", 3, 12 * MB),
+    Sample("pull", 1, 32 * MB), Sample("pull", 2, 16 * MB),
+)
+
+
+@dataclass
+class Fleet:
+    """What one run started, so that all of it, and only it, is stopped."""
+
+    home: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    redis: EmbeddedRedis | None = None
+    group: ProcessGroup | None = None
+    sandbox_url: str = ""
+    flower_url: str = ""
+
+
+@dataclass
+class DemoJob:
+    sample: Sample
+    id: str
+    record: dict[str, Any] = field(default_factory=dict)
+    phase: str | None = None  # what the progress bar measures: "upload" bytes or "processing" percent
+
+    @property
+    def state(self) -> str:
+        return self.record.get("state", "queued")
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says why."""
+
+
+class ChildFailed(DemoError):
+    """A process of the fleet died or never became ready."""
+
+    def __init__(self, proc: Proc, reason: str):
+        code = proc.popen.poll()
+        super().__init__(f"{proc.name} {reason}" + ("" if code is None else f" (exit code {code})"))
+        self.proc = proc
+
+
+def main(keep: bool = False) -> int:
+    console = Console()
+    fleet = Fleet(home=HOME.resolve())
+    with _stop_signals(_raise_interrupt):  # SIGTERM (e.g. from CI) cleans up like Ctrl-C
+        try:
+            return _run(fleet, console, keep=keep)
+        except KeyboardInterrupt:
+            console.print("[yellow]Interrupted.[/]")
+            return 130
+        except ChildFailed as exc:
+            console.print(f"[bold red]error:[/] {exc}; last lines of {exc.proc.log_path}:")
+            console.out("\n".join(exc.proc.tail().splitlines()[-LOG_TAIL_LINES:]), highlight=False)
+            return 1
+        except DemoError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            return 1
+        finally:
+            _shutdown(fleet, console)
+
+
+def _run(fleet: Fleet, console: Console, *, keep: bool) -> int:
+    console.print(f"[bold]ingest-fleet demo[/]: the fleet and the sandbox, all under {fleet.home}")
+    _prepare(fleet.home)
+    _make_samples(fleet.home, console)
+    redis_url = _start_redis(fleet, console)
+    fleet.sandbox_url = f"http://127.0.0.1:{free_port()}"
+    fleet.settings = _fleet_settings(fleet.home, redis_url, fleet.sandbox_url)
+    # The Celery app reads its settings when first imported, so this process (which
+    # submits the intents) must see them before anything imports tasks.* or workers.app.
+    os.environ.update(fleet.settings)
+    fleet.group = ProcessGroup({**os.environ, "PYTHONUNBUFFERED": "1"}, fleet.home / "logs")
+    _start_sandbox(fleet, console)
+    _start_fleet(fleet, console)
+
+    jobs = _submit_all(fleet)
+    _follow(jobs, fleet, console)
+    _print_summary(jobs, console)
+    _print_access(fleet, console, keep=keep)
+    all_ready = all(job.state == "ready" for job in jobs)
+    if keep:
+        _print_exports(fleet, console)
+        try:
+            _watch(fleet)
+        except KeyboardInterrupt:
+            pass  # the way to end a --keep run, not a failure
+    return 0 if all_ready else 1
+
+
+# -- setting up ---------------------------------------------------------------------------
+
+def _prepare(home: Path) -> None:
+    # Logs start empty so that readiness checks never match a line of an earlier run; the
+    # sandbox keeps its videos in memory, so bytes it stored in an earlier run are garbage.
+    for stale in ("logs", "sandbox"):
+        shutil.rmtree(home / stale, ignore_errors=True)
+    for sub in ("redis", "sandbox", "samples", "media", "logs"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _make_samples(home: Path, console: Console) -> None:
+    made = 0
+    for seed, sample in enumerate(SAMPLES):
+        path = sample.path(home)
+        if path.exists() and path.stat().st_size == sample.size:
+            continue
+        # Written aside and renamed, so an interrupted run never leaves a short file
+        # under the final name for the sandbox to serve.
+        partial = path.with_name(path.name + ".partial")
+        make_video_file(partial, sample.size, seed=seed)
+        partial.replace(path)
+        made += 1
+    total = sum(s.size for s in SAMPLES) // MB
+    _ok(console, "samples", f"{len(SAMPLES)} videos, {total} MB ({made} made, {len(SAMPLES) - made} reused) "
+                            f"in {home / 'samples'} and {home / 'media'}")
+
+
+def _start_redis(fleet: Fleet, console: Console) -> str:
+    given = os.environ.get("REDIS_URL")
+    if given:
+        # Unreachable: redis.ConnectionError, which the CLI turns into exit status 3.
+        redis.Redis.from_url(given, socket_connect_timeout=3).ping()
+        _ok(console, "redis", f"{given} (from REDIS_URL)")
+        return given
+    fleet.redis = EmbeddedRedis(fleet.home / "redis", appendonly=True)
+    try:
+        with _interrupts_held(replay=True):  # never leave a server we could not record
+            fleet.redis.start()
+    except (RedisNotFound, RuntimeError) as exc:
+        raise DemoError(f"cannot start the embedded Redis: {exc}") from None
+    _ok(console, "redis", f"{fleet.redis.url} (embedded, data in {fleet.redis.data_dir})")
+    return fleet.redis.url
+
+
+def _fleet_settings(home: Path, redis_url: str, sandbox_url: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url,
+        "INGEST_SOURCE_ROOTS": str(home / "samples"),
+        "INGEST_GCORE_BASE_URL": sandbox_url,
+        "INGEST_GCORE_API_KEY": secrets.token_urlsafe(18),
+        "INGEST_GCORE_RATE": "50",
+        "INGEST_SLICE_SECONDS": "20",
+        "INGEST_POLL_INITIAL": "0.5",
+        "INGEST_POLL_MAX": "2",
+        "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{secrets.token_urlsafe(12)}",
+    }
+
+
+def _start_sandbox(fleet: Fleet, console: Console) -> None:
+    port = int(fleet.sandbox_url.rsplit(":", 1)[1])
+    argv = sandbox_argv(port, fleet.home / "sandbox", fleet.home / "media", processing_seconds=PROCESSING_SECONDS)
+    proc = _start(fleet, "sandbox", argv + ["--gcore-api-key", fleet.settings["INGEST_GCORE_API_KEY"]])
+    _wait_until(proc, _answers(f"{fleet.sandbox_url}/_sandbox/health", 200), "GET /_sandbox/health")
+    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore emulator, processing {PROCESSING_SECONDS:g} s)")
+
+
+def _start_fleet(fleet: Fleet, console: Console) -> None:
+    """Start the workers, the scheduler and Flower together, then wait for each."""
+    workers = {"worker-api": queues_of_kind("api") + queues_of_kind("poll"),
+               "worker-upload": queues_of_kind("upload")}
+    started = {name: _start(fleet, name, worker_argv(queues, concurrency=WORKER_CONCURRENCY, name=name))
+               for name, queues in workers.items()}
+    scheduler = _start(fleet, "scheduler", scheduler_argv())
+    flower_port = free_port()
+    flower = _start(fleet, "flower", flower_argv(flower_port))
+    fleet.flower_url = f"http://127.0.0.1:{flower_port}"
+
+    for name, queues in workers.items():
+        _wait_until(started[name], _logged(started[name], "ready."), "'ready.' in its log")
+        _ok(console, name, f"queues {','.join(queues)}, concurrency {WORKER_CONCURRENCY}")
+    _wait_until(scheduler, _logged(scheduler, "scheduler.started"), "'scheduler.started' in its log")
+    _ok(console, "scheduler", "moving due polls and retries onto the queues")
+    # 401 without credentials: Flower is up, and its basic auth is on.
+    _wait_until(flower, _answers(fleet.flower_url, 401), f"HTTP 401 from {fleet.flower_url} without credentials")
+    _ok(console, "flower", f"{fleet.flower_url} (basic auth)")
+
+
+def _start(fleet: Fleet, name: str, argv: list[str]) -> Proc:
+    assert fleet.group is not None
+    with _interrupts_held(replay=True):  # a Ctrl-C between fork and bookkeeping would orphan it
+        return fleet.group.start(name, argv)
+
+
+def _wait_until(proc: Proc, ready: Callable[[], bool], what: str, timeout: float = STARTUP_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if not proc.alive():
+            raise ChildFailed(proc, "exited while starting")
+        if time.monotonic() > deadline:
+            raise ChildFailed(proc, f"was not ready after {timeout:g} s (waited for {what})")
+        time.sleep(0.1)
+
+
+def _logged(proc: Proc, needle: str) -> Callable[[], bool]:
+    return lambda: needle in proc.tail(1_000_000)
+
+
+def _answers(url: str, status_code: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return requests.get(url, timeout=2).status_code == status_code
+        except requests.RequestException:
+            return False
+    return check
+
+
+def _ok(console: Console, name: str, detail: str) -> None:
+    console.print(f"[green]✓[/] {name:<14}{detail}", highlight=False)
+
+
+# -- running the jobs ---------------------------------------------------------------------
+
+def _submit_all(fleet: Fleet) -> list[DemoJob]:
+    # Imported only now: it needs the settings in os.environ (see _run).
+    from tasks.producer import submit
+
+    jobs = []
+    for sample in SAMPLES:
+        source = str(sample.path(fleet.home)) if sample.mode == "push" else f"{fleet.sandbox_url}/media/{sample.name}"
+        intent = {"provider": "gcore", "source": source, "title": sample.title, "metadata": {"origin": "demo"}}
+        jobs.append(DemoJob(sample, submit(intent)))
+    return jobs
+
+
+def _follow(jobs: list[DemoJob], fleet: Fleet, console: Console) -> None:
+    """Show one bar per job until all are terminal (or the timeout); Redis reads only."""
+    from tasks.producer import status
+
+    columns = (TextColumn("{task.description}"), TextColumn("{task.fields[state]}"), BarColumn(),
+               TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[elapsed]}", justify="right"))
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    # On a non-TTY rich does not animate: it prints the bars once, when they stop; the
+    # state-change lines printed meanwhile are what a CI log shows of the run.
+    with Progress(*columns, console=console, refresh_per_second=4) as progress:
+        bars = {job.id: progress.add_task(job.sample.title, total=None, state="", detail="", elapsed="")
+                for job in jobs}
+        while True:
+            for job in jobs:
+                _update(progress, bars[job.id], job, status(job.id))
+            if all(job.state in TERMINAL for job in jobs):
+                return
+            _check_alive(fleet)
+            if time.monotonic() > deadline:
+                progress.console.print(f"[bold red]Gave up waiting after {FOLLOW_TIMEOUT:g} s.[/]")
+                return
+            time.sleep(REFRESH_SECONDS)
+
+
+def _update(progress: Progress, bar: TaskID, job: DemoJob, record: dict[str, Any]) -> None:
+    previous = job.state if job.record else None
+    job.record = record
+    if job.state != previous:
+        clock = time.strftime("%H:%M:%S")
+        progress.console.print(f"{clock}  {job.id[:8]}  {job.sample.title:<22} {_styled(job.state)}")
+    if job.state not in ("failed", "cancelled"):  # a failed job's bar stays where it stopped
+        phase, completed, total = _measure(job)
+        if phase != job.phase:
+            # A fresh bar for the new phase: rich keeps a bar "finished" once it reached its total.
+            progress.reset(bar, total=total, completed=completed)
+            job.phase = phase
+        progress.update(bar, total=total, completed=completed)
+    progress.update(bar, state=_styled(job.state), detail=_detail(job), elapsed=f"{_seconds(record):.0f} s")
+
+
+def _measure(job: DemoJob) -> tuple[str, float, float]:
+    """(phase, completed, total): bytes while a push job uploads, then processing percent."""
+    r = job.record
+    if job.sample.mode == "push" and job.state in ("queued", "creating", "uploading"):
+        return "upload", r.get("bytes_done") or 0, r.get("bytes_total") or job.sample.size
+    return "processing", r.get("progress") or 0, 100
+
+
+def _detail(job: DemoJob) -> str:
+    r = job.record
+    if job.state in ("failed", "cancelled"):
+        return _error(r)[:60]
+    if job.state == "ready":
+        return f"video {r['provider_ids'].get('video_id', '?')}"
+    if job.phase == "upload":
+        return f"{(r.get('bytes_done') or 0) / MB:.1f} / {job.sample.size / MB:.1f} MB"
+    return f"processing {r['progress']} %" if r.get("progress") is not None else ""
+
+
+def _check_alive(fleet: Fleet) -> None:
+    for proc in fleet.group.procs if fleet.group else ():
+        if not proc.alive():
+            raise ChildFailed(proc, "exited unexpectedly")
+    if fleet.redis and fleet.redis.proc and fleet.redis.proc.poll() is not None:
+        raise DemoError(f"the embedded Redis exited; see {fleet.redis.data_dir / 'redis.log'}")
+
+
+def _watch(fleet: Fleet) -> None:
+    while True:
+        _check_alive(fleet)
+        time.sleep(1)
+
+
+# -- reporting ----------------------------------------------------------------------------
+
+def _print_summary(jobs: list[DemoJob], console: Console) -> None:
+    table = Table(title="Demo jobs", title_justify="left")
+    for name, justify in (("job", "left"), ("mode", "left"), ("size", "right"), ("state", "left"),
+                          ("seconds", "right"), ("video id", "right"), ("error", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for job in jobs:
+        r = job.record
+        table.add_row(job.id[:8], job.sample.mode, f"{job.sample.size // MB} MB", _styled(job.state),
+                      f"{_seconds(r):.1f}", str(r.get("provider_ids", {}).get("video_id", "-")), _error(r) or "-")
+    ready = sum(job.state == "ready" for job in jobs)
+    console.print()
+    console.print(table)
+    console.print(f"{ready} of {len(jobs)} jobs ready.", style="bold green" if ready == len(jobs) else "bold red")
+
+
+def _print_access(fleet: Fleet, console: Console, *, keep: bool) -> None:
+    user, password = fleet.settings["FLOWER_BASIC_AUTH"].split(":", 1)
+    flower = f"{fleet.flower_url}  user {user}  password {password}"
+    console.print(f"Flower  {flower}" + ("" if keep else "  (stopped with the demo; --keep leaves it running)"),
+                  highlight=False)
+    console.print(f"Logs    {fleet.home / 'logs'}/  (one file per process)", highlight=False)
+
+
+def _print_exports(fleet: Fleet, console: Console) -> None:
+    console.print("\nThe fleet keeps running. To use it from another shell:")
+    # Plain output: rich would wrap long lines, and these are meant to be pasted.
+    exports = [f"export {key}={shlex.quote(value)}" for key, value in fleet.settings.items()]
+    console.out("\n".join(exports) + f"\n# Flower: {fleet.flower_url}", highlight=False)
+    console.print("e.g. [bold]ingest-fleet jobs[/] or [bold]ingest-fleet submit --provider gcore --source URL --wait[/]")
+    console.print("Press Ctrl-C to stop everything.")
+
+
+def _styled(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state:<10}[/]"
+
+
+def _seconds(record: Mapping[str, Any]) -> float:
+    end = record.get("finished_at") or time.time()
+    return end - record.get("created_at", end)
+
+
+def _error(record: Mapping[str, Any]) -> str:
+    error = record.get("error") or {}
+    return f"{error.get('step')}: {error.get('message')}" if error else ""
+
+
+# -- stopping -----------------------------------------------------------------------------
+
+def _shutdown(fleet: Fleet, console: Console) -> None:
+    if not (fleet.group and fleet.group.procs) and not (fleet.redis and fleet.redis.proc):
+        return
+    console.print("Stopping the fleet...")
+    # Held, not ignored: a second Ctrl-C must not cut the shutdown short and orphan a child.
+    with _interrupts_held(replay=False):
+        if fleet.group:
+            fleet.group.stop_all()
+        if fleet.redis:
+            fleet.redis.stop()
+    console.print("Stopped.")
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _interrupts_held(*, replay: bool) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM during a critical section; with ``replay``, act on them after it."""
+    received: list[int] = []
+    with _stop_signals(lambda signum, _frame: received.append(signum)):
+        yield
+    if received and replay:
+        raise KeyboardInterrupt
