@@ -54,7 +54,6 @@ def environment(name: str, *, processing_seconds: float, extra_env: dict[str, st
         "INGEST_SOURCE_ROOTS": str(work / "sources"),
         "INGEST_GCORE_BASE_URL": url,
         "INGEST_GCORE_API_KEY": SANDBOX_KEY,
-        "INGEST_LOG_LEVEL": "WARNING",
         **(extra_env or {}),
     }
     os.environ.update(env)  # this process submits jobs too

@@ -45,7 +45,7 @@ def _bare(n: int, env: dict, group) -> dict:
     r = redis.Redis.from_url(env["REDIS_URL"])
     r.delete("bench:bare:done")
     worker = group.start("bare-worker", [sys.executable, "-m", "celery", "-A", "bench.bare_chain", "worker",
-                                         "-Q", "bare", "-c", "2", "--loglevel", "WARNING", "-n", "bare@%h",
+                                         "-Q", "bare", "-c", "2", "--loglevel", "INFO", "-n", "bare@%h",
                                          "--without-mingle", "--without-gossip"])
     group.wait_for_line(worker, "ready.", 60)
     started = time.monotonic()
@@ -61,7 +61,7 @@ def _bare(n: int, env: dict, group) -> dict:
 def main(argv: list[str]) -> None:
     n = int(argv[0]) if argv else 500
     extra = {"INGEST_GCORE_RATE": "100000", "INGEST_GCORE_BURST": "1000", "INGEST_POLL_INITIAL": "0.05",
-             "INGEST_POLL_MAX": "0.5", "INGEST_LOG_LEVEL": "WARNING"}
+             "INGEST_POLL_MAX": "0.5"}
     with environment("orchestration", processing_seconds=0, extra_env=extra) as (env, group, url):
         fleet = _fleet(n, env, group, url)
         bare = _bare(n, env, group)

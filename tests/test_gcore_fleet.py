@@ -74,9 +74,18 @@ def test_the_same_key_gives_the_same_job_and_one_video(start_fleet, sandbox) -> 
     first, second = cli(*args), cli(*args)
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     assert first.stdout.strip() == second.stdout.strip()
-    assert wait(first.stdout.strip(), 60)["state"] == "ready"
+    job_id = first.stdout.strip()
+    assert wait(job_id, 60)["state"] == "ready"
+    # A late duplicate of the first message (as a redelivery would be) is recognised and dropped.
+    from tasks.dispatch import publish
+    from workers.queues import member
+
+    publish(member("gcore.api", f"{job_id}.1.create"))
+    time.sleep(1.5)
+    assert status(job_id)["state"] == "ready"
     assert len(sandbox.state()["videos"]) == 1
     assert len(sandbox.log("gcore.create_video")) == 1
+    assert len(sandbox.log("gcore.list_videos")) == 1
 
 
 def test_throttling_and_server_errors_are_survived(start_fleet, sandbox) -> None:

@@ -7,7 +7,8 @@ With nothing else running, the demo
    under ``/media/`` so the provider pulls them from a URL);
 2. starts Redis (embedded, unless ``REDIS_URL`` is set), the sandbox, the scheduler, two
    workers (one for the API and poll queues, one for the upload queues) and Flower behind
-   basic auth, and waits until each one is ready;
+   basic auth, and waits until each one is ready (the sandbox answers each upload chunk
+   0.8 s late, as over a ~100 Mbit/s link, so that uploads take long enough to watch);
 3. submits five intents and shows every job's progress live, read from the job records
    in Redis: bytes uploaded, then the provider's processing progress;
 4. prints a summary table, where Flower and the logs are, and stops everything it
@@ -55,6 +56,7 @@ from workers.queues import queues_of_kind
 HOME = Path(".ingest-fleet")
 MB = 1_000_000
 PROCESSING_SECONDS = 4.0      # the sandbox's emulated transcoding time per video
+UPLOAD_CHUNK_LATENCY_MS = 800  # per 10 MB TUS PATCH: about a 100 Mbit/s link
 WORKER_CONCURRENCY = 2
 STARTUP_TIMEOUT = 60.0        # per process; a cold start imports Celery, moto, Flower
 FOLLOW_TIMEOUT = 600.0
@@ -102,8 +104,16 @@ class Fleet:
     settings: dict[str, str] = field(default_factory=dict)
     redis: EmbeddedRedis | None = None
     group: ProcessGroup | None = None
-    sandbox_url: str = ""
-    flower_url: str = ""
+    sandbox_port: int = 0
+    flower_port: int = 0
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.flower_port}"
 
 
 @dataclass
@@ -126,9 +136,14 @@ class ChildFailed(DemoError):
     """A process of the fleet died or never became ready."""
 
     def __init__(self, proc: Proc, reason: str):
-        code = proc.popen.poll()
-        super().__init__(f"{proc.name} {reason}" + ("" if code is None else f" (exit code {code})"))
+        super().__init__(f"{proc.name} {reason}{_exit_status(proc.popen.poll())}")
         self.proc = proc
+
+
+def _exit_status(code: int | None) -> str:
+    if code is None:
+        return ""
+    return f" (killed by {signal.Signals(-code).name})" if code < 0 else f" (exit status {code})"
 
 
 def main(keep: bool = False) -> int:
@@ -156,7 +171,7 @@ def _run(fleet: Fleet, console: Console, *, keep: bool) -> int:
     _prepare(fleet.home)
     _make_samples(fleet.home, console)
     redis_url = _start_redis(fleet, console)
-    fleet.sandbox_url = f"http://127.0.0.1:{free_port()}"
+    fleet.sandbox_port = free_port()
     fleet.settings = _fleet_settings(fleet.home, redis_url, fleet.sandbox_url)
     # The Celery app reads its settings when first imported, so this process (which
     # submits the intents) must see them before anything imports tasks.* or workers.app.
@@ -203,8 +218,7 @@ def _make_samples(home: Path, console: Console) -> None:
         partial.replace(path)
         made += 1
     total = sum(s.size for s in SAMPLES) // MB
-    _ok(console, "samples", f"{len(SAMPLES)} videos, {total} MB ({made} made, {len(SAMPLES) - made} reused) "
-                            f"in {home / 'samples'} and {home / 'media'}")
+    _ok(console, "samples", f"{total} MB in {HOME}/samples/ and media/ ({made} made, {len(SAMPLES) - made} reused)")
 
 
 def _start_redis(fleet: Fleet, console: Console) -> str:
@@ -214,13 +228,16 @@ def _start_redis(fleet: Fleet, console: Console) -> str:
         redis.Redis.from_url(given, socket_connect_timeout=3).ping()
         _ok(console, "redis", f"{given} (from REDIS_URL)")
         return given
+    # The sandbox forgets its videos when it stops, so jobs an earlier demo left unfinished
+    # could only fail against this one: the demo's own Redis starts empty each run.
+    shutil.rmtree(fleet.home / "redis", ignore_errors=True)
     fleet.redis = EmbeddedRedis(fleet.home / "redis", appendonly=True)
     try:
         with _interrupts_held(replay=True):  # never leave a server we could not record
             fleet.redis.start()
     except (RedisNotFound, RuntimeError) as exc:
         raise DemoError(f"cannot start the embedded Redis: {exc}") from None
-    _ok(console, "redis", f"{fleet.redis.url} (embedded, data in {fleet.redis.data_dir})")
+    _ok(console, "redis", f"{fleet.redis.url} (embedded, in {HOME}/redis/)")
     return fleet.redis.url
 
 
@@ -239,11 +256,16 @@ def _fleet_settings(home: Path, redis_url: str, sandbox_url: str) -> dict[str, s
 
 
 def _start_sandbox(fleet: Fleet, console: Console) -> None:
-    port = int(fleet.sandbox_url.rsplit(":", 1)[1])
-    argv = sandbox_argv(port, fleet.home / "sandbox", fleet.home / "media", processing_seconds=PROCESSING_SECONDS)
+    argv = sandbox_argv(fleet.sandbox_port, fleet.home / "sandbox", fleet.home / "media",
+                        processing_seconds=PROCESSING_SECONDS)
     proc = _start(fleet, "sandbox", argv + ["--gcore-api-key", fleet.settings["INGEST_GCORE_API_KEY"]])
     _wait_until(proc, _answers(f"{fleet.sandbox_url}/_sandbox/health", 200), "GET /_sandbox/health")
-    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore emulator, processing {PROCESSING_SECONDS:g} s)")
+    # On loopback a 48 MB upload is over in a blink; answering each upload chunk a little
+    # late, as over a real link, gives the upload bars something to show.
+    slow_link = {"provider": "gcore", "latency_ms": UPLOAD_CHUNK_LATENCY_MS, "latency_endpoints": ["gcore.tus_patch"]}
+    requests.put(f"{fleet.sandbox_url}/_sandbox/faults", json=slow_link, timeout=5).raise_for_status()
+    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, {PROCESSING_SECONDS:g} s processing, "
+                            f"+{UPLOAD_CHUNK_LATENCY_MS / 1000:g} s/chunk)")
 
 
 def _start_fleet(fleet: Fleet, console: Console) -> None:
@@ -253,9 +275,8 @@ def _start_fleet(fleet: Fleet, console: Console) -> None:
     started = {name: _start(fleet, name, worker_argv(queues, concurrency=WORKER_CONCURRENCY, name=name))
                for name, queues in workers.items()}
     scheduler = _start(fleet, "scheduler", scheduler_argv())
-    flower_port = free_port()
-    flower = _start(fleet, "flower", flower_argv(flower_port))
-    fleet.flower_url = f"http://127.0.0.1:{flower_port}"
+    fleet.flower_port = free_port()
+    flower = _start(fleet, "flower", flower_argv(fleet.flower_port))
 
     for name, queues in workers.items():
         _wait_until(started[name], _logged(started[name], "ready."), "'ready.' in its log")
@@ -343,7 +364,7 @@ def _update(progress: Progress, bar: TaskID, job: DemoJob, record: dict[str, Any
     job.record = record
     if job.state != previous:
         clock = time.strftime("%H:%M:%S")
-        progress.console.print(f"{clock}  {job.id[:8]}  {job.sample.title:<22} {_styled(job.state)}")
+        progress.console.print(f"{clock}  {job.id[:8]}  {job.sample.title:<22} {_styled(job.state, width=10)}")
     if job.state not in ("failed", "cancelled"):  # a failed job's bar stays where it stopped
         phase, completed, total = _measure(job)
         if phase != job.phase:
@@ -351,7 +372,7 @@ def _update(progress: Progress, bar: TaskID, job: DemoJob, record: dict[str, Any
             progress.reset(bar, total=total, completed=completed)
             job.phase = phase
         progress.update(bar, total=total, completed=completed)
-    progress.update(bar, state=_styled(job.state), detail=_detail(job), elapsed=f"{_seconds(record):.0f} s")
+    progress.update(bar, state=_styled(job.state, width=10), detail=_detail(job), elapsed=f"{_seconds(record):.0f} s")
 
 
 def _measure(job: DemoJob) -> tuple[str, float, float]:
@@ -370,7 +391,7 @@ def _detail(job: DemoJob) -> str:
         return f"video {r['provider_ids'].get('video_id', '?')}"
     if job.phase == "upload":
         return f"{(r.get('bytes_done') or 0) / MB:.1f} / {job.sample.size / MB:.1f} MB"
-    return f"processing {r['progress']} %" if r.get("progress") is not None else ""
+    return f"{r['progress']} %" if r.get("progress") is not None else ""
 
 
 def _check_alive(fleet: Fleet) -> None:
@@ -391,9 +412,8 @@ def _watch(fleet: Fleet) -> None:
 
 def _print_summary(jobs: list[DemoJob], console: Console) -> None:
     table = Table(title="Demo jobs", title_justify="left")
-    for name, justify in (("job", "left"), ("mode", "left"), ("size", "right"), ("state", "left"),
-                          ("seconds", "right"), ("video id", "right"), ("error", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name in ("job", "mode", "size", "state", "seconds", "video id", "error"):
+        table.add_column(name, justify="right" if name in ("size", "seconds", "video id") else "left")
     for job in jobs:
         r = job.record
         table.add_row(job.id[:8], job.sample.mode, f"{job.sample.size // MB} MB", _styled(job.state),
@@ -406,23 +426,22 @@ def _print_summary(jobs: list[DemoJob], console: Console) -> None:
 
 def _print_access(fleet: Fleet, console: Console, *, keep: bool) -> None:
     user, password = fleet.settings["FLOWER_BASIC_AUTH"].split(":", 1)
-    flower = f"{fleet.flower_url}  user {user}  password {password}"
-    console.print(f"Flower  {flower}" + ("" if keep else "  (stopped with the demo; --keep leaves it running)"),
-                  highlight=False)
-    console.print(f"Logs    {fleet.home / 'logs'}/  (one file per process)", highlight=False)
+    console.print(f"Flower  {fleet.flower_url}  user {user}  password {password}", highlight=False)
+    if not keep:
+        console.print("        (stopped with the demo; [bold]ingest-fleet demo --keep[/] leaves it running)")
+    console.print(f"Logs    {HOME / 'logs'}/  (one file per process)", highlight=False)
 
 
 def _print_exports(fleet: Fleet, console: Console) -> None:
-    console.print("\nThe fleet keeps running. To use it from another shell:")
+    console.print("\nThe fleet keeps running. Use it from another shell (try: ingest-fleet jobs):")
     # Plain output: rich would wrap long lines, and these are meant to be pasted.
     exports = [f"export {key}={shlex.quote(value)}" for key, value in fleet.settings.items()]
     console.out("\n".join(exports) + f"\n# Flower: {fleet.flower_url}", highlight=False)
-    console.print("e.g. [bold]ingest-fleet jobs[/] or [bold]ingest-fleet submit --provider gcore --source URL --wait[/]")
     console.print("Press Ctrl-C to stop everything.")
 
 
-def _styled(state: str) -> str:
-    return f"[{STATE_STYLE.get(state, 'white')}]{state:<10}[/]"
+def _styled(state: str, width: int = 0) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state:<{width}}[/]"
 
 
 def _seconds(record: Mapping[str, Any]) -> float:

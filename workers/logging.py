@@ -84,6 +84,8 @@ def configure(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # "celery@host ready." tells operators (and the tests) a worker consumes; keep it at any level.
+    logging.getLogger("celery.apps.worker").setLevel(logging.INFO)
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "kombu", "tornado.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
