@@ -1,0 +1,67 @@
+"""The contract between the :class:`~sandbox.server.Sandbox` and a provider emulator.
+
+Adding a provider means one module ``sandbox/<provider>.py`` with an :class:`Emulator`
+subclass, listed in :data:`sandbox.server.EMULATORS`. The sandbox gives it a
+:class:`Context`, mounts its :meth:`~Emulator.routes` on the shared port, applies the
+provider's faults and logs its requests; the emulator only speaks its provider's contract.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .scheduler import Scheduler
+from .web import Route
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the sandbox lends an emulator."""
+
+    data_dir: Path  # the emulator's own directory for stored bytes (wiped on reset)
+    address: str  # "host:port" the sandbox listens on, as a client would dial it
+    #: How long emulated processing takes now (0 = instant): the provider's runtime
+    #: ``processing_seconds`` fault setting if set, else the Sandbox's.
+    processing_seconds: Callable[[], float]
+    #: ``stage_fails("gcore.processing")`` -> the injected fault's name, or None. The
+    #: sandbox applies HTTP faults itself; only non-HTTP stages need to ask.
+    stage_fails: Callable[[str], str | None]
+    scheduler: Scheduler  # shared timer thread for delayed state changes
+    stopping: threading.Event  # set when the sandbox stops; background work should end
+
+
+class Emulator:
+    """Base class of a provider emulator."""
+
+    #: Provider name: prefix of its endpoint names, its fault-config key, its state URL.
+    name: ClassVar[str]
+    #: Constructor options, ``{option: (default, help)}``; ``Sandbox(<name>_<option>=...)``
+    #: and the command line (``--<name>-<option>``) set them.
+    options: ClassVar[dict[str, tuple[Any, str]]] = {}
+    #: Names of non-HTTP stages that fault rules may target (``action: "fail"``).
+    stages: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: Context, **options: Any):
+        self.ctx = ctx
+
+    def routes(self) -> list[Route]:
+        raise NotImplementedError
+
+    def env(self, base_url: str) -> dict[str, str]:
+        """The fleet settings (env vars) that point an account at this emulator."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """Everything the emulator holds, for ``GET /_sandbox/state/<name>``."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget every entity and stored byte."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Release background resources; called once when the sandbox stops."""

@@ -1,0 +1,112 @@
+"""Test media: files that pass (or fail) the emulators' container check, and a file server.
+
+:func:`make_video_file` writes a file of an exact size that looks like an MP4 (an ``ftyp``
+box, then one ``mdat`` box covering the rest) filled with pseudo-random bytes, fast enough
+for 2 GiB. :func:`is_video_container` is the check the emulators apply before
+"processing", standing in for a provider's probe of the source: Gcore marks a non-video
+source "File Invalid" (seed: gcore-upload-video-via-api.md, "Video upload and processing
+statuses").
+
+:class:`MediaServer` serves a directory under ``/media/<name>`` so pull-from-URL ingests
+have an origin on the same port (endpoint ``media.get``, fault provider ``media``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+from .web import BLOCK_SIZE, HttpError, Request, Response, Route, route
+
+#: ``ftyp`` box: size, type, major brand ``isom``, minor version 0x200, compatible brands.
+FTYP_BOX = struct.pack(">I4s4sI4s4s", 24, b"ftyp", b"isom", 0x200, b"isom", b"iso2")
+#: EBML magic that starts every Matroska / WebM file.
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+MIN_VIDEO_SIZE = len(FTYP_BOX) + 16  # ftyp + the largest mdat header
+
+
+def is_video_container(head: bytes) -> bool:
+    """True for an MP4/MOV (``ftyp`` at bytes 4..8) or Matroska/WebM (EBML magic) file head."""
+    return head[4:8] == b"ftyp" or head[:4] == EBML_MAGIC
+
+
+def make_video_file(path: str | os.PathLike[str], size_bytes: int, seed: int = 0) -> Path:
+    """Write exactly ``size_bytes`` bytes that pass :func:`is_video_container`; same seed, same bytes.
+
+    The payload repeats one random 1 MiB block, XOR-ed with the block index (a byte
+    translation, so it runs at disk speed) and stamped with the index, so no two blocks of
+    a file are identical and a misplaced chunk changes the file's hash.
+    """
+    if size_bytes < MIN_VIDEO_SIZE:
+        raise ValueError(f"a video file needs at least {MIN_VIDEO_SIZE} bytes, got {size_bytes}")
+    payload = size_bytes - len(FTYP_BOX)
+    if payload < 2**32:
+        header = FTYP_BOX + struct.pack(">I4s", payload, b"mdat")
+    else:  # a 64-bit "largesize" box: size field 1, then the real size
+        header = FTYP_BOX + struct.pack(">I4sQ", 1, b"mdat", payload)
+    path = Path(path)
+    with open(path, "wb") as f:
+        f.write(header)
+        for block in _pseudo_random_blocks(size_bytes - len(header), seed):
+            f.write(block)
+    return path
+
+
+def make_invalid_file(path: str | os.PathLike[str], size_bytes: int) -> Path:
+    """Write ``size_bytes`` of text that fails :func:`is_video_container` (e.g. a playlist)."""
+    line = b"#EXTM3U - this is a playlist, not a video container\n"
+    path = Path(path)
+    with open(path, "wb") as f:
+        remaining = size_bytes
+        block = line * (BLOCK_SIZE // len(line) + 1)
+        while remaining:
+            n = min(remaining, len(block))
+            f.write(block[:n])
+            remaining -= n
+    return path
+
+
+def _pseudo_random_blocks(total: int, seed: int) -> Iterator[bytes]:
+    base = random.Random(seed).randbytes(BLOCK_SIZE)
+    tables = [bytes(b ^ k for b in range(256)) for k in range(256)]
+    index = 0
+    while total > 0:
+        block = struct.pack(">Q", index) + base.translate(tables[index % 256])[8:]
+        yield block[:total]
+        total -= len(block)
+        index += 1
+
+
+class MediaServer:
+    """``GET``/``HEAD /media/<name>``: files under ``media_dir``, streamed with Content-Length."""
+
+    provider = "media"
+
+    def __init__(self, media_dir: str | os.PathLike[str] | None):
+        self.media_dir = Path(media_dir).resolve() if media_dir is not None else None
+
+    def routes(self) -> list[Route]:
+        return [route("GET", r"/media/(?P<name>.+)", "media.get", self._get, provider=self.provider)]
+
+    def _get(self, req: Request) -> Response:
+        path = self._resolve(unquote(req.params["name"]))
+        size = path.stat().st_size
+        return Response(200, _read_blocks(path), {"Content-Type": "application/octet-stream"}, length=size)
+
+    def _resolve(self, name: str) -> Path:
+        if self.media_dir is not None:
+            path = (self.media_dir / name).resolve()
+            # Refuse anything outside media_dir (``..``, absolute names, symlinks out).
+            if path.is_relative_to(self.media_dir) and path.is_file():
+                return path
+        raise HttpError(404, {"error": "Not Found"})
+
+
+def _read_blocks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK_SIZE):
+            yield block
