@@ -10,7 +10,7 @@ Contract: shared/design/providers.md §5 and the seed ``gcore-upload-video-via-a
   open the TUS session (metadata filename, filetype, token, video_id, client_id). The token
   is used right here and stored nowhere; the session URL alone is checkpointed.
 * upload: TUS PATCHes of ``INGEST_TUS_CHUNK_SIZE`` (default 10,000,000) bytes, resumed with HEAD.
-* submit: implicit (the upload's completion, or ``origin_url``).
+* submit: none - the upload's completion, or ``origin_url``, starts processing (step skipped).
 * await: ``GET /streaming/videos/{id}``: ``ready`` is done; ``viewable`` is progress;
   ``error``, or ``empty`` with an ``error`` text, is failure with that text.
 """
@@ -22,6 +22,7 @@ import os
 
 from tasks.errors import PermanentError, TransientError
 from tasks.intent import IntentError, ValidatedIntent
+from tasks.jobstore import Job
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer.tus import TusUpload, create_session
 from workers.config import AccountConfig
@@ -54,6 +55,10 @@ class GcoreAdapter(Adapter):
     def validate(self, intent: ValidatedIntent) -> None:
         if len(intent.description) > 4000:
             raise IntentError("description", "Gcore accepts at most 4000 characters")
+
+    def needs(self, step: str, job: Job) -> bool:
+        # Gcore has no "submit" call: the upload's completion (or origin_url) starts processing.
+        return step != "submit" and super().needs(step, job)
 
     # -- create ----------------------------------------------------------------------
     def create_entity(self, ctx: StepContext) -> None:
