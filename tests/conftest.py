@@ -205,4 +205,4 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+                          env=env if env is not None else dict(os.environ), timeout=timeout, cwd=ROOT)

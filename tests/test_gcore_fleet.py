@@ -239,3 +239,43 @@ def test_waiting_jobs_hold_no_worker(start_fleet, sandbox, rt) -> None:
     assert states.count("ready") == 200
     assert max_scheduled >= 100, "the waits should sit in the schedule, not in workers"
     assert max_unacked <= 4, f"{max_unacked} messages held by workers at once"
+
+
+def test_a_provider_that_goes_silent_is_timed_out_and_retried(start_fleet, sandbox) -> None:
+    # tuspy alone would wait forever on a silent server; every call here has a read timeout.
+    sandbox.faults(rules=[{"endpoint": "gcore.tus_patch", "action": "hang", "seconds": 30, "times": 1},
+                          {"endpoint": "gcore.get_video", "action": "hang", "seconds": 30, "times": 1}])
+    start_fleet(workers=1, env={"INGEST_HTTP_READ_TIMEOUT": "1.5"})
+    src = make_source("push-hang.mp4", 12 * MiB)
+    job = wait(submit({"provider": "gcore", "source": str(src), "title": "silent provider"}), 60)
+    assert job["state"] == "ready", job
+    retries = {h["step"]: h for h in job["history"] if h["event"] == "retry"}
+    assert set(retries) == {"upload", "await"}, job["history"]
+    assert "timed out" in retries["await"]["error"]
+    # A silent PATCH receiver stalls the body upload: the socket timeout cuts it too.
+    assert retries["upload"]["at"] - job["created_at"] < 15, "the stalled PATCH was not cut short"
+    assert _video(sandbox, job)["sha256"] == sha256_of(src)
+
+
+def test_status_and_jobs_commands(start_fleet, sandbox) -> None:
+    start_fleet(workers=1)
+    pulled = make_source("pull-cli.mp4", 1 * MiB, folder=MEDIA)
+    job_id = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": "cli"})
+    assert wait(job_id, 60)["state"] == "ready"
+    shown = cli("status", job_id, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == job_id
+    human = cli("status", job_id)
+    assert "ready" in human.stdout and "entity.created" in human.stdout
+    listed = json.loads(cli("jobs", "--state", "ready", "--json").stdout)
+    assert [j["id"] for j in listed] == [job_id]
+    assert json.loads(cli("jobs", "--state", "failed", "--json").stdout) == []
+    missing = cli("status", "0" * 32)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: job_id")
+
+
+def test_flower_refuses_to_run_without_basic_auth() -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
+    run = cli("flower", env=env)
+    assert run.returncode == 2 and "FLOWER_BASIC_AUTH" in run.stderr
