@@ -279,3 +279,21 @@ def test_flower_refuses_to_run_without_basic_auth() -> None:
     env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
     run = cli("flower", env=env)
     assert run.returncode == 2 and "FLOWER_BASIC_AUTH" in run.stderr
+
+
+def test_a_video_created_before_a_crash_is_found_not_created_again(start_fleet, sandbox) -> None:
+    """A worker that died after Gcore created the video but before the checkpoint: the
+    step's next run finds the video by its natural key (client_user_id)."""
+    from tasks.providers.gcore import natural_key
+
+    src = make_source("push-crash-create.mp4", 3 * MiB)
+    job_id = submit({"provider": "gcore", "source": str(src), "title": "created once"})  # no worker yet
+    orphan = requests.post(f"{SANDBOX_URL}/streaming/videos", headers={"Authorization": f"APIKey {GCORE_KEY}"},
+                           json={"video": {"name": "created once", "client_user_id": natural_key(job_id)}},
+                           timeout=5).json()
+    start_fleet(workers=1)
+    job = wait(job_id, 60)
+    assert job["state"] == "ready", job
+    assert job["provider_ids"]["video_id"] == orphan["id"]
+    assert len(sandbox.state()["videos"]) == 1
+    assert len(sandbox.log("gcore.create_video")) == 1  # the "crashed" worker's call only
