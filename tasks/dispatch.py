@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workers.queues import STEP_TASK, member, parse_member, parse_task_id, queue_for, task_id
+from workers.queues import PRIORITY, STEP_TASK, member, parse_member, parse_task_id, queue_for, task_id
 
 if TYPE_CHECKING:
     from tasks.jobstore import Job
@@ -24,16 +24,17 @@ def next_dispatch(job: "Job", step: str) -> str:
     """Point the job at a new dispatch of ``step``; returns its schedule member."""
     seq = int(job.dispatch.get("seq", 0)) + 1
     tid = task_id(job.id, seq, step)
-    queue = queue_for(job.provider, step)
-    job.dispatch = {"task_id": tid, "step": step, "seq": seq, "queue": queue}
+    queue = queue_for(job.provider, step, job.account)
+    job.dispatch = {"task_id": tid, "step": step, "seq": seq, "queue": queue,
+                    "member": member(queue, tid, PRIORITY[job.priority])}
     job.step = step
-    return member(queue, tid)
+    return job.dispatch["member"]
 
 
 def publish(schedule_member: str) -> None:
     """Send the Celery message of one dispatch."""
     from workers.app import app
 
-    queue, tid = parse_member(schedule_member)
+    queue, tid, priority = parse_member(schedule_member)
     job_id, _seq, step = parse_task_id(tid)
-    app.send_task(STEP_TASK[step], args=[job_id], task_id=tid, queue=queue, routing_key=queue)
+    app.send_task(STEP_TASK[step], args=[job_id], task_id=tid, queue=queue, routing_key=queue, priority=priority)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -32,7 +32,10 @@ from workers.logging import get_logger
 
 log = get_logger("ingest.http")
 
-TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
+#: The default retry policy: which answers are transient or throttling; any other 4xx is
+#: permanent. An adapter refines it per provider (``Adapter.retry_policy`` / ``classify``).
+DEFAULT_POLICY: dict[int, str] = {408: "transient", 425: "transient", 429: "throttled", 500: "transient",
+                                  502: "transient", 503: "transient", 504: "transient"}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -70,23 +73,45 @@ def default_error_text(resp: requests.Response) -> str:
     return str(body)[:300]
 
 
+def _int_header(resp: requests.Response, name: str) -> int | None:
+    try:
+        return int(float(resp.headers[name]))
+    except (KeyError, ValueError):
+        return None
+
+
 class ProviderClient:
     """HTTP to one provider account: budgeted, time-limited, classified, quietly logged."""
 
     def __init__(self, provider: str, budget: ProviderBudget, *, timeouts: tuple[float, float],
                  headers: dict[str, str] | None = None, max_wait: float = 2.0,
-                 error_text: Callable[[requests.Response], str] = default_error_text):
+                 error_text: Callable[[requests.Response], str] = default_error_text,
+                 policy: Mapping[int, str] | None = None,
+                 classify: Callable[[requests.Response], str | None] | None = None,
+                 entity_budget: Callable[[str], ProviderBudget] | None = None,
+                 learn_rate_headers: bool = False):
         self.provider = provider
         self.budget = budget
         self.timeouts = timeouts
         self.max_wait = max_wait
         self.error_text = error_text
+        self.policy = {**DEFAULT_POLICY, **(policy or {})}
+        self.classify = classify
+        self.entity_budget = entity_budget
+        self.learn_rate_headers = learn_rate_headers
         self.session = requests.Session()
         self.session.headers.update(headers or {})
 
-    def request(self, method: str, url: str, *, allow: Iterable[int] = (), **kwargs: Any) -> requests.Response:
-        """Send one request; statuses in ``allow`` are returned to the caller, not raised."""
+    def request(self, method: str, url: str, *, allow: Iterable[int] = (), entity: str | None = None,
+                **kwargs: Any) -> requests.Response:
+        """Send one request; statuses in ``allow`` are returned to the caller, not raised.
+
+        ``entity`` names what the call is about (e.g. ``video:123``) where the provider also
+        limits calls per entity.
+        """
         self.budget.acquire(max_wait=self.max_wait)
+        if entity and self.entity_budget:
+            self.entity_budget(entity).acquire(max_wait=self.max_wait)
         kwargs.setdefault("timeout", self.timeouts)
         parts = urlsplit(url)
         where = {"method": method, "host": parts.netloc, "path": parts.path}
@@ -103,16 +128,23 @@ class ProviderClient:
                                  provider=self.provider) from None
         status = resp.status_code
         log.debug("http.call", **where, status=status, ms=round((time.monotonic() - started) * 1000, 1))
+        if self.learn_rate_headers and "X-RateLimit-Remaining" in resp.headers:
+            self.budget.observe(limit=_int_header(resp, "X-RateLimit-Limit"),
+                                remaining=_int_header(resp, "X-RateLimit-Remaining"),
+                                reset=parse_retry_after(resp.headers.get("X-RateLimit-Reset")))
         if 200 <= status < 300 or status in allow:
             return resp
-        if status == 429:
+        kind = (self.classify(resp) if self.classify else None) or self.policy.get(status) or (
+            "transient" if status >= 500 else "permanent")
+        if kind == "throttled":
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             pause = self.budget.cool_down(retry_after)
-            log.warning("http.throttled", **where, provider=self.provider, retry_after=retry_after, cooldown=pause)
+            log.warning("http.throttled", **where, status=status, provider=self.provider,
+                        retry_after=retry_after, cooldown=pause)
             raise Throttled(f"{method} {parts.path}: rate limited", retry_after=pause,
-                            status=429, provider=self.provider)
+                            status=status, provider=self.provider)
         message = self.error_text(resp)
-        log.warning("http.error", **where, status=status, provider=self.provider, message=message)
-        if status in TRANSIENT_STATUSES:
+        log.warning("http.error", **where, status=status, provider=self.provider, message=message, kind=kind)
+        if kind == "transient":
             raise TransientError(message, status=status, provider=self.provider)
         raise PermanentError(message, status=status, provider=self.provider)

@@ -8,6 +8,7 @@ Keys (all under ``if:``)::
 
     if:job:<id>                 the record (JSON)
     if:jobs                     zset of job ids by creation time
+    if:active:<prov>:<acct>     zset of the account's non-terminal jobs by creation time
     if:idem:<prov>:<acct>:<key> idempotency key -> job id
     if:lease:<id>, if:fence:<id> per-job lease and its fencing-token counter
     if:schedule                 zset of dispatches by due time (see workers.scheduler)
@@ -78,6 +79,8 @@ class Job:
     attempts: dict[str, int] = field(default_factory=dict)
     polls: int = 0
     progress: int | None = None  # provider-side processing progress, percent
+    waiting: str | None = None
+    failed_step: str | None = None  # where `ingest-fleet retry` restarts a failed job  # why the job is not running: "slot", "throttled", "retry", "poll"
     dispatch: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
@@ -133,6 +136,10 @@ class JobStore:
         return f"if:job:{job_id}"
 
     @staticmethod
+    def active_key(provider: str, account: str) -> str:
+        return f"if:active:{provider}:{account}"
+
+    @staticmethod
     def idem_key(provider: str, account: str, key: str) -> str:
         return f"if:idem:{provider}:{account}:{key}"
 
@@ -162,7 +169,7 @@ class JobStore:
         """Store a new job unless its idempotency key is known: returns (job id, created)."""
         created, job_id = self._create(
             keys=[self.idem_key(job.provider, job.account, job.idempotency_key), self.key(job.id),
-                  "if:jobs", SCHEDULE_KEY],
+                  "if:jobs", SCHEDULE_KEY, self.active_key(job.provider, job.account)],
             args=[job.id, job.to_json(), job.created_at, dispatch_member, grace],
         )
         return (job_id.decode() if isinstance(job_id, bytes) else job_id), bool(created)

@@ -12,7 +12,7 @@ import redis
 
 from tasks.http import ProviderClient
 from tasks.jobstore import JobStore
-from workers.budget import ProviderBudget
+from workers.budget import ProviderBudget, ProviderSlots
 from workers.config import Settings
 from workers.logging import register_secret
 
@@ -37,11 +37,19 @@ class Runtime:
         """``api`` calls share the account's configured rate; ``upload`` traffic (e.g. TUS
         PATCHes to upload hosts) is not rate limited but honours its own 429 cooldown."""
         cfg = self.settings.account(provider, account)
-        if kind == "api":
-            return ProviderBudget(self.redis, cfg.budget_key, rate=cfg.rate, burst=cfg.burst,
-                                  cooldown_cap=self.settings.backoff_cap)
-        return ProviderBudget(self.redis, f"{cfg.budget_key}:{kind}", rate=0,
+        rate = cfg.rate if kind == "api" else 0
+        key = cfg.budget_key if kind == "api" else f"{cfg.budget_key}:{kind}"
+        return ProviderBudget(self.redis, key, rate=rate, burst=cfg.burst, headroom=self.settings.budget_headroom,
                               cooldown_cap=self.settings.backoff_cap)
+
+    def entity_budget(self, provider: str, account: str, entity: str) -> ProviderBudget:
+        cfg = self.settings.account(provider, account)
+        return ProviderBudget(self.redis, f"{cfg.budget_key}:entity:{entity}", rate=cfg.entity_rate, burst=1,
+                              headroom=self.settings.budget_headroom, cooldown_cap=self.settings.backoff_cap)
+
+    def slots(self, provider: str, account: str) -> ProviderSlots:
+        cfg = self.settings.account(provider, account)
+        return ProviderSlots(self.redis, cfg.budget_key, limit=cfg.slots)
 
     def client(self, provider: str, account: str, kind: str = "api") -> ProviderClient:
         key = (provider, account, kind)
@@ -50,11 +58,15 @@ class Runtime:
 
             adapter = ADAPTERS[provider]
             cfg = self.settings.account(provider, account)
+            api = kind == "api"
             self._clients[key] = ProviderClient(
                 provider, self.budget(provider, account, kind),
                 timeouts=(self.settings.http_connect_timeout, self.settings.http_read_timeout),
-                headers=adapter.auth_headers(cfg) if kind == "api" else {},
+                headers=adapter.auth_headers(cfg) if api else {},
                 max_wait=self.settings.short_wait, error_text=adapter.error_text,
+                policy=adapter.retry_policy, classify=adapter.classify,
+                entity_budget=(lambda e: self.entity_budget(provider, account, e)) if api and cfg.entity_rate else None,
+                learn_rate_headers=api and adapter.learns_rate_limit,
             )
         return self._clients[key]
 

@@ -31,13 +31,17 @@ from celery.exceptions import SoftTimeLimitExceeded
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
 from tasks.jobstore import STEP_STATE, STEPS, Job, Lease, StaleLease
+from tasks.lifecycle import finish, slot_score
 from tasks.providers import ADAPTERS, StepContext
 from tasks.runtime import runtime
 from workers.app import app
 from workers.logging import get_logger
-from workers.queues import STEP_TASK, member
+from workers.queues import STEP_TASK
 
 log = get_logger("ingest.steps")
+
+#: A job waiting for a provider slot is woken by the release; this recheck is the safety net.
+SLOT_RECHECK = 60.0
 
 
 class _Next:
@@ -120,10 +124,20 @@ def run(task: Any, job_id: str, step: str) -> None:
         # Another worker still drives this job (e.g. a redelivery while the first run is
         # alive): look again when its lease ends; the task-id check then settles it.
         wait = lease[1] + 1.0
-        store.schedule(member(job.dispatch["queue"], tid), wait)
+        store.schedule(job.dispatch["member"], wait)
         log.info("lease.busy", retry_in=round(wait, 1))
         return
     structlog.contextvars.bind_contextvars(provider=job.provider, account=job.account)
+    if not _slot_held(rt, job, step):
+        # No provider-side slot: wait in line without a worker. A release wakes this very
+        # dispatch; the late recheck only covers a wake-up lost to a crash.
+        if job.waiting != "slot":
+            job.waiting = "slot"
+            job.note("waiting", reason="provider slots all in use", step=step)
+        store.save(job, lease, release=True, schedule=(job.dispatch["member"], SLOT_RECHECK))
+        log.info("slot.waiting")
+        return
+    job.waiting = None
     if job.state != STEP_STATE[step]:
         job.note("state", state=STEP_STATE[step])
         job.state = STEP_STATE[step]
@@ -143,13 +157,13 @@ def run(task: Any, job_id: str, step: str) -> None:
     except Throttled as exc:
         delay = exc.retry_after + random.uniform(0, 0.5)
         job.note("throttled", step=step, retry_in=round(delay, 2))
-        _advance(job, lease, _Next(step, delay))
+        _advance(job, lease, _Next(step, delay), waiting="throttled")
         return
     except UploadSessionLost as exc:
         if _count_attempt(job, step, exc, settings):
             job.upload = {}
             job.note("upload.session_lost", error=str(exc))
-            _advance(job, lease, _Next("target", _backoff(settings, job.attempts[step])))
+            _advance(job, lease, _Next("target", _backoff(settings, job.attempts[step])), waiting="retry")
         else:
             _fail(job, lease, step, exc)
         return
@@ -157,7 +171,7 @@ def run(task: Any, job_id: str, step: str) -> None:
         if _count_attempt(job, step, exc, settings):
             delay = _backoff(settings, job.attempts[step])
             job.note("retry", step=step, attempt=job.attempts[step], retry_in=round(delay, 2), error=str(exc))
-            _advance(job, lease, _Next(step, delay))
+            _advance(job, lease, _Next(step, delay), waiting="retry")
         else:
             _fail(job, lease, step, exc)
         return
@@ -168,17 +182,25 @@ def run(task: Any, job_id: str, step: str) -> None:
         log.exception("step.crashed")
         err = TransientError(f"internal error in step {step}: {type(exc).__name__}: {exc}")
         if _count_attempt(job, step, err, settings):
-            _advance(job, lease, _Next(step, _backoff(settings, job.attempts[step])))
+            _advance(job, lease, _Next(step, _backoff(settings, job.attempts[step])), waiting="retry")
         else:
             _fail(job, lease, step, err)
         return
     if outcome == "ready":
-        job.state, job.finished_at, job.error, job.dispatch = "ready", time.time(), None, {}
-        job.note("ready")
-        store.save(job, lease, release=True)
+        job.error = None
+        finish(rt, job, lease, "ready")
         log.info("job.ready")
         return
-    _advance(job, lease, outcome)
+    _advance(job, lease, outcome, waiting="poll" if outcome.step == "await" and outcome.delay else None)
+
+
+def _slot_held(rt: Any, job: Job, step: str) -> bool:
+    """True when ``step`` needs no provider-side slot, or the job holds (or just took) one."""
+    slot_step = ADAPTERS[job.provider].slot_step(job)
+    if STEPS.index(step) < STEPS.index(slot_step):
+        return True
+    return rt.slots(job.provider, job.account).acquire(job.id, score=slot_score(job),
+                                                       wake_with=job.dispatch["member"])
 
 
 def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:
@@ -190,18 +212,17 @@ def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:
 
 def _fail(job: Job, lease: Lease, step: str, exc: StepError) -> None:
     kind = "permanent" if isinstance(exc, PermanentError) else "transient"
-    job.state, job.finished_at, job.dispatch = "failed", time.time(), {}
     job.error = {"step": step, "message": str(exc), "status": exc.status, "kind": kind,
                  "attempts": job.attempts.get(step, 0), "at": time.time()}
-    job.note("failed", step=step, error=str(exc))
-    runtime().store.save(job, lease, release=True)
+    job.failed_step = step
+    finish(runtime(), job, lease, "failed", step=step, error=str(exc))
     log.warning("job.failed", error=str(exc), kind=kind)
 
 
-def _advance(job: Job, lease: Lease, nxt: _Next) -> None:
+def _advance(job: Job, lease: Lease, nxt: _Next, *, waiting: str | None = None) -> None:
     """Write the record with its next dispatch, release the lease, then publish."""
     store = runtime().store
-    job.state = STEP_STATE[nxt.step]
+    job.state, job.waiting = STEP_STATE[nxt.step], waiting
     schedule_member = next_dispatch(job, nxt.step)
     if nxt.delay > 0:
         store.save(job, lease, release=True, schedule=(schedule_member, nxt.delay))

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tasks.producer import status, submit, wait
+from workers.queues import all_queues, queue_length
 from tests.conftest import GCORE_KEY, MEDIA, SANDBOX_URL, SOURCES, cli, make_source, sha256_of
 
 pytestmark = pytest.mark.integration
@@ -78,9 +79,9 @@ def test_the_same_key_gives_the_same_job_and_one_video(start_fleet, sandbox) -> 
     assert wait(job_id, 60)["state"] == "ready"
     # A late duplicate of the first message (as a redelivery would be) is recognised and dropped.
     from tasks.dispatch import publish
-    from workers.queues import member
+    from workers.queues import PRIORITY, member
 
-    publish(member("gcore.api", f"{job_id}.1.create"))
+    publish(member("gcore.api", f"{job_id}.1.create", PRIORITY["normal"]))
     time.sleep(1.5)
     assert status(job_id)["state"] == "ready"
     assert len(sandbox.state()["videos"]) == 1
@@ -158,7 +159,7 @@ def test_bad_input_is_refused_at_the_door(rt, args, field, words) -> None:
     assert len(lines) == 1 and lines[0].startswith(f"error: {field}"), run.stderr
     assert words in lines[0]
     assert list(rt.redis.scan_iter("if:*")) == []  # no job record, no schedule entry
-    assert all(rt.redis.llen(q) == 0 for q in ("gcore.api", "gcore.upload", "gcore.poll"))
+    assert all(queue_length(rt.redis, q) == 0 for q in all_queues())
 
 
 def test_no_secret_reaches_redis_logs_or_flower(start_fleet, sandbox, rt, tmp_path) -> None:

@@ -18,7 +18,7 @@ from celery import Celery
 
 from workers import logging as fleet_logging
 from workers.config import Settings
-from workers.queues import kombu_queues
+from workers.queues import PRIORITY_STEPS, kombu_queues
 
 settings = Settings.from_env()
 
@@ -33,6 +33,10 @@ _transport = {
     "socket_connect_timeout": 10,
     "health_check_interval": 25,
     "global_keyprefix": "",
+    # Intent priority (high/normal/low) rides on kombu's Redis priority lists; queues of one
+    # priority are served round-robin, which is what keeps accounts fair to each other.
+    "priority_steps": list(PRIORITY_STEPS),
+    "queue_order_strategy": "round_robin",
 }
 
 app.conf.update(
@@ -44,7 +48,7 @@ app.conf.update(
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],
-    task_queues=kombu_queues(),
+    task_queues=kombu_queues(settings),
     task_default_queue="ingest.default",
     task_acks_late=True,
     task_acks_on_failure_or_timeout=True,

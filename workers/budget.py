@@ -30,20 +30,25 @@ def _script(name: str) -> str:
 
 
 class ProviderBudget:
-    """The call budget of one provider account, shared by every worker of the fleet."""
+    """The call budget of one provider account, shared by every worker of the fleet.
+
+    ``headroom`` keeps the fleet a little under the provider's limit: grants are exact at
+    Redis, but a request reaches the provider a few milliseconds after its grant, and that
+    jitter must never put one more call into the provider's window than it allows.
+    """
 
     def __init__(self, client: redis.Redis, key: str, *, rate: float, burst: int = 1,
-                 cooldown_base: float = 1.0, cooldown_cap: float = 60.0):
+                 headroom: float = 0.0, cooldown_base: float = 1.0, cooldown_cap: float = 60.0):
         self.key = key
         self.rate = rate
         self.burst = max(1, int(burst))
+        self.headroom = headroom
         self.cooldown_base = cooldown_base
         self.cooldown_cap = cooldown_cap
         self._redis = client
         self._gcra = client.register_script(_script("gcra.lua"))
         self._cooldown = client.register_script(_script("cooldown.lua"))
 
-    @property
     def _keys(self) -> list[str]:
         minute = int(time.time() // 60)
         return [f"{PREFIX}:tat:{self.key}", f"{PREFIX}:cooldown:{self.key}",
@@ -51,10 +56,11 @@ class ProviderBudget:
 
     def try_acquire(self) -> float:
         """Take one token if one is free: 0.0 when granted, else the seconds to wait."""
-        if self.rate <= 0:  # unlimited; a cooldown still applies
-            granted, wait_us = self._gcra(keys=self._keys, args=[0, 1_000_000])
+        if self.rate <= 0:  # no limit; a cooldown still applies
+            interval = 0
         else:
-            granted, wait_us = self._gcra(keys=self._keys, args=[int(1_000_000 / self.rate), self.burst])
+            interval = int(1_000_000 / (self.rate * (1 - self.headroom)))
+        granted, wait_us = self._gcra(keys=self._keys(), args=[interval, self.burst])
         return 0.0 if granted else wait_us / 1_000_000
 
     def acquire(self, *, max_wait: float) -> None:
@@ -82,9 +88,75 @@ class ProviderBudget:
         applied = self._cooldown(keys=keys, args=[seconds, self.cooldown_base, self.cooldown_cap])
         return applied / 1_000_000
 
+    def observe(self, *, limit: int | None, remaining: int | None, reset: float | None) -> None:
+        """Learn from a provider's ``X-RateLimit-*`` headers: record them for ``budgets``, and
+        when nothing remains, pause the account fleet-wide until the window resets."""
+        fields = {k: v for k, v in (("limit", limit), ("remaining", remaining), ("reset", reset)) if v is not None}
+        if fields:
+            key = f"{PREFIX}:observed:{self.key}"
+            self._redis.hset(key, mapping={**fields, "at": time.time()})
+            self._redis.expire(key, 3600)
+        if remaining is not None and remaining <= 0:
+            self.cool_down(reset if reset is not None else None)
+
+    def _now(self) -> float:
+        sec, usec = self._redis.time()  # the fleet's clock, not this host's
+        return sec + usec / 1_000_000
+
     def cooldown_remaining(self) -> float:
         until = self._redis.get(f"{PREFIX}:cooldown:{self.key}")
         if not until:
             return 0.0
-        sec, usec = self._redis.time()  # the fleet's clock, not this host's
-        return max(0.0, (int(until) - (sec * 1_000_000 + usec)) / 1_000_000)
+        return max(0.0, int(until) / 1_000_000 - self._now())
+
+    def stats(self) -> dict[str, float | int | None]:
+        """Granted calls per second over the last minute (sliding estimate), cooldown, learned limits."""
+        now = self._now()
+        minute, into = divmod(now, 60)
+        cur, prev = self._redis.mget(f"{PREFIX}:granted:{self.key}:{int(minute)}",
+                                     f"{PREFIX}:granted:{self.key}:{int(minute) - 1}")
+        last_minute = int(prev or 0) * (1 - into / 60) + int(cur or 0)
+        observed = {k.decode(): float(v) for k, v in self._redis.hgetall(f"{PREFIX}:observed:{self.key}").items()}
+        return {"rate_last_minute": round(last_minute / 60, 2), "cooldown_s": round(self.cooldown_remaining(), 2),
+                "observed": observed or None}
+
+
+class ProviderSlots:
+    """Provider-side jobs of one account submitted and not yet terminal: a ledger in Redis.
+
+    A job takes its slot before the call that starts work at the provider and keeps it until
+    its terminal state, long after the worker task has returned (Brightcove: 200 concurrent
+    jobs per account). Without a free slot a job joins the waiters - ordered by priority,
+    then age - and holds no worker; a release wakes the next waiters.
+
+    Example::
+
+        slots = ProviderSlots(r, "brightcove:default", limit=200)
+        if not slots.acquire(job_id, score=..., wake_with=dispatch_member):
+            ...  # waiting: the dispatch is scheduled again when a slot frees
+        for member in slots.release(job_id): schedule(member)
+    """
+
+    def __init__(self, client: redis.Redis, key: str, *, limit: int):
+        self.key = key
+        self.limit = limit
+        self._redis = client
+        self._acquire = client.register_script(_script("slot_acquire.lua"))
+        self._release = client.register_script(_script("slot_release.lua"))
+
+    @property
+    def keys(self) -> list[str]:
+        return [f"{PREFIX}:slots:{self.key}", f"{PREFIX}:slotwait:{self.key}", f"{PREFIX}:slotwake:{self.key}"]
+
+    def acquire(self, job_id: str, *, score: float, wake_with: str) -> bool:
+        return bool(self._acquire(keys=self.keys, args=[job_id, self.limit, score, wake_with]))
+
+    def release(self, job_id: str) -> list[str]:
+        woken = self._release(keys=self.keys, args=[job_id, self.limit])
+        return [m.decode() if isinstance(m, bytes) else m for m in woken if m]
+
+    def holders(self) -> list[str]:
+        return [m.decode() for m in self._redis.zrange(self.keys[0], 0, -1)]
+
+    def waiters(self) -> list[str]:
+        return [m.decode() for m in self._redis.zrange(self.keys[1], 0, -1)]

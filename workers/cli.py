@@ -74,13 +74,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tasks.producer import JobNotFound, status
+    from tasks.producer import status
 
-    try:
-        record = status(args.job_id)
-    except JobNotFound as exc:
-        print(f"error: job_id: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    record = status(args.job_id)
     _print_job(record, args.json)
     if not args.json:
         for entry in record["history"][-8:]:
@@ -100,6 +96,41 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     else:
         for record in records:
             _print_job(record, False)
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from tasks.admin import retry
+
+    record = retry(args.job_id)
+    _print_job(record, args.json)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from tasks.admin import cancel
+
+    record = cancel(args.job_id)
+    _print_job(record, args.json)
+    return 0
+
+
+def cmd_budgets(args: argparse.Namespace) -> int:
+    from tasks.admin import report
+
+    rows = report()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'provider':<11}{'account':<10}{'limit/s':>8}{'last min/s':>11}{'cooldown':>9}"
+          f"{'slots':>11}{'waiting':>8}{'backlog':>8}{'oldest':>9}")
+    for r in rows:
+        slots = f"{r['slots']['used']}/{r['slots']['total'] or '-'}"
+        oldest = f"{r['oldest_age_s']:.0f}s" if r["oldest_age_s"] is not None else "-"
+        cooldown = f"{r['cooldown_s']:.1f}s" if r["cooldown_s"] else "-"
+        rate = f"{r['limit']['rate']:g}" if r["limit"]["rate"] else "-"
+        print(f"{r['provider']:<11}{r['account']:<10}{rate:>8}{r['rate_last_minute']:>11.2f}{cooldown:>9}"
+              f"{slots:>11}{r['slots']['waiting']:>8}{r['backlog']:>8}{oldest:>9}")
     return 0
 
 
@@ -180,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_jobs)
 
+    s = sub.add_parser("retry", help="restart a failed job from the step that failed")
+    s.add_argument("job_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_retry)
+
+    s = sub.add_parser("cancel", help="stop a job and release what it holds")
+    s.add_argument("job_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_cancel)
+
+    s = sub.add_parser("budgets", help="per provider and account: limit, rate, cooldown, slots, backlog")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_budgets)
+
     s = sub.add_parser("worker", help="run a Celery worker (celery -A workers.app worker)")
     s.add_argument("-Q", "--queues", help="comma-separated queues (default: all)")
     s.add_argument("--kind", choices=["api", "upload", "poll"],
@@ -213,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import redis
 
     from tasks.intent import IntentError
+    from tasks.producer import JobNotFound
     from workers.config import ConfigError
 
     parser = build_parser()
@@ -225,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (IntentError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except JobNotFound as exc:
+        print(f"error: job_id: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
     except redis.ConnectionError as exc:
         print(f"error: cannot reach Redis at REDIS_URL ({exc}); start Redis or fix REDIS_URL", file=sys.stderr)

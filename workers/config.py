@@ -20,17 +20,33 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-#: Public base URLs of each provider; the sandbox prints settings that override them.
+#: Each provider's public API and budget, from shared/design/providers.md; every value can be
+#: overridden per account. ``rate`` = requests/s for the account across the fleet (0 = no
+#: limit), ``slots`` = provider-side jobs submitted and not yet terminal (0 = no limit),
+#: ``entity_rate`` = requests/s on one entity (Brightcove: 10 a minute on one video).
 PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
-    "gcore": {"base_url": "https://api.gcore.com", "rate": "4", "burst": "1"},
+    # About 4 req/s (third-party figure; Gcore's own page is not public).
+    "gcore": {"base_url": "https://api.gcore.com", "rate": "4", "burst": "1", "slots": "0", "entity_rate": "0"},
+    # 20 req/s per account across CMS and Dynamic Ingest, <= 10 requests a minute on one video,
+    # 200 concurrent normal-priority ingest jobs (Dynamic Ingest best practices).
+    "brightcove": {"base_url": "https://cms.api.brightcove.com", "rate": "20", "burst": "1", "slots": "200",
+                   "entity_rate": str(10 / 60)},
+    # No published numbers: conservative defaults, to be set per account.
+    "once": {"base_url": "https://api.unicornmedia.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0"},
+    "ittybit": {"base_url": "https://api.ittybit.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0"},
+    # Server-defined limit announced in X-RateLimit-* on every answer: learned, not configured.
+    "ingestio": {"base_url": "https://api.ingest.io", "rate": "0", "burst": "1", "slots": "0", "entity_rate": "0"},
 }
 
 #: The settings a provider account understands (upper-case env suffixes).
-ACCOUNT_SETTINGS = ("API_KEY", "BASE_URL", "RATE", "BURST", "CLIENT_ID")
+ACCOUNT_SETTINGS = ("API_KEY", "BASE_URL", "RATE", "BURST", "SLOTS", "ENTITY_RATE", "CLIENT_ID")
+_BUDGET_SETTINGS = ("RATE", "BURST", "SLOTS", "ENTITY_RATE")
+ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 class ConfigError(ValueError):
@@ -47,6 +63,8 @@ class AccountConfig:
     api_key: str = field(repr=False)
     rate: float  # requests per second, fleet-wide, for this account
     burst: int
+    slots: int = 0  # provider-side jobs in flight at once (0 = unlimited)
+    entity_rate: float = 0.0  # requests per second on one entity (0 = unlimited)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -71,6 +89,7 @@ class Settings:
     http_connect_timeout: float
     http_read_timeout: float
     short_wait: float
+    budget_headroom: float
     accounts: Mapping[tuple[str, str], AccountConfig] = field(repr=False)
 
     @classmethod
@@ -100,6 +119,7 @@ class Settings:
             http_connect_timeout=_num(env, "INGEST_HTTP_CONNECT_TIMEOUT", 5.0),
             http_read_timeout=_num(env, "INGEST_HTTP_READ_TIMEOUT", 60.0),
             short_wait=_num(env, "INGEST_SHORT_WAIT", 2.0),
+            budget_headroom=min(0.5, _num(env, "INGEST_BUDGET_HEADROOM", 0.05)),
             accounts=_accounts(env),
         )
 
@@ -157,10 +177,15 @@ def _accounts(env: Mapping[str, str]) -> dict[tuple[str, str], AccountConfig]:
         merged.update({k: v for k, v in raw.get((provider, "default"), {}).items() if v})
         merged.update({k: v for k, v in values.items() if v})
         var = f"INGEST_{provider.upper()}" + ("_" if name == "default" else f"__{name.upper()}__")
+        if not ACCOUNT_NAME_RE.match(name):
+            raise ConfigError(f"{var}API_KEY: account name {name!r} must be 1-32 of a-z, 0-9, _ and -")
         try:
             rate, burst = float(merged["RATE"]), int(float(merged["BURST"]))
+            slots, entity_rate = int(float(merged["SLOTS"])), float(merged["ENTITY_RATE"])
         except ValueError:
-            raise ConfigError(f"{var}RATE / {var}BURST must be numbers") from None
+            raise ConfigError(f"{var}RATE, BURST, SLOTS and ENTITY_RATE must be numbers") from None
+        if min(rate, burst, slots, entity_rate) < 0:
+            raise ConfigError(f"{var}RATE, BURST, SLOTS and ENTITY_RATE must not be negative")
         accounts[(provider, name)] = AccountConfig(
             provider=provider,
             name=name,
@@ -168,6 +193,8 @@ def _accounts(env: Mapping[str, str]) -> dict[tuple[str, str], AccountConfig]:
             api_key=values["API_KEY"],
             rate=rate,
             burst=max(1, burst),
-            extra={k: v for k, v in values.items() if k not in ("API_KEY", "BASE_URL", "RATE", "BURST")},
+            slots=slots,
+            entity_rate=entity_rate,
+            extra={k: v for k, v in values.items() if k not in ("API_KEY", "BASE_URL", *_BUDGET_SETTINGS)},
         )
     return accounts

@@ -1,8 +1,12 @@
-"""Queues by provider and by kind of work (ARCHITECTURE.md, principle 6).
+"""Queues by provider, kind of work and account (ARCHITECTURE.md, principle 6).
 
 API steps, upload slices and polls of each provider go to their own queue, e.g.
 ``gcore.api``, ``gcore.upload``, ``gcore.poll``, so a saturated provider or a long upload
-never starves the others and each kind scales on its own.
+never starves the others and each kind scales on its own. A named account gets queues of
+its own (``gcore.api.teamb``): kombu's Redis transport serves the queues a worker consumes
+round-robin, so one account's backlog cannot starve another's jobs on the same provider.
+Within that, an intent's priority is the message priority (kombu's Redis priority lists,
+highest first across all of a worker's queues).
 
 A dispatch is named by its Celery task id ``<job id>.<seq>.<step>``: the job record keeps
 the id of the one dispatch that may drive it next, so a duplicate or stale message is
@@ -11,9 +15,16 @@ recognised and dropped (see tasks.steps), and Flower shows which job and step a 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kombu import Queue
 
 from workers.config import PROVIDER_DEFAULTS
+
+if TYPE_CHECKING:
+    import redis
+
+    from workers.config import Settings
 
 PROVIDERS = tuple(PROVIDER_DEFAULTS)
 KINDS = ("api", "upload", "poll")
@@ -27,21 +38,45 @@ STEP_TASK = {
     "await": "ingest.await_status",
 }
 
-
-def queue_for(provider: str, step: str) -> str:
-    return f"{provider}.{STEP_KIND[step]}"
-
-
-def all_queues() -> list[str]:
-    return [f"{p}.{k}" for p in PROVIDERS for k in KINDS]
+#: Message priority per intent priority; on Redis a lower number is served first.
+PRIORITY = {"high": 0, "normal": 3, "low": 6}
+#: kombu's Redis transport keeps one list per step: queue, queue\x06\x163, ...
+PRIORITY_STEPS = (0, 3, 6, 9)
+_SEP = "\x06\x16"
 
 
-def queues_of_kind(kind: str) -> list[str]:
-    return [f"{p}.{kind}" for p in PROVIDERS]
+def queue_for(provider: str, step: str, account: str = "default") -> str:
+    base = f"{provider}.{STEP_KIND[step]}"
+    return base if account == "default" else f"{base}.{account}"
 
 
-def kombu_queues() -> list[Queue]:
-    return [Queue(name, routing_key=name) for name in all_queues()]
+def _accounts(settings: "Settings | None", provider: str) -> list[str]:
+    if settings is None:
+        from workers.config import Settings
+
+        settings = Settings.from_env()
+    return sorted({"default", *settings.accounts_of(provider)})
+
+
+def queues_of_kind(kind: str, settings: "Settings | None" = None) -> list[str]:
+    return [queue_for(p, next(s for s, k in STEP_KIND.items() if k == kind), a)
+            for p in PROVIDERS for a in _accounts(settings, p)]
+
+
+def all_queues(settings: "Settings | None" = None) -> list[str]:
+    return [q for kind in KINDS for q in queues_of_kind(kind, settings)]
+
+
+def kombu_queues(settings: "Settings | None" = None) -> list[Queue]:
+    return [Queue(name, routing_key=name) for name in all_queues(settings)]
+
+
+def queue_length(client: "redis.Redis", queue: str) -> int:
+    """Messages waiting in ``queue`` (all its priority lists; not those held by workers)."""
+    pipe = client.pipeline(transaction=False)
+    for step in PRIORITY_STEPS:
+        pipe.llen(queue if step == 0 else f"{queue}{_SEP}{step}")
+    return sum(pipe.execute())
 
 
 def task_id(job_id: str, seq: int, step: str) -> str:
@@ -53,11 +88,11 @@ def parse_task_id(tid: str) -> tuple[str, int, str]:
     return job_id, int(seq), step
 
 
-def member(queue: str, tid: str) -> str:
-    """The schedule's entry for one dispatch: where to publish it and under which id."""
-    return f"{queue} {tid}"
+def member(queue: str, tid: str, priority: int = PRIORITY["normal"]) -> str:
+    """The schedule's entry for one dispatch: where to publish it, under which id, how urgent."""
+    return f"{queue} {tid} {priority}"
 
 
-def parse_member(m: str) -> tuple[str, str]:
-    queue, tid = m.split(" ", 1)
-    return queue, tid
+def parse_member(m: str) -> tuple[str, str, int]:
+    queue, tid, *rest = m.split(" ")
+    return queue, tid, int(rest[0]) if rest else PRIORITY["normal"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
+from typing import Callable
 from importlib import resources
 
 import redis
@@ -26,12 +28,16 @@ log = get_logger("ingest.scheduler")
 
 CLAIM_SECONDS = 30
 BATCH = 200
+#: How often the ledger of provider slots and the backlog are checked for ended jobs.
+REAP_SECONDS = 15.0
 
 
 class Scheduler:
-    def __init__(self, client: redis.Redis, *, idle_sleep: float = 0.1):
+    def __init__(self, client: redis.Redis, *, idle_sleep: float = 0.1, reaper: Callable[[], int] | None = None):
         self.redis = client
         self.idle_sleep = idle_sleep
+        self.reaper = reaper
+        self._next_reap = time.monotonic() + REAP_SECONDS
         self._claim = client.register_script(
             resources.files("workers").joinpath("lua", "schedule_claim.lua").read_text())
         self._stop = threading.Event()
@@ -54,6 +60,7 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 published = self.tick()
+                self._maybe_reap()
             except redis.RedisError as exc:
                 log.warning("scheduler.redis_unavailable", error=str(exc))
                 self._stop.wait(1.0)
@@ -62,16 +69,26 @@ class Scheduler:
                 self._stop.wait(self.idle_sleep)
         log.info("scheduler.stopped")
 
+    def _maybe_reap(self) -> None:
+        if self.reaper is None or time.monotonic() < self._next_reap:
+            return
+        self._next_reap = time.monotonic() + REAP_SECONDS
+        reclaimed = self.reaper()
+        if reclaimed:
+            log.info("scheduler.reaped", entries=reclaimed)
+
     def stop(self, *_: object) -> None:
         self._stop.set()
 
 
 def main() -> None:
+    from tasks.lifecycle import reap
     from tasks.runtime import runtime
     from workers import logging as fleet_logging
 
     fleet_logging.configure()
-    scheduler = Scheduler(runtime().redis)
+    rt = runtime()
+    scheduler = Scheduler(rt.redis, reaper=lambda: reap(rt))
     signal.signal(signal.SIGTERM, scheduler.stop)
     signal.signal(signal.SIGINT, scheduler.stop)
     scheduler.run()

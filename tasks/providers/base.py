@@ -65,6 +65,21 @@ class Adapter:
     name: str = ""
     pull_schemes: frozenset[str] = frozenset({"http", "https"})
     supports_push: bool = True
+    #: Answers that differ from the default policy (tasks.http.DEFAULT_POLICY), by status.
+    retry_policy: dict[int, str] = {}
+    #: The provider announces its budget in X-RateLimit-Limit/Remaining/Reset (Ingest.io).
+    learns_rate_limit: bool = False
+
+    def classify(self, resp: requests.Response) -> str | None:
+        """"permanent", "transient" or "throttled" for an error answer, or None for the policy."""
+        return None
+
+    def slot_step(self, job: "Job") -> str:
+        """The step whose provider call starts work that holds a provider-side job slot."""
+        return "submit"
+
+    def cancel(self, ctx: "StepContext") -> None:
+        """Best effort: release what the job holds at the provider (e.g. an open upload)."""
 
     def auth_headers(self, account: "AccountConfig") -> dict[str, str]:
         return {}

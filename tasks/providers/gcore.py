@@ -60,6 +60,16 @@ class GcoreAdapter(Adapter):
         # Gcore has no "submit" call: the upload's completion (or origin_url) starts processing.
         return step != "submit" and super().needs(step, job)
 
+    def slot_step(self, job: Job) -> str:
+        # A pull starts at the provider with "create"; a push with the upload that completes it.
+        return "create" if job.mode == "pull" else "upload"
+
+    def cancel(self, ctx: StepContext) -> None:
+        url = ctx.job.upload.get("url")
+        if url and ctx.job.bytes_done < (ctx.job.bytes_total or 0):
+            ctx.http("upload").request("DELETE", url, headers={"Tus-Resumable": "1.0.0"}, allow=(404, 410))
+            ctx.job.note("upload.terminated")
+
     # -- create ----------------------------------------------------------------------
     def create_entity(self, ctx: StepContext) -> None:
         job = ctx.job
@@ -87,7 +97,8 @@ class GcoreAdapter(Adapter):
         if job.upload.get("url"):
             return
         vid = job.provider_ids["video_id"]
-        params = ctx.http("api").request("GET", f"{ctx.account.base_url}/streaming/videos/{vid}/upload").json()
+        params = ctx.http("api").request("GET", f"{ctx.account.base_url}/streaming/videos/{vid}/upload",
+                                         entity=f"video:{vid}").json()
         servers = [s for s in params.get("servers", []) if s.get("active", True) and s.get("role", "upload") == "upload"]
         if not servers or not params.get("token"):
             raise TransientError("upload parameters had no active upload server or no token")
@@ -127,7 +138,8 @@ class GcoreAdapter(Adapter):
     # -- await -----------------------------------------------------------------------
     def poll_status(self, ctx: StepContext) -> Status:
         vid = ctx.job.provider_ids["video_id"]
-        video = ctx.http("api").request("GET", f"{ctx.account.base_url}/streaming/videos/{vid}").json()
+        video = ctx.http("api").request("GET", f"{ctx.account.base_url}/streaming/videos/{vid}",
+                                        entity=f"video:{vid}").json()
         state, error = video.get("status", ""), (video.get("error") or "").strip()
         if state == "ready":
             return Status("ready", 100, provider_state=state)

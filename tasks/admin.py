@@ -1,0 +1,103 @@
+"""Operator actions: retry a failed job from its failed step, cancel a job, read the budgets.
+
+An operator action takes the job's lease by force: that bumps the fencing token, so a worker
+still running a step of the job can write nothing more and stops at its next checkpoint.
+
+Example::
+
+    retry(job_id)          # a failed job goes on from the step that failed, not from the start
+    cancel(job_id)         # stops it, closes its open upload, frees its provider slot
+    report()               # per provider and account: limit, rate, cooldown, slots, backlog
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
+from tasks.errors import StepError
+from tasks.intent import IntentError
+from tasks.jobstore import STEP_STATE, Job, Lease
+from tasks.lifecycle import finish
+from tasks.producer import JobNotFound
+from tasks.providers import ADAPTERS, StepContext
+from tasks.runtime import Runtime, runtime
+from workers.queues import STEP_KIND, queue_for, queue_length
+
+
+def _load(rt: Runtime, job_id: str) -> Job:
+    job = rt.store.get(job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id!r}")
+    return job
+
+
+def _take(rt: Runtime, job_id: str) -> tuple[Job, Lease]:
+    lease = rt.store.acquire(job_id, ttl=rt.settings.lease_seconds, force=True)
+    assert isinstance(lease, Lease)
+    return _load(rt, job_id), lease
+
+
+def retry(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
+    """Restart a failed job from the step that failed, with that step's attempts reset."""
+    rt = rt or runtime()
+    if (state := _load(rt, job_id).state) != "failed":
+        raise IntentError("job_id", f"job {job_id} is {state}; only a failed job can be retried")
+    job, lease = _take(rt, job_id)
+    step = job.failed_step or (job.error or {}).get("step") or "create"
+    job.attempts.pop(step, None)
+    job.note("retry.requested", step=step, previous_error=(job.error or {}).get("message"))
+    job.error, job.finished_at, job.waiting = None, None, None
+    job.state = STEP_STATE[step]
+    rt.redis.zadd(rt.store.active_key(job.provider, job.account), {job.id: job.created_at})
+    member = next_dispatch(job, step)
+    rt.store.save(job, lease, release=True, schedule=(member, OUTBOX_GRACE))
+    publish(member)
+    rt.store.unschedule(member)
+    return job.public()
+
+
+def cancel(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
+    """Stop a job wherever it is and release what it holds (lease, provider slot, open upload)."""
+    rt = rt or runtime()
+    if (state := _load(rt, job_id).state) in ("ready", "failed", "cancelled"):
+        raise IntentError("job_id", f"job {job_id} is already {state}; nothing to cancel")
+    job, lease = _take(rt, job_id)
+    ctx = StepContext(job=job, settings=rt.settings, account=rt.settings.account(job.provider, job.account),
+                      http=lambda kind: rt.client(job.provider, job.account, kind),
+                      checkpoint=lambda: rt.store.save(job, lease), deadline=time.monotonic() + 30, log=None)
+    try:
+        ADAPTERS[job.provider].cancel(ctx)
+    except StepError as exc:  # best effort: the job is cancelled on our side in any case
+        job.note("cancel.provider_error", error=str(exc))
+    finish(rt, job, lease, "cancelled", step=job.step)
+    return job.public()
+
+
+def report(*, rt: Runtime | None = None) -> list[dict[str, Any]]:
+    """For each configured provider account: limit, rate of the last minute, cooldown,
+    slots used/total, backlog (non-terminal jobs) and the age of its oldest job."""
+    rt = rt or runtime()
+    sec, usec = rt.redis.time()
+    now = sec + usec / 1e6
+    rows = []
+    for (provider, account), cfg in sorted(rt.settings.accounts.items()):
+        stats = rt.budget(provider, account).stats()
+        slots = rt.slots(provider, account)
+        active = rt.store.active_key(provider, account)
+        oldest = rt.redis.zrange(active, 0, 0, withscores=True)
+        queues = {queue_for(provider, step, account) for step in STEP_KIND}
+        rows.append({
+            "provider": provider, "account": account,
+            "limit": {"rate": cfg.rate, "burst": cfg.burst, "entity_rate": cfg.entity_rate},
+            "rate_last_minute": stats["rate_last_minute"],
+            "cooldown_s": stats["cooldown_s"],
+            "observed": stats["observed"],
+            "slots": {"used": len(slots.holders()), "total": cfg.slots or None, "waiting": len(slots.waiters())},
+            "backlog": rt.redis.zcard(active),
+            "oldest_age_s": round(now - oldest[0][1], 1) if oldest else None,
+            "queued_messages": sum(queue_length(rt.redis, q) for q in queues),
+            "adapter": provider in ADAPTERS,
+        })
+    return rows

@@ -1,0 +1,51 @@
+"""What happens when a job ends, whoever ends it (a step, an operator's cancel, the reaper):
+its provider-side slot is given back, the next waiters are woken, it leaves the backlog."""
+
+from __future__ import annotations
+
+import time
+
+from tasks.jobstore import Job, Lease
+from tasks.runtime import Runtime
+from workers.queues import PRIORITY
+
+
+def slot_score(job: Job) -> float:
+    """Waiters are served by priority, then oldest first."""
+    return PRIORITY[job.priority] * 1e10 + job.created_at
+
+
+def release_holdings(rt: Runtime, job: Job) -> None:
+    """Give back the job's slot (or its place in line) and wake whoever may take it."""
+    for woken in rt.slots(job.provider, job.account).release(job.id):
+        rt.store.schedule(woken, 0)
+    rt.redis.zrem(rt.store.active_key(job.provider, job.account), job.id)
+
+
+def finish(rt: Runtime, job: Job, lease: Lease, state: str, *, event: str | None = None, **detail: object) -> None:
+    """Write a terminal state (fenced), release the lease, then what the job held."""
+    job.state, job.finished_at, job.dispatch, job.waiting = state, time.time(), {}, None
+    job.note(event or state, **detail)
+    rt.store.save(job, lease, release=True)
+    release_holdings(rt, job)
+
+
+def reap(rt: Runtime) -> int:
+    """Give back slots, places in line and backlog entries of jobs that ended without doing
+    it themselves (lost records, a crash between the terminal write and the release).
+    Returns how many entries it reclaimed; the scheduler runs it periodically."""
+    reclaimed = 0
+    for provider, account in rt.settings.accounts:
+        slots = rt.slots(provider, account)
+        active = rt.store.active_key(provider, account)
+        members = set(slots.holders()) | set(slots.waiters())
+        members |= {m.decode() for m in rt.redis.zrange(active, 0, -1)}
+        for job_id in members:
+            job = rt.store.get(job_id)
+            if job is not None and not job.terminal:
+                continue
+            for woken in slots.release(job_id):
+                rt.store.schedule(woken, 0)
+            rt.redis.zrem(active, job_id)
+            reclaimed += 1
+    return reclaimed
