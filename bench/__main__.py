@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import orchestration, upload
+from bench import budget, orchestration, upload
 
-BENCHES = {"orchestration": orchestration.main, "upload": upload.main}
+BENCHES = {"orchestration": orchestration.main, "upload": upload.main, "budget": budget.main}
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -38,6 +38,7 @@ ENV = {
     "INGEST_SOURCE_ROOTS": f"{SOURCES}{os.pathsep}{MEDIA}",
     "INGEST_GCORE_BASE_URL": SANDBOX_URL,
     "INGEST_GCORE_API_KEY": GCORE_KEY,
+    "INGEST_GCORE__TEAMB__API_KEY": GCORE_KEY,  # a second account, for fairness tests
     "INGEST_GCORE_RATE": "500",
     "INGEST_GCORE_BURST": "50",
     "INGEST_SLICE_SECONDS": "5",
@@ -144,10 +145,11 @@ class Fleet:
         self.scheduler: Proc | None = None
         self._n = 0
 
-    def start_worker(self, *, concurrency: int = 2, queues: list[str] | None = None) -> Proc:
+    def start_worker(self, *, concurrency: int = 2, queues: list[str] | None = None, wait: bool = True) -> Proc:
         self._n += 1
         proc = self.group.start(f"worker{self._n}", worker_argv(queues, concurrency=concurrency, name=f"w{self._n}"))
-        self.group.wait_for_line(proc, "ready.", timeout=60)
+        if wait:
+            self.group.wait_for_line(proc, "ready.", timeout=60)
         self.workers.append(proc)
         return proc
 
@@ -174,7 +176,9 @@ def start_fleet(tmp_path: Path, clean) -> Iterator[Callable[..., Fleet]]:
         fleets.append(fleet)
         fleet.start_scheduler()
         for _ in range(workers):
-            fleet.start_worker(concurrency=concurrency, queues=queues)
+            fleet.start_worker(concurrency=concurrency, queues=queues, wait=False)
+        for proc in fleet.workers:
+            fleet.group.wait_for_line(proc, "ready.", timeout=90)
         return fleet
 
     yield _start

@@ -129,3 +129,46 @@ def test_scheduler_claims_due_entries_once_and_recovers_dead_claims(r) -> None:
         module.publish = original
     assert r.zcard(SCHEDULE_CLAIMED_KEY) == 0
     assert r.zrange(SCHEDULE_KEY, 0, -1) == [b"q later"]
+
+
+def test_slots_wake_waiters_in_priority_then_age_order_before_newcomers(r) -> None:
+    from workers.budget import ProviderSlots
+
+    slots = ProviderSlots(r, "t:slots", limit=2)
+    assert slots.acquire("a", score=3e10 + 1, wake_with="q a")
+    assert slots.acquire("b", score=3e10 + 2, wake_with="q b")
+    assert slots.acquire("a", score=3e10 + 1, wake_with="q a")  # held already: idempotent
+    assert not slots.acquire("old-normal", score=3e10 + 3, wake_with="q old-normal")
+    assert not slots.acquire("new-high", score=0e10 + 9, wake_with="q new-high")
+    assert slots.release("a") == ["q new-high"]  # high priority first, though it came later
+    assert not slots.acquire("newcomer", score=3e10 + 0.5, wake_with="q newcomer")  # no cutting in
+    assert slots.acquire("new-high", score=9, wake_with="q new-high")
+    assert slots.holders() == ["b", "new-high"]
+    assert slots.waiters() == ["newcomer", "old-normal"]
+    assert slots.release("b") == ["q newcomer"]
+    # Two slots free, the woken newcomer has not taken its one yet: both waiters are woken.
+    # (A process configured without a limit still wakes them by the limit in force.)
+    assert ProviderSlots(r, "t:slots", limit=0).release("new-high") == ["q newcomer", "q old-normal"]
+
+
+def test_entity_budget_limits_calls_on_one_entity(r) -> None:
+    video = ProviderBudget(r, "t:acct:entity:video:1", rate=10 / 60, burst=1)
+    other = ProviderBudget(r, "t:acct:entity:video:2", rate=10 / 60, burst=1)
+    assert video.try_acquire() == 0.0
+    assert 5.5 < video.try_acquire() <= 6.0  # the next call on this video in 6 s
+    assert other.try_acquire() == 0.0  # another video is not affected
+
+
+def test_headroom_keeps_the_fleet_under_the_limit(r) -> None:
+    budget = ProviderBudget(r, "t:headroom", rate=10, burst=1, headroom=0.05)
+    budget.try_acquire()
+    assert 0.104 < budget.try_acquire() <= 0.106  # 1 / 9.5 s between calls
+
+
+def test_learned_rate_limit_headers_pause_the_account_at_zero(r) -> None:
+    budget = ProviderBudget(r, "t:learned", rate=0)
+    budget.observe(limit=100, remaining=40, reset=20)
+    assert budget.try_acquire() == 0.0
+    budget.observe(limit=100, remaining=0, reset=4)
+    assert 3.5 < budget.try_acquire() <= 4.0
+    assert budget.stats()["observed"]["limit"] == 100

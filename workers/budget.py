@@ -146,7 +146,8 @@ class ProviderSlots:
 
     @property
     def keys(self) -> list[str]:
-        return [f"{PREFIX}:slots:{self.key}", f"{PREFIX}:slotwait:{self.key}", f"{PREFIX}:slotwake:{self.key}"]
+        return [f"{PREFIX}:slots:{self.key}", f"{PREFIX}:slotwait:{self.key}", f"{PREFIX}:slotwake:{self.key}",
+                f"{PREFIX}:slotlimit:{self.key}"]
 
     def acquire(self, job_id: str, *, score: float, wake_with: str) -> bool:
         return bool(self._acquire(keys=self.keys, args=[job_id, self.limit, score, wake_with]))

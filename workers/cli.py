@@ -261,8 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tasks.producer import JobNotFound
     from workers.config import ConfigError
 
+    from workers import logging as fleet_logging
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    fleet_logging.configure()  # JSON log lines go to stderr; stdout is for results
     if extra and args.command != "sandbox":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

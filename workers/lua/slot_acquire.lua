@@ -2,7 +2,8 @@
 -- A free slot goes to a waiter before any newcomer (waiters are ordered by priority, then
 -- age), so a job that waited is never overtaken by one that did not.
 -- KEYS[1] held zset (job -> since), KEYS[2] waiters zset (job -> score),
--- KEYS[3] waiters' dispatch hash (job -> schedule member to wake it with)
+-- KEYS[3] waiters' dispatch hash (job -> schedule member to wake it with),
+-- KEYS[4] the limit in force (kept for releases by processes configured otherwise)
 -- ARGV[1] job id, ARGV[2] limit (0 = none), ARGV[3] waiter score, ARGV[4] dispatch member
 -- returns 1 held, 0 waiting
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
@@ -10,6 +11,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
 end
 local t = redis.call('TIME')
 local limit = tonumber(ARGV[2])
+redis.call('SET', KEYS[4], limit)
 local free = limit - redis.call('ZCARD', KEYS[1])
 if limit <= 0 or free > 0 then
   local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
