@@ -172,3 +172,17 @@ def test_learned_rate_limit_headers_pause_the_account_at_zero(r) -> None:
     budget.observe(limit=100, remaining=0, reset=4)
     assert 3.5 < budget.try_acquire() <= 4.0
     assert budget.stats()["observed"]["limit"] == 100
+
+
+def test_the_reaper_reclaims_slots_of_lost_and_ended_jobs(rt, r) -> None:
+    from tasks.lifecycle import reap
+
+    slots = rt.slots("gcore", "default")
+    store = JobStore(r)
+    store.create(_job(id="ended", key="k-ended", state="failed"), dispatch_member="m1", grace=30)
+    store.create(_job(id="alive", key="k-alive", state="processing"), dispatch_member="m2", grace=30)
+    for job_id in ("lost", "ended", "alive"):  # "lost": no record at all
+        assert slots.acquire(job_id, score=1, wake_with=f"q {job_id}")
+    assert reap(rt) == 2  # the lost job and the ended one (its slot and its backlog entry)
+    assert slots.holders() == ["alive"]
+    assert r.zrange(store.active_key("gcore", "default"), 0, -1) == [b"alive"]
