@@ -12,16 +12,15 @@ Example::
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import StepError
 from tasks.intent import IntentError
 from tasks.jobstore import STEP_STATE, Job, Lease
-from tasks.lifecycle import finish
+from tasks.lifecycle import finish, step_context
 from tasks.producer import JobNotFound
-from tasks.providers import ADAPTERS, StepContext
+from tasks.providers import ADAPTERS
 from tasks.runtime import Runtime, runtime
 from workers.queues import STEP_KIND, queue_for, queue_length
 
@@ -64,11 +63,8 @@ def cancel(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
     if (state := _load(rt, job_id).state) in ("ready", "failed", "cancelled"):
         raise IntentError("job_id", f"job {job_id} is already {state}; nothing to cancel")
     job, lease = _take(rt, job_id)
-    ctx = StepContext(job=job, settings=rt.settings, account=rt.settings.account(job.provider, job.account),
-                      http=lambda kind: rt.client(job.provider, job.account, kind),
-                      checkpoint=lambda: rt.store.save(job, lease), deadline=time.monotonic() + 30, log=None)
     try:
-        ADAPTERS[job.provider].cancel(ctx)
+        ADAPTERS[job.provider].cancel(step_context(rt, job, lease, seconds=30))
     except StepError as exc:  # best effort: the job is cancelled on our side in any case
         job.note("cancel.provider_error", error=str(exc))
     finish(rt, job, lease, "cancelled", step=job.step)

@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import time
 
+from typing import Any
+
 from tasks.jobstore import Job, Lease
+from tasks.providers import StepContext
 from tasks.runtime import Runtime
 from workers.queues import PRIORITY
+
+
+def step_context(rt: Runtime, job: Job, lease: Lease, *, seconds: float, log: Any = None) -> StepContext:
+    """What an adapter gets to work on ``job`` for at most ``seconds`` under ``lease``."""
+    return StepContext(
+        job=job, settings=rt.settings, account=rt.settings.account(job.provider, job.account),
+        http=lambda kind: rt.client(job.provider, job.account, kind),
+        checkpoint=lambda: rt.store.save(job, lease), deadline=time.monotonic() + seconds, log=log,
+    )
 
 
 def slot_score(job: Job) -> float:

@@ -31,7 +31,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
 from tasks.jobstore import STEP_STATE, STEPS, Job, Lease, StaleLease
-from tasks.lifecycle import finish, slot_score
+from tasks.lifecycle import finish, slot_score, step_context
 from tasks.providers import ADAPTERS, StepContext
 from tasks.runtime import runtime
 from workers.app import app
@@ -141,11 +141,7 @@ def run(task: Any, job_id: str, step: str) -> None:
     if job.state != STEP_STATE[step]:
         job.note("state", state=STEP_STATE[step])
         job.state = STEP_STATE[step]
-    ctx = StepContext(
-        job=job, settings=settings, account=settings.account(job.provider, job.account),
-        http=lambda kind: rt.client(job.provider, job.account, kind),
-        checkpoint=lambda: store.save(job, lease), deadline=time.monotonic() + settings.slice_seconds, log=log,
-    )
+    ctx = step_context(rt, job, lease, seconds=settings.slice_seconds, log=log)
     try:
         try:
             outcome = _run_step(step, job, ctx)
