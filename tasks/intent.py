@@ -28,6 +28,7 @@ KEY_RE = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")
 META_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 META_MAX_ITEMS = 50
 META_VALUE_MAX = 1024
+TAGS_MAX = 100
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -70,6 +71,7 @@ class Intent:
     account: str = "default"
     idempotency_key: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
     priority: str = "normal"
 
     @classmethod
@@ -129,13 +131,22 @@ class Intent:
                 raise IntentError(f"metadata.{k}", "keys must be 1-64 characters of letters, digits and _.-")
             metadata[k] = _text(f"metadata.{k}", v, limit=META_VALUE_MAX, required=False)
 
+        if not isinstance(self.tags, (list, tuple)) or len(self.tags) > TAGS_MAX:
+            raise IntentError("tags", f"must be a list of at most {TAGS_MAX} tags")
+        tags = []
+        for i, tag in enumerate(self.tags):
+            tag = _text(f"tags[{i}]", tag, limit=128, required=True)
+            if "," in tag:
+                raise IntentError(f"tags[{i}]", "must not contain commas (providers split tags on them)")
+            tags.append(tag)
+
         priority = (self.priority or "normal").lower()
         if priority not in PRIORITIES:
             raise IntentError("priority", f"must be one of {', '.join(PRIORITIES)}")
 
         validated = ValidatedIntent(
             provider=provider, account=account, source=source, mode=mode, size=size, title=title,
-            description=description, idempotency_key=key, metadata=metadata, priority=priority,
+            description=description, idempotency_key=key, metadata=metadata, tags=tags, priority=priority,
         )
         adapter.validate(validated)
         return validated
@@ -194,4 +205,5 @@ class ValidatedIntent:
     description: str
     idempotency_key: str | None
     metadata: dict[str, str]
+    tags: list[str]
     priority: str

@@ -67,6 +67,7 @@ class Job:
     title: str
     description: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
     idempotency_key: str = ""
     priority: str = "normal"
     state: str = "queued"

@@ -10,6 +10,7 @@ from typing import Any
 from tasks.jobstore import Job, Lease
 from tasks.providers import StepContext
 from tasks.runtime import Runtime
+from tasks.transfer.s3 import forget_credentials
 from workers.queues import PRIORITY
 
 
@@ -19,6 +20,7 @@ def step_context(rt: Runtime, job: Job, lease: Lease, *, seconds: float, log: An
         job=job, settings=rt.settings, account=rt.settings.account(job.provider, job.account),
         http=lambda kind: rt.client(job.provider, job.account, kind),
         checkpoint=lambda: rt.store.save(job, lease), deadline=time.monotonic() + seconds, log=log,
+        redis=rt.redis,
     )
 
 
@@ -32,6 +34,7 @@ def release_holdings(rt: Runtime, job: Job) -> None:
     for woken in rt.slots(job.provider, job.account).release(job.id):
         rt.store.schedule(woken, 0)
     rt.redis.zrem(rt.store.active_key(job.provider, job.account), job.id)
+    forget_credentials(rt.redis, job.id)
 
 
 def finish(rt: Runtime, job: Job, lease: Lease, state: str, *, event: str | None = None, **detail: object) -> None:

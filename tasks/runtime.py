@@ -22,7 +22,7 @@ class Runtime:
         self.settings = settings or Settings.from_env()
         self._clients: dict[tuple[str, str, str], ProviderClient] = {}
         for account in self.settings.accounts.values():
-            register_secret(account.api_key)
+            register_secret(account.secret)
 
     @cached_property
     def redis(self) -> redis.Redis:

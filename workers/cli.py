@@ -47,7 +47,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     intent = {
         "provider": args.provider, "source": args.source, "title": args.title,
         "description": args.description or "", "account": args.account,
-        "idempotency_key": args.key, "metadata": _meta(args.meta or []), "priority": args.priority,
+        "idempotency_key": args.key, "metadata": _meta(args.meta or []), "tags": args.tag or [],
+        "priority": args.priority,
     }
     job_id = submit(intent)
     if not args.wait:
@@ -175,6 +176,12 @@ def cmd_sandbox(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return sandbox.main(argv) or 0
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from workers.webhooks import main
+
+    return main(args.host, args.port)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import main
 
@@ -192,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--description")
     s.add_argument("--account", default="default")
     s.add_argument("--key", help="idempotency key: the same key gives the same job")
-    s.add_argument("--meta", action="append", metavar="KEY=VALUE")
+    s.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (Brightcove: custom fields)")
+    s.add_argument("--tag", action="append", help="a tag (repeat for more)")
     s.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
     s.add_argument("--wait", action="store_true", help="wait for ready (exit 0) or failed (exit 1)")
     s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
@@ -242,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default="127.0.0.1")
     s.add_argument("--no-auth", action="store_true", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_flower)
+
+    s = sub.add_parser("webhooks", help="run the webhook receiver (provider notifications end waits early)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8480)
+    s.set_defaults(func=cmd_webhooks)
 
     s = sub.add_parser("sandbox", help="run the provider emulators; prints the settings that point the fleet at them")
     s.add_argument("--host", default="127.0.0.1")

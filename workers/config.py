@@ -35,7 +35,8 @@ PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
     # 20 req/s per account across CMS and Dynamic Ingest, <= 10 requests a minute on one video,
     # 200 concurrent normal-priority ingest jobs (Dynamic Ingest best practices).
     "brightcove": {"base_url": "https://cms.api.brightcove.com", "rate": "20", "burst": "1", "slots": "200",
-                   "entity_rate": str(10 / 60)},
+                   "entity_rate": str(10 / 60), "credential": "CLIENT_SECRET", "required": "CLIENT_ID,ACCOUNT_ID",
+                   "oauth_url": "https://oauth.brightcove.com", "ingest_url": "https://ingest.api.brightcove.com"},
     # No published numbers: conservative defaults, to be set per account.
     "once": {"base_url": "https://api.unicornmedia.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0"},
     "ittybit": {"base_url": "https://api.ittybit.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0"},
@@ -43,9 +44,13 @@ PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
     "ingestio": {"base_url": "https://api.ingest.io", "rate": "0", "burst": "1", "slots": "0", "entity_rate": "0"},
 }
 
-#: The settings a provider account understands (upper-case env suffixes).
-ACCOUNT_SETTINGS = ("API_KEY", "BASE_URL", "RATE", "BURST", "SLOTS", "ENTITY_RATE", "CLIENT_ID")
+#: The settings a provider account understands (upper-case env suffixes). An account exists
+#: once its credential is set (``API_KEY``, or ``CLIENT_SECRET`` where the provider uses OAuth).
+ACCOUNT_SETTINGS = ("API_KEY", "CLIENT_SECRET", "CLIENT_ID", "ACCOUNT_ID", "BASE_URL", "OAUTH_URL", "INGEST_URL",
+                    "S3_ENDPOINT", "PROFILE", "CAPTURE_IMAGES", "SINGLE_PUT_MAX", "PART_SIZE",
+                    "RATE", "BURST", "SLOTS", "ENTITY_RATE")
 _BUDGET_SETTINGS = ("RATE", "BURST", "SLOTS", "ENTITY_RATE")
+_META = ("CREDENTIAL", "REQUIRED")
 ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
@@ -60,7 +65,7 @@ class AccountConfig:
     provider: str
     name: str
     base_url: str
-    api_key: str = field(repr=False)
+    secret: str = field(repr=False)  # the API key, or the OAuth client secret
     rate: float  # requests per second, fleet-wide, for this account
     burst: int
     slots: int = 0  # provider-side jobs in flight at once (0 = unlimited)
@@ -70,6 +75,10 @@ class AccountConfig:
     @property
     def budget_key(self) -> str:
         return f"{self.provider}:{self.name}"
+
+    def setting(self, name: str, default: str = "") -> str:
+        """A provider-specific setting (e.g. ``ACCOUNT_ID``), as configured or defaulted."""
+        return self.extra.get(name.upper()) or default
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ class Settings:
     http_read_timeout: float
     short_wait: float
     budget_headroom: float
+    webhook_url: str
+    webhook_secret: str = field(repr=False)
     accounts: Mapping[tuple[str, str], AccountConfig] = field(repr=False)
 
     @classmethod
@@ -103,6 +114,8 @@ class Settings:
                 f"INGEST_VISIBILITY_TIMEOUT={vt} must be at least 2 x INGEST_SLICE_SECONDS + 30 "
                 f"(= {slice_seconds * 2 + 30:g}) so a running slice is never redelivered"
             )
+        if env.get("INGEST_WEBHOOK_URL") and len(env.get("INGEST_WEBHOOK_SECRET", "")) < 16:
+            raise ConfigError("INGEST_WEBHOOK_SECRET must be set (16+ characters) when INGEST_WEBHOOK_URL is set")
         return cls(
             redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             source_roots=tuple(Path(p).resolve() for p in roots.split(os.pathsep) if p.strip()),
@@ -120,6 +133,8 @@ class Settings:
             http_read_timeout=_num(env, "INGEST_HTTP_READ_TIMEOUT", 60.0),
             short_wait=_num(env, "INGEST_SHORT_WAIT", 2.0),
             budget_headroom=min(0.5, _num(env, "INGEST_BUDGET_HEADROOM", 0.05)),
+            webhook_url=env.get("INGEST_WEBHOOK_URL", "").rstrip("/"),
+            webhook_secret=env.get("INGEST_WEBHOOK_SECRET", ""),
             accounts=_accounts(env),
         )
 
@@ -130,9 +145,9 @@ class Settings:
             raise ConfigError(
                 f"no account {name!r} configured for provider {provider!r}: set "
                 + (
-                    f"INGEST_{provider.upper()}_API_KEY"
+                    f"INGEST_{provider.upper()}_{_credential(provider)}"
                     if name == "default"
-                    else f"INGEST_{provider.upper()}__{name.upper()}__API_KEY"
+                    else f"INGEST_{provider.upper()}__{name.upper()}__{_credential(provider)}"
                 )
             ) from None
 
@@ -153,6 +168,10 @@ def _num(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _credential(provider: str) -> str:
+    return PROVIDER_DEFAULTS[provider].get("credential", "API_KEY")
+
+
 def _accounts(env: Mapping[str, str]) -> dict[tuple[str, str], AccountConfig]:
     """Collect every configured (provider, account): an account exists once it has a key."""
     raw: dict[tuple[str, str], dict[str, str]] = {}
@@ -170,15 +189,19 @@ def _accounts(env: Mapping[str, str]) -> dict[tuple[str, str], AccountConfig]:
                 raw.setdefault((provider, "default"), {})[rest[len(prefix) + 1:]] = value
     accounts = {}
     for (provider, name), values in raw.items():
-        if not values.get("API_KEY"):
+        credential = _credential(provider)
+        if not values.get(credential):
             continue
         # A named account inherits the default account's endpoint and budget unless overridden.
         merged = {k.upper(): v for k, v in PROVIDER_DEFAULTS[provider].items()}
-        merged.update({k: v for k, v in raw.get((provider, "default"), {}).items() if v})
+        merged.update({k: v for k, v in raw.get((provider, "default"), {}).items() if v and k != credential})
         merged.update({k: v for k, v in values.items() if v})
         var = f"INGEST_{provider.upper()}" + ("_" if name == "default" else f"__{name.upper()}__")
         if not ACCOUNT_NAME_RE.match(name):
-            raise ConfigError(f"{var}API_KEY: account name {name!r} must be 1-32 of a-z, 0-9, _ and -")
+            raise ConfigError(f"{var}{credential}: account name {name!r} must be 1-32 of a-z, 0-9, _ and -")
+        for required in filter(None, merged.get("REQUIRED", "").split(",")):
+            if not merged.get(required):
+                raise ConfigError(f"{var}{required} is not set; {provider} needs it with {var}{credential}")
         try:
             rate, burst = float(merged["RATE"]), int(float(merged["BURST"]))
             slots, entity_rate = int(float(merged["SLOTS"])), float(merged["ENTITY_RATE"])
@@ -190,11 +213,12 @@ def _accounts(env: Mapping[str, str]) -> dict[tuple[str, str], AccountConfig]:
             provider=provider,
             name=name,
             base_url=merged["BASE_URL"].rstrip("/"),
-            api_key=values["API_KEY"],
+            secret=merged[credential],
             rate=rate,
             burst=max(1, burst),
             slots=slots,
             entity_rate=entity_rate,
-            extra={k: v for k, v in values.items() if k not in ("API_KEY", "BASE_URL", *_BUDGET_SETTINGS)},
+            extra={k: v for k, v in merged.items()
+                   if k not in (credential, "BASE_URL", *_BUDGET_SETTINGS, *_META)},
         )
     return accounts

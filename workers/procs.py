@@ -41,6 +41,10 @@ def flower_argv(port: int, address: str = "127.0.0.1") -> list[str]:
             f"--address={address}", "--purge_offline_workers=60", "--max_tasks=10000"]
 
 
+def webhooks_argv(port: int, host: str = "127.0.0.1") -> list[str]:
+    return [sys.executable, "-m", "workers.cli", "webhooks", "--host", host, "--port", str(port)]
+
+
 def sandbox_argv(port: int, data_dir: str | Path, media_dir: str | Path | None = None,
                  processing_seconds: float = 3.0) -> list[str]:
     argv = [sys.executable, "-m", "sandbox", "--port", str(port), "--data-dir", str(data_dir),

@@ -1,8 +1,9 @@
 """Provider adapters, one module each; adding a provider = one adapter + one sandbox file."""
 
 from tasks.providers.base import Adapter, Status, StepContext
+from tasks.providers.brightcove import BrightcoveAdapter
 from tasks.providers.gcore import GcoreAdapter
 
-ADAPTERS: dict[str, Adapter] = {a.name: a for a in (GcoreAdapter(),)}
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in (GcoreAdapter(), BrightcoveAdapter())}
 
 __all__ = ["ADAPTERS", "Adapter", "Status", "StepContext"]

@@ -42,8 +42,9 @@ class StepContext:
 
     def __init__(self, *, job: "Job", settings: "Settings", account: "AccountConfig",
                  http: Callable[[str], "ProviderClient"], checkpoint: Callable[[], None], deadline: float,
-                 log: Any):
+                 log: Any, redis: Any = None):
         self.job = job
+        self.redis = redis  # for provider state shared by the fleet (OAuth tokens, upload credentials)
         self.settings = settings
         self.account = account
         self.http = http
@@ -77,6 +78,10 @@ class Adapter:
     def slot_step(self, job: "Job") -> str:
         """The step whose provider call starts work that holds a provider-side job slot."""
         return "submit"
+
+    def webhook_is_relevant(self, payload: Any) -> bool:
+        """Whether a notification is worth an immediate status poll (default: any)."""
+        return True
 
     def cancel(self, ctx: "StepContext") -> None:
         """Best effort: release what the job holds at the provider (e.g. an open upload)."""

@@ -50,7 +50,7 @@ class GcoreAdapter(Adapter):
     pull_schemes = frozenset({"http", "https", "sftp"})
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:
-        return {"Authorization": f"APIKey {account.api_key}"}
+        return {"Authorization": f"APIKey {account.secret}"}
 
     def validate(self, intent: ValidatedIntent) -> None:
         if len(intent.description) > 4000:

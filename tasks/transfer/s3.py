@@ -1,0 +1,166 @@
+"""S3 uploads that any worker can resume: one streamed PUT to a presigned URL, or a
+multipart upload driven with boto3's low-level calls.
+
+A managed boto3 transfer (``upload_file``) cannot resume in another process
+(shared/design/uploads.md §4), so the multipart session is kept in the job record:
+``upload_id``, ``part_size`` and every finished part's number, size and ETag, checkpointed
+after each part. A new worker reconciles that record with ``ListParts`` (a part that was
+uploaded but not yet checkpointed when a worker died is adopted, not sent again), uploads the
+missing parts, and completes with the parts sorted by number.
+
+Temporary credentials and presigned URLs are secrets: they live only in a Redis key of their
+own that expires with them (:func:`store_credentials`), never in the job record, a message or
+a log line. When they are gone the session is lost and the upload target is obtained anew.
+
+Example::
+
+    store_credentials(redis, job.id, {"access_key_id": ..., ...}, ttl=23 * 3600)
+    done = upload_multipart_slice(ctx, client=s3_client(...), bucket=..., key=..., part_size=8 << 20)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
+from workers.logging import register_secret
+
+MIN_PART = 5 * 1024 * 1024  # S3's minimum for every part but the last
+MAX_PARTS = 10_000
+_SESSION_LOST = {"NoSuchUpload", "ExpiredToken", "InvalidAccessKeyId", "AccessDenied", "SignatureDoesNotMatch",
+                 "TokenRefreshRequired", "InvalidToken"}
+
+
+def _secret_key(job_id: str) -> str:
+    return f"if:secret:{job_id}:upload"
+
+
+def store_credentials(redis: Any, job_id: str, values: dict[str, str], *, ttl: int) -> None:
+    """Keep an upload's secrets in their own key, expiring with them."""
+    for value in values.values():
+        register_secret(value)
+    key = _secret_key(job_id)
+    pipe = redis.pipeline()
+    pipe.delete(key)
+    pipe.hset(key, mapping=values)
+    pipe.expire(key, ttl)
+    pipe.execute()
+
+
+def load_credentials(redis: Any, job_id: str) -> dict[str, str]:
+    """The upload's secrets; :class:`UploadSessionLost` when they expired or were lost."""
+    raw = redis.hgetall(_secret_key(job_id))
+    if not raw:
+        raise UploadSessionLost("the upload credentials expired or were lost; a new upload target is needed")
+    values = {k.decode(): v.decode() for k, v in raw.items()}
+    for value in values.values():
+        register_secret(value)
+    return values
+
+
+def forget_credentials(redis: Any, job_id: str) -> None:
+    redis.delete(_secret_key(job_id))
+
+
+def part_size_for(size: int, wanted: int) -> int:
+    """At least 5 MiB, and large enough that the file fits in 10,000 parts."""
+    return max(MIN_PART, wanted, math.ceil(size / MAX_PARTS))
+
+
+def s3_client(creds: dict[str, str], *, endpoint: str | None, region: str = "us-east-1",
+              timeouts: tuple[float, float]) -> Any:
+    return boto3.session.Session().client(
+        "s3", region_name=region, endpoint_url=endpoint or None,
+        aws_access_key_id=creds["access_key_id"], aws_secret_access_key=creds["secret_access_key"],
+        aws_session_token=creds.get("session_token") or None,
+        config=Config(connect_timeout=timeouts[0], read_timeout=timeouts[1], retries={"max_attempts": 1},
+                      signature_version="s3v4", s3={"addressing_style": "path" if endpoint else "auto"},
+                      request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+    )
+
+
+def classify(exc: Exception, what: str) -> StepError:
+    """An S3 failure as the fleet classifies it."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = f"S3 {what}: {code}: {exc.response.get('Error', {}).get('Message', '')}".strip()
+        if code in _SESSION_LOST:
+            return UploadSessionLost(message, status=status)
+        if code in ("SlowDown", "RequestLimitExceeded") or status == 429:
+            return Throttled(message, retry_after=1.0, status=status)
+        if status and status >= 500 or code in ("RequestTimeout", "InternalError"):
+            return TransientError(message, status=status)
+        return PermanentError(message, status=status)
+    return TransientError(f"S3 {what}: {type(exc).__name__}: {exc}")
+
+
+def _call(what: str, fn: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise classify(exc, what) from None
+
+
+def _listed_parts(client: Any, bucket: str, key: str, upload_id: str) -> dict[int, tuple[int, str]]:
+    parts: dict[int, tuple[int, str]] = {}
+    marker = 0
+    while True:
+        page = _call("ListParts", client.list_parts, Bucket=bucket, Key=key, UploadId=upload_id,
+                     PartNumberMarker=marker)
+        for p in page.get("Parts", []):
+            parts[p["PartNumber"]] = (p["Size"], p["ETag"])
+        if not page.get("IsTruncated"):
+            return parts
+        marker = page["NextPartNumberMarker"]
+
+
+def upload_multipart_slice(ctx: Any, *, client: Any, bucket: str, key: str, content_type: str) -> bool:
+    """Send parts until the upload is complete (True) or the slice's time is up (False)."""
+    job, up = ctx.job, ctx.job.upload
+    with open(job.source, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        part_size = int(up["part_size"])
+        total = max(1, math.ceil(size / part_size))
+        if not up.get("upload_id"):
+            created = _call("CreateMultipartUpload", client.create_multipart_upload, Bucket=bucket, Key=key,
+                            ContentType=content_type)
+            up["upload_id"], up["parts"] = created["UploadId"], []
+            job.note("upload.multipart", parts=total, part_size=part_size)
+            ctx.checkpoint()
+        listed = _listed_parts(client, bucket, key, up["upload_id"])
+        expected = {n: min(part_size, size - (n - 1) * part_size) for n in range(1, total + 1)}
+        done = {n: (s, etag) for n, (s, etag) in listed.items() if expected.get(n) == s}
+        adopted = sorted(set(done) - {p["n"] for p in up.get("parts", [])})
+        up["parts"] = [{"n": n, "size": s, "etag": etag} for n, (s, etag) in sorted(done.items())]
+        if adopted:
+            job.note("upload.parts_adopted", parts=adopted)  # sent before a crash, not checkpointed
+        job.bytes_done = sum(p["size"] for p in up["parts"])
+        for n in range(1, total + 1):
+            if n in done:
+                continue
+            if ctx.time_left() <= 0:
+                return False
+            f.seek((n - 1) * part_size)
+            data = f.read(expected[n])
+            answer = _call("UploadPart", client.upload_part, Bucket=bucket, Key=key, UploadId=up["upload_id"],
+                           PartNumber=n, Body=data, ContentLength=len(data))
+            up["parts"].append({"n": n, "size": len(data), "etag": answer["ETag"]})
+            job.bytes_done += len(data)
+            job.attempts.pop("upload", None)  # progress renews the step's retry budget
+            ctx.checkpoint()
+        parts = sorted(up["parts"], key=lambda p: p["n"])
+        _call("CompleteMultipartUpload", client.complete_multipart_upload, Bucket=bucket, Key=key,
+              UploadId=up["upload_id"],
+              MultipartUpload={"Parts": [{"PartNumber": p["n"], "ETag": p["etag"]} for p in parts]})
+        return True
+
+
+def abort_multipart(client: Any, *, bucket: str, key: str, upload_id: str) -> None:
+    _call("AbortMultipartUpload", client.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id)
