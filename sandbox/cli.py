@@ -7,7 +7,16 @@ for the last line::
     $ python -m sandbox --port 8900 --media-dir ./media --processing-seconds 1
     export INGEST_GCORE_BASE_URL=http://127.0.0.1:8900
     export INGEST_GCORE_API_KEY=sandbox-gcore-key
+    export INGEST_BRIGHTCOVE_CLIENT_ID=sandbox-bc-client
+    export INGEST_BRIGHTCOVE_CLIENT_SECRET=sandbox-bc-secret
+    export INGEST_BRIGHTCOVE_ACCOUNT_ID=6200000000001
+    export INGEST_BRIGHTCOVE_OAUTH_URL=http://127.0.0.1:8900
+    export INGEST_BRIGHTCOVE_BASE_URL=http://127.0.0.1:8900
+    export INGEST_BRIGHTCOVE_INGEST_URL=http://127.0.0.1:8900
+    export INGEST_BRIGHTCOVE_S3_ENDPOINT=http://127.0.0.1:41873
     sandbox listening on http://127.0.0.1:8900
+
+The S3 endpoint (Brightcove's upload bucket) is on a port of its own, always a free one.
 """
 
 from __future__ import annotations

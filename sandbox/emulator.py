@@ -12,10 +12,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from .faults import Setting
 from .scheduler import Scheduler
-from .web import Route
+from .web import Response, Route
+
+if TYPE_CHECKING:
+    from .s3 import S3Server
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,10 @@ class Context:
     #: ``stage_fails("gcore.processing")`` -> the injected fault's name, or None. The
     #: sandbox applies HTTP faults itself; only non-HTTP stages need to ask.
     stage_fails: Callable[[str], str | None]
+    #: ``setting("token_ttl")`` -> the current value of one of the emulator's
+    #: :attr:`Emulator.settings` in its provider's fault config.
+    setting: Callable[[str], Any]
+    s3: S3Server  # the sandbox's S3 (moto behind a logging, faulting proxy), for upload targets
     scheduler: Scheduler  # shared timer thread for delayed state changes
     stopping: threading.Event  # set when the sandbox stops; background work should end
 
@@ -44,6 +52,14 @@ class Emulator:
     options: ClassVar[dict[str, tuple[Any, str]]] = {}
     #: Names of non-HTTP stages that fault rules may target (``action: "fail"``).
     stages: ClassVar[tuple[str, ...]] = ()
+    #: Provider-specific entries of the provider's fault config, read through ``ctx.setting``.
+    settings: ClassVar[dict[str, Setting]] = {}
+    #: Fault-config values the provider has unless a configuration sets them (e.g. its
+    #: documented rate limit); they also come back on reset.
+    fault_defaults: ClassVar[dict[str, Any]] = {}
+    #: ``error_format(status)`` -> an injected error in the provider's own format, or None
+    #: for the sandbox's ``{"error": "<reason phrase>"}``.
+    error_format: ClassVar[Callable[[int], Response] | None] = None
 
     def __init__(self, ctx: Context, **options: Any):
         self.ctx = ctx

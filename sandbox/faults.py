@@ -39,6 +39,14 @@ to the non-HTTP stages an emulator declares (Gcore: ``gcore.processing``).
 
 Order for a request: a scripted rule, else the rate limit, else ``rate_429``, else
 ``error_5xx_rate``, else ``drop_patch_rate``; ``latency_ms`` is added to whichever applies.
+
+Per provider (:class:`FaultSpec`): ``defaults`` are the values a setting takes when a
+configuration leaves it out, so a provider's own limits survive a ``PUT`` and come back on
+reset (Brightcove: ``rate_limit_rps`` 20 on its REST endpoints); ``settings`` are extra
+entries the provider's emulator reads at runtime (Brightcove: ``token_ttl``,
+``per_video_per_minute``, ``callback_duplicates``); ``error_format`` renders injected
+errors that carry no rule ``body`` in the provider's own error format (Brightcove's JSON
+array, S3's XML) instead of ``{"error": "<reason phrase>"}``.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .web import HttpError, Response
@@ -69,6 +78,37 @@ SERVER_ERRORS = (500, 502, 503)
 
 class FaultConfigError(ValueError):
     """A fault configuration is invalid; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A provider-specific entry of its fault config, read by its emulator at runtime.
+
+    ``kind`` is ``bool`` or ``int`` (a whole number >= 0); ``default`` None makes null a
+    valid value too, meaning "the emulator's own default".
+    """
+
+    default: Any
+    kind: type
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None and self.default is None:
+            return
+        if self.kind is bool and not isinstance(value, bool):
+            raise FaultConfigError(f"{name} must be true or false")
+        if self.kind is int and not _is_whole(value):
+            raise FaultConfigError(f"{name} must be an integer >= 0" + (", or null" if self.default is None else ""))
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """What a provider's fault configuration may name, and its provider-specific parts."""
+
+    routes: frozenset[str]  # endpoint names
+    stages: frozenset[str] = frozenset()  # non-HTTP stages (``action: "fail"`` targets)
+    settings: Mapping[str, Setting] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # values taken when a config omits them
+    error_format: Callable[[int], Response] | None = None  # the provider's error body for a status
 
 
 @dataclass(frozen=True)
@@ -128,10 +168,13 @@ def error_response(status: int, body: Any = None, retry_after: int | None = None
 class ProviderFaults:
     """The faults and rate limit of one provider. Thread-safe."""
 
-    def __init__(self, provider: str, *, routes: set[str], stages: set[str], seed: int):
+    def __init__(self, provider: str, spec: FaultSpec, seed: int):
         self.provider = provider
-        self._routes = routes
-        self._stages = stages
+        self._routes = set(spec.routes)
+        self._stages = set(spec.stages)
+        self._settings = dict(spec.settings)
+        self._defaults = dict(spec.defaults)
+        self._error_format = spec.error_format
         self._default_seed = seed
         self._lock = threading.Lock()
         self.configure({})
@@ -142,9 +185,13 @@ class ProviderFaults:
         """Replace the whole configuration; nothing changes if ``config`` is invalid."""
         if not isinstance(config, dict):
             raise FaultConfigError("the fault configuration must be a JSON object")
-        unknown = set(config) - set(KNOBS) - set(KNOBS.values()) - set(OTHER_SETTINGS)
+        unknown = set(config) - set(KNOBS) - set(KNOBS.values()) - set(OTHER_SETTINGS) - set(self._settings)
         if unknown:
             raise FaultConfigError(f"unknown fault settings: {', '.join(sorted(unknown))}")
+        config = {**self._defaults, **config}
+        settings = {name: config.get(name, setting.default) for name, setting in self._settings.items()}
+        for name, value in settings.items():
+            self._settings[name].check(name, value)
         knobs = {name: self._knob(name, config.get(name, 0), endpoints, config.get(endpoints))
                  for name, endpoints in KNOBS.items()}
         retry_after = config.get("retry_after", 1)
@@ -168,6 +215,7 @@ class ProviderFaults:
             self._seed = seed
             self._rng = random.Random(f"{seed}:{self.provider}")
             self._rules = rules
+            self._setting_values = settings
             rps = knobs["rate_limit_rps"].value
             self._tokens = max(1.0, rps)
             self._refilled = time.monotonic()
@@ -180,8 +228,13 @@ class ProviderFaults:
                 out[name] = knob.value
                 out[endpoints_key] = sorted(knob.endpoints) if knob.endpoints is not None else None
             out.update(seed=self._seed, retry_after=self._retry_after, processing_seconds=self.processing_seconds,
-                       rules=[r.to_json() for r in self._rules])
+                       rules=[r.to_json() for r in self._rules], **self._setting_values)
             return out
+
+    def setting(self, name: str) -> Any:
+        """The current value of a provider-specific setting (see :class:`Setting`)."""
+        with self._lock:
+            return self._setting_values[name]
 
     def _knob(self, name: str, value: Any, endpoints_key: str, endpoints: Any) -> Knob:
         if not _is_number(value, minimum=0) or (name in RATES and value > 1):
@@ -239,17 +292,17 @@ class ProviderFaults:
             rule = self._take_rule(endpoint, stage=False)
             if rule is not None:
                 if rule.status is not None:
-                    return Decision(rule.fault_name, latency, error_response(rule.status, rule.body, rule.retry_after))
+                    return Decision(rule.fault_name, latency, self._error(rule.status, rule.retry_after, rule.body))
                 if rule.action == "hang":
                     return Decision(rule.fault_name, latency, hang=rule.seconds)
                 return Decision(rule.fault_name, latency, drop_after=rule.after_bytes)
             wait = self._rate_limited(endpoint)
             if wait is not None:
-                return Decision("rate_limit_rps", latency, error_response(429, retry_after=wait))
+                return Decision("rate_limit_rps", latency, self._error(429, wait))
             if self._hit("rate_429", endpoint):
-                return Decision("rate_429", latency, error_response(429, retry_after=self._retry_after))
+                return Decision("rate_429", latency, self._error(429, self._retry_after))
             if self._hit("error_5xx_rate", endpoint):
-                return Decision("error_5xx_rate", latency, error_response(self._rng.choice(SERVER_ERRORS)))
+                return Decision("error_5xx_rate", latency, self._error(self._rng.choice(SERVER_ERRORS)))
             if method == "PATCH" and content_length > 0 and self._hit("drop_patch_rate", endpoint):
                 return Decision("drop_patch_rate", latency, drop_after=int(self._rng.random() * content_length))
             return Decision("latency_ms" if latency else None, latency)
@@ -261,6 +314,15 @@ class ProviderFaults:
             if rule is not None:
                 return rule.fault_name
             return "processing_fail_rate" if self._hit("processing_fail_rate", stage) else None
+
+    def _error(self, status: int, retry_after: int | None = None, body: Any = None) -> Response:
+        """An injected error: a rule's ``body`` if it has one, else the provider's error format."""
+        if body is not None or self._error_format is None:
+            return error_response(status, body, retry_after)
+        response = self._error_format(status)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     def _take_rule(self, endpoint: str, *, stage: bool) -> Rule | None:
         for rule in self._rules:
@@ -297,12 +359,8 @@ class ProviderFaults:
 class FaultRegistry:
     """The :class:`ProviderFaults` of every provider, addressed by provider name."""
 
-    def __init__(self, providers: dict[str, tuple[set[str], set[str]]], seed: int):
-        """``providers`` maps a provider name to (its route names, its stage names)."""
-        self._providers = {
-            name: ProviderFaults(name, routes=routes, stages=stages, seed=seed)
-            for name, (routes, stages) in providers.items()
-        }
+    def __init__(self, providers: dict[str, FaultSpec], seed: int):
+        self._providers = {name: ProviderFaults(name, spec, seed) for name, spec in providers.items()}
 
     def __getitem__(self, provider: str) -> ProviderFaults:
         return self._providers[provider]

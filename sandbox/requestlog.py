@@ -11,7 +11,9 @@ upload cost. An entry::
 ``t`` is when the request arrived; entries are appended when it ends, so they are in
 completion order and ``seq`` numbers them in that order. ``status`` is null when no
 answer was sent (the client went away, or a ``drop``/``hang`` fault closed the
-connection). Requests to ``/_sandbox/`` itself are not logged.
+connection). Requests to ``/_sandbox/`` itself are not logged. Entries of the S3 proxy
+(:mod:`sandbox.s3`, provider ``s3``) also carry ``part_number`` (an ``s3.upload_part``'s
+``partNumber``, else null) and have the object ``bucket/key`` as ``entity``.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ class RequestLog:
         self._seq = 0
 
     def record(self, *, t: float, provider: str | None, method: str, path: str, endpoint: str | None,
-               status: int | None, bytes_in: int, entity: str | None, fault: str | None) -> None:
+               status: int | None, bytes_in: int, entity: str | None, fault: str | None, **extra: Any) -> None:
+        """Append one entry; ``extra`` holds a source's own fields (e.g. the S3 proxy's ``part_number``)."""
         with self._lock:
             self._seq += 1
             self._entries.append({
                 "seq": self._seq, "t": t, "provider": provider, "method": method, "path": path,
                 "endpoint": endpoint, "status": status, "bytes_in": bytes_in, "entity": entity, "fault": fault,
+                **extra,
             })
 
     def entries(self, *, since: float | None = None, endpoint: str | None = None,

@@ -3,7 +3,7 @@
 Example::
 
     with Sandbox(data_dir=tmp, media_dir=media, processing_seconds=0) as sb:
-        os.environ.update(sb.env())   # INGEST_GCORE_BASE_URL, INGEST_GCORE_API_KEY
+        os.environ.update(sb.env())   # INGEST_GCORE_BASE_URL, INGEST_BRIGHTCOVE_S3_ENDPOINT, ...
         ...                           # run the fleet against sb.url
         sb.log.entries(endpoint="gcore.tus_patch")
 
@@ -12,7 +12,8 @@ serves the emulators' routes, ``/media/`` (:mod:`sandbox.media`) and the admin A
 ``/_sandbox/`` (:mod:`sandbox.admin`). For each provider request the server consults the
 provider's faults (:mod:`sandbox.faults`), runs the handler, keeps the connection usable by
 draining any unread body, and appends one entry to the request log
-(:mod:`sandbox.requestlog`).
+(:mod:`sandbox.requestlog`). S3 (:mod:`sandbox.s3`, provider ``s3``) listens on a port of
+its own, :attr:`Sandbox.s3` ``.url``, with the same faults and log.
 
 To add a provider, write ``sandbox/<provider>.py`` with an
 :class:`~sandbox.emulator.Emulator` subclass and list it in :data:`EMULATORS`.
@@ -36,18 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from .admin import ADMIN, admin_routes
+from .brightcove import BrightcoveEmulator
 from .emulator import Context, Emulator
-from .faults import FaultRegistry
+from .faults import FaultRegistry, FaultSpec
 from .gcore import GcoreEmulator
 from .media import MediaServer
 from .requestlog import RequestLog
+from .s3 import S3Server
 from .scheduler import Scheduler
 from .web import ClientGone, HttpError, Request, Response, Router, json_response
 
 log = logging.getLogger(__name__)
 
 #: Every provider emulator the sandbox mounts.
-EMULATORS: tuple[type[Emulator], ...] = (GcoreEmulator,)
+EMULATORS: tuple[type[Emulator], ...] = (GcoreEmulator, BrightcoveEmulator)
 
 
 class Sandbox:
@@ -57,7 +60,10 @@ class Sandbox:
     None). ``media_dir`` is served under ``/media/``. ``processing_seconds`` is how long
     emulated processing takes (0 = instant; a provider's fault config can override it).
     ``seed`` seeds the fault RNGs. Emulator options are passed as ``<provider>_<option>``:
-    ``gcore_api_key`` (default ``"sandbox-gcore-key"``) and ``gcore_client_id`` (default 4242).
+    ``gcore_api_key`` (default ``"sandbox-gcore-key"``), ``gcore_client_id`` (default 4242),
+    ``brightcove_client_id`` (``"sandbox-bc-client"``), ``brightcove_client_secret``
+    (``"sandbox-bc-secret"``), ``brightcove_account_id`` (``"6200000000001"``) and
+    ``brightcove_token_ttl`` (300 seconds).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, data_dir: str | Path | None = None,
@@ -75,6 +81,9 @@ class Sandbox:
         address = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
         #: Base URL, e.g. ``http://127.0.0.1:40123``.
         self.url = f"http://{address}"
+        #: moto's S3 behind a logging, faulting proxy on a port of its own (``self.s3.url``).
+        self.s3 = S3Server(bound_host, log=self.log, faults=lambda: self.faults[S3Server.provider],
+                           stopping=self._stopping)
         self.router = Router()
         self.router.add(*admin_routes(self))
         self.media = MediaServer(media_dir)
@@ -84,19 +93,26 @@ class Sandbox:
             ctx = Context(data_dir=self.data_dir / cls.name, address=address,
                           processing_seconds=partial(self._processing_seconds, cls.name),
                           stage_fails=partial(self._stage_fails, cls.name),
+                          setting=partial(self._setting, cls.name), s3=self.s3,
                           scheduler=self._scheduler, stopping=self._stopping)
             ctx.data_dir.mkdir(parents=True, exist_ok=True)
             emulator = cls(ctx, **options.get(cls.name, {}))
             self.emulators[cls.name] = emulator
             self.router.add(*emulator.routes())
-        providers = {MediaServer.provider: set()} | {cls.name: set(cls.stages) for cls in EMULATORS}
+        providers = {
+            MediaServer.provider: FaultSpec(frozenset(self.router.names(MediaServer.provider))),
+            S3Server.provider: S3Server.fault_spec(),
+            **{cls.name: FaultSpec(frozenset(self.router.names(cls.name)), frozenset(cls.stages), cls.settings,
+                                   cls.fault_defaults, cls.error_format) for cls in EMULATORS},
+        }
         #: Fault configuration of every provider (also ``GET``/``PUT /_sandbox/faults``).
-        self.faults = FaultRegistry({p: (self.router.names(p), stages) for p, stages in providers.items()}, seed)
+        self.faults = FaultRegistry(providers, seed)
         self._thread: threading.Thread | None = None
 
     def start(self) -> Sandbox:
         """Serve in a background thread; returns self."""
         if self._thread is None:
+            self.s3.start()
             self._thread = threading.Thread(target=self._httpd.serve_forever, name="sandbox-http", daemon=True)
             self._thread.start()
         return self
@@ -113,6 +129,7 @@ class Sandbox:
         self._scheduler.stop()
         for emulator in self.emulators.values():
             emulator.stop()
+        self.s3.stop()
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
@@ -130,9 +147,10 @@ class Sandbox:
         return env
 
     def reset(self) -> None:
-        """Forget the request log, every fault configuration and every entity."""
+        """Forget the request log, every fault configuration and every entity (S3's too)."""
         self.log.clear()
         self.faults.reset()
+        self.s3.reset()
         for emulator in self.emulators.values():
             emulator.reset()
 
@@ -142,6 +160,9 @@ class Sandbox:
 
     def _stage_fails(self, provider: str, stage: str) -> str | None:
         return self.faults[provider].stage_fails(stage)
+
+    def _setting(self, provider: str, name: str) -> Any:
+        return self.faults[provider].setting(name)
 
     # -- request handling (called on the connection's thread) ----------------------
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from workers.embedded_redis import EmbeddedRedis, free_port
-from workers.procs import ProcessGroup, Proc, sandbox_argv, scheduler_argv, worker_argv
+from workers.procs import ProcessGroup, Proc, sandbox_argv, scheduler_argv, webhooks_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 TMP = Path(tempfile.mkdtemp(prefix="ingest-fleet-tests-"))
@@ -32,6 +32,8 @@ REDIS_PORT = free_port()
 SANDBOX_PORT = free_port()
 SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
 GCORE_KEY = "test-gcore-key-7Hq2xZ91"
+BC_CLIENT_ID, BC_SECRET, BC_ACCOUNT = "test-bc-client", "test-bc-secret-Kp3vX8", "6200000000042"
+WEBHOOK_PORT = free_port()
 
 ENV = {
     "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
@@ -39,6 +41,19 @@ ENV = {
     "INGEST_GCORE_BASE_URL": SANDBOX_URL,
     "INGEST_GCORE_API_KEY": GCORE_KEY,
     "INGEST_GCORE__TEAMB__API_KEY": GCORE_KEY,  # a second account, for fairness tests
+    "INGEST_BRIGHTCOVE_CLIENT_ID": BC_CLIENT_ID,
+    "INGEST_BRIGHTCOVE_CLIENT_SECRET": BC_SECRET,
+    "INGEST_BRIGHTCOVE_ACCOUNT_ID": BC_ACCOUNT,
+    "INGEST_BRIGHTCOVE_OAUTH_URL": SANDBOX_URL,
+    "INGEST_BRIGHTCOVE_BASE_URL": SANDBOX_URL,
+    "INGEST_BRIGHTCOVE_INGEST_URL": SANDBOX_URL,
+    "INGEST_BRIGHTCOVE_RATE": "500",
+    "INGEST_BRIGHTCOVE_BURST": "50",
+    "INGEST_BRIGHTCOVE_ENTITY_RATE": "0",  # 10/min per video would make every test a minute long
+    "INGEST_BRIGHTCOVE_SINGLE_PUT_MAX": "8000000",
+    "INGEST_BRIGHTCOVE_PART_SIZE": str(5 * 1024 * 1024),
+    "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{WEBHOOK_PORT}",
+    "INGEST_WEBHOOK_SECRET": "test-webhook-secret-9f8e7d6c5b4a",
     "INGEST_GCORE_RATE": "500",
     "INGEST_GCORE_BURST": "50",
     "INGEST_SLICE_SECONDS": "5",
@@ -76,9 +91,14 @@ def rt(redis_server: EmbeddedRedis):
 def sandbox(redis_server: EmbeddedRedis) -> Iterator["SandboxHandle"]:
     group = ProcessGroup(os.environ, TMP / "logs")
     proc = group.start("sandbox", sandbox_argv(SANDBOX_PORT, TMP / "sandbox-data", MEDIA, processing_seconds=0.5)
-                       + ["--gcore-api-key", GCORE_KEY])
+                       + ["--gcore-api-key", GCORE_KEY, "--brightcove-client-id", BC_CLIENT_ID,
+                          "--brightcove-client-secret", BC_SECRET, "--brightcove-account-id", BC_ACCOUNT])
     handle = SandboxHandle(SANDBOX_URL, proc)
     handle.wait_healthy()
+    # The sandbox's S3 listens on a port of its own: take it from the settings it printed.
+    for line in proc.tail(100_000).splitlines():
+        if line.startswith("export INGEST_BRIGHTCOVE_S3_ENDPOINT="):
+            os.environ["INGEST_BRIGHTCOVE_S3_ENDPOINT"] = line.split("=", 1)[1].strip()
     yield handle
     group.stop_all()
 
@@ -105,15 +125,16 @@ class SandboxHandle:
     def reset(self) -> None:
         requests.post(f"{self.url}/_sandbox/reset", timeout=5).raise_for_status()
 
-    def faults(self, **config) -> None:
-        requests.put(f"{self.url}/_sandbox/faults", json={"provider": "gcore", **config}, timeout=5).raise_for_status()
+    def faults(self, provider: str = "gcore", **config) -> None:
+        resp = requests.put(f"{self.url}/_sandbox/faults", json={"provider": provider, **config}, timeout=5)
+        assert resp.ok, resp.text
 
     def log(self, endpoint: str | None = None) -> list[dict]:
         params = {"endpoint": endpoint} if endpoint else {}
         return requests.get(f"{self.url}/_sandbox/log", params=params, timeout=10).json()["entries"]
 
-    def state(self) -> dict:
-        return requests.get(f"{self.url}/_sandbox/state/gcore", timeout=60).json()
+    def state(self, provider: str = "gcore") -> dict:
+        return requests.get(f"{self.url}/_sandbox/state/{provider}", timeout=60).json()
 
     def processing(self, seconds: float) -> None:
         self.faults(processing_seconds=seconds)
@@ -153,6 +174,11 @@ class Fleet:
         self.workers.append(proc)
         return proc
 
+    def start_webhooks(self) -> Proc:
+        proc = self.group.start("webhooks", webhooks_argv(WEBHOOK_PORT))
+        self.group.wait_for_line(proc, "webhook receiver listening", timeout=30)
+        return proc
+
     def start_scheduler(self) -> Proc:
         self.scheduler = self.group.start("scheduler", scheduler_argv())
         self.group.wait_for_line(self.scheduler, "scheduler.started", timeout=30)
@@ -171,10 +197,12 @@ def start_fleet(tmp_path: Path, clean) -> Iterator[Callable[..., Fleet]]:
     fleets: list[Fleet] = []
 
     def _start(*, workers: int = 1, concurrency: int = 2, env: dict[str, str] | None = None,
-               queues: list[str] | None = None) -> Fleet:
+               queues: list[str] | None = None, webhooks: bool = False) -> Fleet:
         fleet = Fleet(tmp_path / f"fleet{len(fleets)}", {**os.environ, **(env or {})})
         fleets.append(fleet)
         fleet.start_scheduler()
+        if webhooks:
+            fleet.start_webhooks()
         for _ in range(workers):
             fleet.start_worker(concurrency=concurrency, queues=queues, wait=False)
         for proc in fleet.workers:

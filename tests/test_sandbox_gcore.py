@@ -552,8 +552,12 @@ def test_cli_prints_settings_and_stops_on_sigterm(tmp_path):
                              "--gcore-api-key", "cli-key"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        lines = [proc.stdout.readline().strip() for _ in range(3)]
-        url = lines[2].removeprefix("sandbox listening on ")
+        lines = []
+        for line in proc.stdout:  # one export line per setting, then the listening line
+            lines.append(line.strip())
+            if line.startswith("sandbox listening on "):
+                break
+        url = lines[-1].removeprefix("sandbox listening on ")
         assert lines[:2] == [f"export INGEST_GCORE_BASE_URL={url}", "export INGEST_GCORE_API_KEY=cli-key"]
         assert requests.get(f"{url}/_sandbox/health", timeout=5).json() == {"ok": True}
         proc.send_signal(signal.SIGTERM)

@@ -1,15 +1,18 @@
 """``ingest-fleet demo`` (``make demo``): the whole fleet on this machine, ingesting sample
-videos into the sandbox's Gcore emulator.
+videos into the sandbox's Gcore and Brightcove emulators.
 
 With nothing else running, the demo
 
-1. writes five sample videos once (three files to upload, two for the sandbox to serve
-   under ``/media/`` so the provider pulls them from a URL);
+1. writes the sample videos once (files to upload, and files for the sandbox to serve
+   under ``/media/`` so the provider pulls them from a URL): Gcore gets three pushes (TUS)
+   and two pulls, Brightcove a small push (one PUT to a signed URL), a large one (S3
+   multipart) and a pull;
 2. starts Redis (embedded, unless ``REDIS_URL`` is set), the sandbox, the scheduler, two
-   workers (one for the API and poll queues, one for the upload queues) and Flower behind
-   basic auth, and waits until each one is ready (the sandbox answers each upload chunk
-   0.8 s late, as over a ~100 Mbit/s link, so that uploads take long enough to watch);
-3. submits five intents and shows every job's progress live, read from the job records
+   workers (one for the API and poll queues, one for the upload queues), the webhook
+   receiver (Brightcove's callbacks end the waits) and Flower behind basic auth, and waits
+   until each one is ready (the sandbox answers each upload chunk or part 0.8 s late, as
+   over a ~100 Mbit/s link, so that uploads take long enough to watch);
+3. submits the intents and shows every job's progress live, read from the job records
    in Redis: bytes uploaded, then the provider's processing progress;
 4. prints a summary table, where Flower and the logs are, and stops everything it
    started. With ``keep`` it instead prints the settings that let another shell use the
@@ -49,6 +52,7 @@ from workers.procs import (
     flower_argv,
     sandbox_argv,
     scheduler_argv,
+    webhooks_argv,
     worker_argv,
 )
 from workers.queues import queues_of_kind
@@ -74,26 +78,31 @@ class Sample:
     """One sample video: ``push`` files are uploaded by the fleet, ``pull`` files are
     served by the sandbox and fetched by the (emulated) provider from their URL."""
 
+    provider: str
     mode: str
     number: int
     size: int
 
     @property
     def name(self) -> str:
-        return f"demo-{self.mode}-{self.number}.mp4"
+        return f"demo-{self.provider}-{self.mode}-{self.number}.mp4"
 
     @property
     def title(self) -> str:
-        return f"Demo {self.mode} {self.number} ({self.size // MB} MB)"
+        return f"{self.provider} {self.mode} {self.number} ({self.size // MB} MB)"
 
     def path(self, home: Path) -> Path:
         return home / ("samples" if self.mode == "push" else "media") / self.name
 
 
 SAMPLES = (
-    Sample("push", 1, 48 * MB), Sample("push", 2, 24 * MB), Sample("push", 3, 12 * MB),
-    Sample("pull", 1, 32 * MB), Sample("pull", 2, 16 * MB),
+    Sample("gcore", "push", 1, 48 * MB), Sample("gcore", "push", 2, 24 * MB), Sample("gcore", "push", 3, 12 * MB),
+    Sample("gcore", "pull", 1, 32 * MB), Sample("gcore", "pull", 2, 16 * MB),
+    Sample("brightcove", "push", 1, 40 * MB), Sample("brightcove", "push", 2, 6 * MB),
+    Sample("brightcove", "pull", 1, 16 * MB),
 )
+BRIGHTCOVE_SINGLE_PUT_MAX = 16 * MB  # the small push goes as one PUT, the large one as S3 multipart
+BRIGHTCOVE_PART_SIZE = 8 * 1024 * 1024
 
 
 @dataclass
@@ -106,6 +115,7 @@ class Fleet:
     group: ProcessGroup | None = None
     sandbox_port: int = 0
     flower_port: int = 0
+    webhook_port: int = 0
 
     @property
     def sandbox_url(self) -> str:
@@ -172,7 +182,8 @@ def _run(fleet: Fleet, console: Console, *, keep: bool) -> int:
     _make_samples(fleet.home, console)
     redis_url = _start_redis(fleet, console)
     fleet.sandbox_port = free_port()
-    fleet.settings = _fleet_settings(fleet.home, redis_url, fleet.sandbox_url)
+    fleet.webhook_port = free_port()
+    fleet.settings = _fleet_settings(fleet.home, redis_url, fleet.sandbox_url, fleet.webhook_port)
     # The Celery app reads its settings when first imported, so this process (which
     # submits the intents) must see them before anything imports tasks.* or workers.app.
     os.environ.update(fleet.settings)
@@ -241,13 +252,25 @@ def _start_redis(fleet: Fleet, console: Console) -> str:
     return fleet.redis.url
 
 
-def _fleet_settings(home: Path, redis_url: str, sandbox_url: str) -> dict[str, str]:
+def _fleet_settings(home: Path, redis_url: str, sandbox_url: str, webhook_port: int) -> dict[str, str]:
     return {
         "REDIS_URL": redis_url,
         "INGEST_SOURCE_ROOTS": str(home / "samples"),
         "INGEST_GCORE_BASE_URL": sandbox_url,
         "INGEST_GCORE_API_KEY": secrets.token_urlsafe(18),
         "INGEST_GCORE_RATE": "50",
+        "INGEST_BRIGHTCOVE_CLIENT_ID": "demo-bc-client",
+        "INGEST_BRIGHTCOVE_CLIENT_SECRET": secrets.token_urlsafe(18),
+        "INGEST_BRIGHTCOVE_ACCOUNT_ID": "6200000000001",
+        "INGEST_BRIGHTCOVE_OAUTH_URL": sandbox_url,
+        "INGEST_BRIGHTCOVE_BASE_URL": sandbox_url,
+        "INGEST_BRIGHTCOVE_INGEST_URL": sandbox_url,
+        # Brightcove allows 10 requests a minute on one video; the demo's videos are polled faster.
+        "INGEST_BRIGHTCOVE_ENTITY_RATE": "2",
+        "INGEST_BRIGHTCOVE_SINGLE_PUT_MAX": str(BRIGHTCOVE_SINGLE_PUT_MAX),
+        "INGEST_BRIGHTCOVE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
+        "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}",
+        "INGEST_WEBHOOK_SECRET": secrets.token_urlsafe(24),
         "INGEST_SLICE_SECONDS": "20",
         "INGEST_POLL_INITIAL": "0.5",
         "INGEST_POLL_MAX": "2",
@@ -258,14 +281,29 @@ def _fleet_settings(home: Path, redis_url: str, sandbox_url: str) -> dict[str, s
 def _start_sandbox(fleet: Fleet, console: Console) -> None:
     argv = sandbox_argv(fleet.sandbox_port, fleet.home / "sandbox", fleet.home / "media",
                         processing_seconds=PROCESSING_SECONDS)
-    proc = _start(fleet, "sandbox", argv + ["--gcore-api-key", fleet.settings["INGEST_GCORE_API_KEY"]])
-    _wait_until(proc, _answers(f"{fleet.sandbox_url}/_sandbox/health", 200), "GET /_sandbox/health")
+    cfg = fleet.settings
+    proc = _start(fleet, "sandbox", argv + [
+        "--gcore-api-key", cfg["INGEST_GCORE_API_KEY"],
+        "--brightcove-client-id", cfg["INGEST_BRIGHTCOVE_CLIENT_ID"],
+        "--brightcove-client-secret", cfg["INGEST_BRIGHTCOVE_CLIENT_SECRET"],
+        "--brightcove-account-id", cfg["INGEST_BRIGHTCOVE_ACCOUNT_ID"]])
+    # Its settings are printed before this line, and it serves by then.
+    _wait_until(proc, _logged(proc, "sandbox listening on"), "'sandbox listening on' in its log")
+    # What the sandbox chose itself (its S3 endpoint's port) comes from the settings it printed.
+    printed = dict(line[len("export "):].split("=", 1) for line in proc.tail(100_000).splitlines()
+                   if line.startswith("export "))
+    adopted = {k: v for k, v in printed.items() if k not in cfg}
+    cfg.update(adopted)
+    os.environ.update(adopted)
+    assert fleet.group is not None
+    fleet.group.env.update(adopted)
     # On loopback a 48 MB upload is over in a blink; answering each upload chunk a little
     # late, as over a real link, gives the upload bars something to show.
-    slow_link = {"provider": "gcore", "latency_ms": UPLOAD_CHUNK_LATENCY_MS, "latency_endpoints": ["gcore.tus_patch"]}
-    requests.put(f"{fleet.sandbox_url}/_sandbox/faults", json=slow_link, timeout=5).raise_for_status()
-    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, {PROCESSING_SECONDS:g} s processing, "
-                            f"+{UPLOAD_CHUNK_LATENCY_MS / 1000:g} s/chunk)")
+    for provider, endpoint in (("gcore", "gcore.tus_patch"), ("s3", "s3.upload_part")):
+        slow_link = {"provider": provider, "latency_ms": UPLOAD_CHUNK_LATENCY_MS, "latency_endpoints": [endpoint]}
+        requests.put(f"{fleet.sandbox_url}/_sandbox/faults", json=slow_link, timeout=5).raise_for_status()
+    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3; {PROCESSING_SECONDS:g} s processing, "
+                            f"+{UPLOAD_CHUNK_LATENCY_MS / 1000:g} s per upload chunk)")
 
 
 def _start_fleet(fleet: Fleet, console: Console) -> None:
@@ -275,6 +313,7 @@ def _start_fleet(fleet: Fleet, console: Console) -> None:
     started = {name: _start(fleet, name, worker_argv(queues, concurrency=WORKER_CONCURRENCY, name=name))
                for name, queues in workers.items()}
     scheduler = _start(fleet, "scheduler", scheduler_argv())
+    webhooks = _start(fleet, "webhooks", webhooks_argv(fleet.webhook_port))
     fleet.flower_port = free_port()
     flower = _start(fleet, "flower", flower_argv(fleet.flower_port))
 
@@ -283,6 +322,8 @@ def _start_fleet(fleet: Fleet, console: Console) -> None:
         _ok(console, name, f"queues {','.join(queues)}, concurrency {WORKER_CONCURRENCY}")
     _wait_until(scheduler, _logged(scheduler, "scheduler.started"), "'scheduler.started' in its log")
     _ok(console, "scheduler", "moving due polls and retries onto the queues")
+    _wait_until(webhooks, _logged(webhooks, "webhook receiver listening"), "'webhook receiver listening' in its log")
+    _ok(console, "webhooks", f"http://127.0.0.1:{fleet.webhook_port} (provider callbacks end waits early)")
     # 401 without credentials: Flower is up, and its basic auth is on.
     _wait_until(flower, _answers(fleet.flower_url, 401), f"HTTP 401 from {fleet.flower_url} without credentials")
     _ok(console, "flower", f"{fleet.flower_url} (basic auth)")
@@ -330,7 +371,7 @@ def _submit_all(fleet: Fleet) -> list[DemoJob]:
     jobs = []
     for sample in SAMPLES:
         source = str(sample.path(fleet.home)) if sample.mode == "push" else f"{fleet.sandbox_url}/media/{sample.name}"
-        intent = {"provider": "gcore", "source": source, "title": sample.title, "metadata": {"origin": "demo"}}
+        intent = {"provider": sample.provider, "source": source, "title": sample.title, "tags": ["demo"]}
         jobs.append(DemoJob(sample, submit(intent)))
     return jobs
 
@@ -364,7 +405,7 @@ def _update(progress: Progress, bar: TaskID, job: DemoJob, record: dict[str, Any
     job.record = record
     if job.state != previous:
         clock = time.strftime("%H:%M:%S")
-        progress.console.print(f"{clock}  {job.id[:8]}  {job.sample.title:<22} {_styled(job.state, width=10)}")
+        progress.console.print(f"{clock}  {job.id[:8]}  {job.sample.title:<30} {_styled(job.state, width=10)}")
     if job.state not in ("failed", "cancelled"):  # a failed job's bar stays where it stopped
         phase, completed, total = _measure(job)
         if phase != job.phase:
@@ -412,11 +453,12 @@ def _watch(fleet: Fleet) -> None:
 
 def _print_summary(jobs: list[DemoJob], console: Console) -> None:
     table = Table(title="Demo jobs", title_justify="left")
-    for name in ("job", "mode", "size", "state", "seconds", "video id", "error"):
+    for name in ("job", "provider", "mode", "size", "state", "seconds", "video id", "error"):
         table.add_column(name, justify="right" if name in ("size", "seconds", "video id") else "left")
     for job in jobs:
         r = job.record
-        table.add_row(job.id[:8], job.sample.mode, f"{job.sample.size // MB} MB", _styled(job.state),
+        table.add_row(job.id[:8], job.sample.provider, job.sample.mode, f"{job.sample.size // MB} MB",
+                      _styled(job.state),
                       f"{_seconds(r):.1f}", str(r.get("provider_ids", {}).get("video_id", "-")), _error(r) or "-")
     ready = sum(job.state == "ready" for job in jobs)
     console.print()

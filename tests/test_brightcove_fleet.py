@@ -1,0 +1,157 @@
+"""Brightcove Video Cloud end to end: real workers, real Redis, the sandbox's OAuth, CMS,
+Dynamic Ingest and S3 (moto behind a logging proxy) over sockets."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tasks.producer import status, submit, wait
+from tests.conftest import BC_SECRET, MEDIA, SANDBOX_URL, make_source, sha256_of
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+def _bc_video(sandbox, job: dict) -> dict:
+    vid = job["provider_ids"]["video_id"]
+    return next(v for v in sandbox.state("brightcove")["videos"] if v["id"] == vid)
+
+
+def test_small_push_large_push_and_pull_reach_ready(start_fleet, sandbox) -> None:
+    start_fleet(workers=1, concurrency=2)
+    small = make_source("bc-small.mp4", 3 * MiB)
+    large = make_source("bc-large.mp4", 16 * MiB)  # > SINGLE_PUT_MAX: 4 parts of 5 MiB
+    pulled = make_source("bc-pull.mp4", 2 * MiB, folder=MEDIA)
+    ids = {
+        "small": submit({"provider": "brightcove", "source": str(small), "title": "small push",
+                         "tags": ["news", "sandbox"], "metadata": {"team": "video"}}),
+        "large": submit({"provider": "brightcove", "source": str(large), "title": "large push"}),
+        "pull": submit({"provider": "brightcove", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": "pull"}),
+    }
+    jobs = {name: wait(job_id, 120) for name, job_id in ids.items()}
+    for name, job in jobs.items():
+        assert job["state"] == "ready", (name, job)
+    assert jobs["small"]["upload"]["mode"] == "single" and jobs["large"]["upload"]["mode"] == "multipart"
+    assert len(jobs["large"]["upload"]["parts"]) == 4
+    for name, src in (("small", small), ("large", large), ("pull", pulled)):
+        video = _bc_video(sandbox, jobs[name])
+        assert [j["source_sha256"] for j in video["jobs"]] == [sha256_of(src)], name
+        assert video["ingest_requests"] == 1
+        assert video["reference_id"] == jobs[name]["idempotency_key"]
+    assert len(sandbox.log("s3.upload_part")) == 4
+    assert len(sandbox.log("s3.put_object")) == 1
+
+
+def test_kill_9_mid_multipart_resends_no_completed_part(start_fleet, sandbox) -> None:
+    size = 60 * MiB  # 12 parts of 5 MiB
+    src = make_source("bc-kill.mp4", size)
+    sandbox.faults("s3", latency_ms=400, latency_endpoints=["s3.upload_part"])
+    fleet = start_fleet(workers=1, concurrency=1)
+    job_id = submit({"provider": "brightcove", "source": str(src), "title": "killed mid-multipart"})
+    deadline = time.monotonic() + 90
+    while len(status(job_id)["upload"].get("parts", [])) < 3:
+        assert time.monotonic() < deadline, status(job_id)
+        time.sleep(0.05)
+    recorded = {p["n"] for p in status(job_id)["upload"]["parts"]}
+    fleet.workers[0].kill9()
+    fleet.start_worker(concurrency=1)
+
+    job = wait(job_id, 240)
+    assert job["state"] == "ready", job
+    sent = [e["part_number"] for e in sandbox.log("s3.upload_part") if e.get("status") == 200]
+    for n in recorded:
+        assert sent.count(n) == 1, f"part {n} was completed before the kill and sent again"
+    assert sorted(set(sent)) == list(range(1, 13))
+    assert len(sandbox.log("s3.create_multipart_upload")) == 1
+    state = sandbox.state("brightcove")
+    assert len(state["videos"]) == 1 and state["ingest_requests"][state["videos"][0]["id"]] == 1
+    assert state["videos"][0]["jobs"][0]["source_sha256"] == sha256_of(src)
+
+
+def test_the_token_expires_mid_run_and_is_refreshed(start_fleet, sandbox) -> None:
+    sandbox.faults("brightcove", token_ttl=2, processing_seconds=5)
+    start_fleet(workers=1, env={"INGEST_POLL_INITIAL": "0.5", "INGEST_POLL_MAX": "0.5"})
+    pulled = make_source("bc-token.mp4", 1 * MiB, folder=MEDIA)
+    ids = [submit({"provider": "brightcove", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": f"t{i}"})
+           for i in range(3)]
+    jobs = [wait(i, 90) for i in ids]
+    assert [j["state"] for j in jobs] == ["ready"] * 3, [j["error"] for j in jobs]
+    assert len(sandbox.state("brightcove")["tokens_issued"]) >= 3  # refreshed as they expired
+
+
+def test_a_wrong_client_secret_fails_the_job_with_a_clear_message(start_fleet, sandbox) -> None:
+    start_fleet(workers=1, env={"INGEST_BRIGHTCOVE_CLIENT_SECRET": "not-the-secret"})
+    pulled = make_source("bc-badsecret.mp4", 1 * MiB, folder=MEDIA)
+    job = wait(submit({"provider": "brightcove", "source": f"{SANDBOX_URL}/media/{pulled.name}"}), 60)
+    assert job["state"] == "failed"
+    assert "invalid_client" in job["error"]["message"]
+    assert "INGEST_BRIGHTCOVE_CLIENT_SECRET" in job["error"]["message"]
+    assert len(sandbox.log("brightcove.oauth_token")) == 1  # no retry loop
+
+
+def test_callbacks_end_the_wait_early_and_duplicates_are_ignored(start_fleet, sandbox) -> None:
+    sandbox.faults("brightcove", processing_seconds=2, callback_duplicates=True)
+    # Without a callback the next poll would come after 40 s.
+    start_fleet(workers=1, webhooks=True, env={"INGEST_POLL_INITIAL": "40", "INGEST_POLL_MAX": "40"})
+    pulled = make_source("bc-hook.mp4", 1 * MiB, folder=MEDIA)
+    started = time.monotonic()
+    job = wait(submit({"provider": "brightcove", "source": f"{SANDBOX_URL}/media/{pulled.name}"}), 30)
+    assert job["state"] == "ready", job
+    assert time.monotonic() - started < 15
+    titles = [c for c in sandbox.state("brightcove")["callbacks_sent"] if c["payload"].get("entityType") == "TITLE"]
+    assert len(titles) == 2 and all(c["status"] == 200 for c in titles)  # both delivered, one acted on
+    assert len(sandbox.log("brightcove.get_ingest_job")) <= 3
+
+
+def test_a_crash_between_create_and_checkpoint_reuses_the_video(start_fleet, sandbox, rt) -> None:
+    """The reference_id is the idempotency key: a second create answers 409 and the video is
+    fetched by ref:, never created twice."""
+    import requests
+
+    pulled = make_source("bc-ref.mp4", 1 * MiB, folder=MEDIA)
+    job_id = submit({"provider": "brightcove", "source": f"{SANDBOX_URL}/media/{pulled.name}",
+                     "idempotency_key": "order-bc-1"})
+    token = requests.post(f"{SANDBOX_URL}/v4/access_token", data={"grant_type": "client_credentials"},
+                          auth=("test-bc-client", BC_SECRET), timeout=5).json()["access_token"]
+    requests.post(f"{SANDBOX_URL}/v1/accounts/6200000000042/videos", json={"name": "x", "reference_id": "order-bc-1"},
+                  headers={"Authorization": f"Bearer {token}"}, timeout=5).raise_for_status()
+    start_fleet(workers=1)
+    job = wait(job_id, 60)
+    assert job["state"] == "ready", job
+    assert len(sandbox.state("brightcove")["videos"]) == 1
+    assert any(h["event"] == "entity.found" for h in job["history"])
+
+
+def test_upload_credentials_stay_in_their_own_expiring_key(start_fleet, sandbox, rt) -> None:
+    src = make_source("bc-secret.mp4", 12 * MiB)
+    sandbox.faults("s3", latency_ms=300, latency_endpoints=["s3.upload_part"])
+    fleet = start_fleet(workers=1)
+    job_id = submit({"provider": "brightcove", "source": str(src)})
+    deadline = time.monotonic() + 60
+    while not status(job_id)["upload"].get("parts"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    issued = sandbox.state("brightcove")["credentials_issued"]
+    secrets = [v for c in issued for k, v in c.items() if k in ("secret_access_key", "session_token")]
+    assert secrets
+    secret_key = f"if:secret:{job_id}:upload"
+    assert 0 < rt.redis.ttl(secret_key) <= 23 * 3600
+    for key in rt.redis.scan_iter("*"):
+        if key.decode() == secret_key:
+            continue
+        kind = rt.redis.type(key).decode()
+        value = {"string": rt.redis.get, "list": lambda k: rt.redis.lrange(k, 0, -1), "hash": rt.redis.hgetall,
+                 "zset": lambda k: rt.redis.zrange(k, 0, -1), "set": rt.redis.smembers}.get(kind, lambda k: b"")(key)
+        assert not any(s in repr(value) for s in secrets), f"an upload secret in {key!r}"
+    assert wait(job_id, 90)["state"] == "ready"
+    assert not rt.redis.exists(secret_key)  # dropped once the upload is over
+    logs = fleet.logs()
+    assert not any(s in logs for s in secrets + [BC_SECRET])
+    tokens = sandbox.state("brightcove")["tokens_issued"]
+    assert tokens and not any(t in logs for t in tokens)
+    record = json.dumps(status(job_id))
+    assert not any(s in record for s in secrets + tokens + [BC_SECRET])
