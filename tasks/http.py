@@ -102,6 +102,11 @@ class ProviderClient:
         self.session = requests.Session()
         self.session.headers.update(headers or {})
 
+    def charge_entity(self, entity: str) -> None:
+        """Count a call already made on ``entity`` before its id was known (e.g. its creation)."""
+        if self.entity_budget:
+            self.entity_budget(entity).acquire(max_wait=self.max_wait)
+
     def request(self, method: str, url: str, *, allow: Iterable[int] = (), entity: str | None = None,
                 **kwargs: Any) -> requests.Response:
         """Send one request; statuses in ``allow`` are returned to the caller, not raised.

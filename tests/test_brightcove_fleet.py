@@ -155,3 +155,19 @@ def test_upload_credentials_stay_in_their_own_expiring_key(start_fleet, sandbox,
     assert tokens and not any(t in logs for t in tokens)
     record = json.dumps(status(job_id))
     assert not any(s in record for s in secrets + tokens + [BC_SECRET])
+
+
+def test_calls_on_one_video_keep_the_per_video_budget(start_fleet, sandbox) -> None:
+    # Brightcove: <= 10 requests a minute on one video; here 1 a second to keep the test short.
+    sandbox.faults("brightcove", processing_seconds=3)
+    start_fleet(workers=1, concurrency=2, env={"INGEST_BRIGHTCOVE_ENTITY_RATE": "1",
+                                               "INGEST_POLL_INITIAL": "0.2", "INGEST_POLL_MAX": "0.3"})
+    src = make_source("bc-entity.mp4", 2 * MiB)
+    job = wait(submit({"provider": "brightcove", "source": str(src)}), 60)
+    assert job["state"] == "ready", job
+    vid = str(job["provider_ids"]["video_id"])
+    entries = [e for e in sandbox.log() if e.get("entity") == vid]
+    calls = sorted(e["t"] for e in entries)
+    assert len(calls) >= 4  # create, upload-urls, ingest request, polls
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert min(gaps) >= 0.9, [(e["endpoint"], e["t"]) for e in entries]

@@ -158,6 +158,8 @@ class BrightcoveAdapter(Adapter):
         else:
             job.note("entity.created", video_id=resp.json()["id"])
         job.provider_ids["video_id"] = resp.json()["id"]
+        # The call that created (or found) the video counts against its per-video budget too.
+        ctx.http("api").charge_entity(f"video:{job.provider_ids['video_id']}")
 
     # -- target ----------------------------------------------------------------------
     def obtain_upload_target(self, ctx: StepContext) -> None:
