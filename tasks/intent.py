@@ -73,6 +73,7 @@ class Intent:
     metadata: dict[str, str] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     priority: str = "normal"
+    options: dict[str, Any] = field(default_factory=dict)  # provider-specific, e.g. Ittybit's folder
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Intent":
@@ -144,9 +145,24 @@ class Intent:
         if priority not in PRIORITIES:
             raise IntentError("priority", f"must be one of {', '.join(PRIORITIES)}")
 
+        if not isinstance(self.options, Mapping):
+            raise IntentError("options", "must be a mapping of option names to values")
+        options = {}
+        for name, value in self.options.items():
+            if name not in adapter.intent_options:
+                known = ", ".join(sorted(adapter.intent_options)) or "none"
+                raise IntentError(f"options.{name}", f"is not an option of {provider}; its options: {known}")
+            kind = adapter.intent_options[name]
+            if kind is bool and isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                value = value.lower() in ("true", "1", "yes")
+            if not isinstance(value, kind):
+                raise IntentError(f"options.{name}", f"must be {kind.__name__}")
+            options[name] = _text(f"options.{name}", value, limit=255, required=True) if kind is str else value
+
         validated = ValidatedIntent(
             provider=provider, account=account, source=source, mode=mode, size=size, title=title,
             description=description, idempotency_key=key, metadata=metadata, tags=tags, priority=priority,
+            options=options,
         )
         adapter.validate(validated)
         return validated
@@ -207,3 +223,4 @@ class ValidatedIntent:
     metadata: dict[str, str]
     tags: list[str]
     priority: str
+    options: dict[str, Any]

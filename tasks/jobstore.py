@@ -68,6 +68,7 @@ class Job:
     description: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str = ""
     priority: str = "normal"
     state: str = "queued"

@@ -37,6 +37,7 @@ def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> 
     job = Job(
         id=job_id, provider=valid.provider, account=valid.account, source=valid.source, mode=valid.mode,
         title=valid.title, description=valid.description, metadata=dict(valid.metadata), tags=list(valid.tags),
+        options=dict(valid.options),
         idempotency_key=valid.idempotency_key or job_id, priority=valid.priority, bytes_total=valid.size,
     )
     job.note("submitted", mode=valid.mode)

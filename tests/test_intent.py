@@ -44,7 +44,7 @@ def test_a_good_url_intent_pulls(settings: Settings) -> None:
 @pytest.mark.parametrize(
     "fields, field, words",
     [
-        ({"provider": "vimeo", "source": "https://x/y.mp4"}, "provider", "choose one of: brightcove, gcore"),
+        ({"provider": "vimeo", "source": "https://x/y.mp4"}, "provider", "choose one of: brightcove, gcore, ittybit"),
         ({"source": "/definitely/missing.mp4"}, "source", "outside INGEST_SOURCE_ROOTS"),
         ({"source": "ftp://host/a.mp4"}, "source", "scheme 'ftp' is not supported"),
         ({"source": "https:///a.mp4"}, "source", "no host"),
@@ -95,3 +95,16 @@ def test_unknown_intent_fields_are_refused() -> None:
     with pytest.raises(IntentError) as info:
         Intent.from_dict({"provider": "gcore", "source": "https://h/a.mp4", "titel": "typo"})
     assert info.value.field == "titel"
+
+
+def test_provider_options_are_checked_by_the_provider(tmp_path: Path) -> None:
+    settings = Settings.from_env({"INGEST_GCORE_API_KEY": "k" * 12, "INGEST_ITTYBIT_API_KEY": "i" * 12})
+    url = "https://h/a.mp4"
+    valid = Intent(provider="ittybit", source=url, options={"sync": "true", "folder": "news"}).validate(settings)
+    assert valid.options == {"sync": True, "folder": "news"}
+    with pytest.raises(IntentError) as info:
+        Intent(provider="gcore", source=url, options={"folder": "x"}).validate(settings)
+    assert info.value.field == "options.folder" and "options: none" in info.value.message
+    with pytest.raises(IntentError) as info:
+        Intent(provider="ittybit", source=url, options={"sync": 3}).validate(settings)
+    assert info.value.field == "options.sync"

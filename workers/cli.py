@@ -18,14 +18,15 @@ from typing import Any, Sequence
 EXIT_FAILED, EXIT_REFUSED, EXIT_UNAVAILABLE = 1, 2, 3
 
 
-def _meta(pairs: Sequence[str]) -> dict[str, str]:
+def _meta(pairs: Sequence[str], field: str = "metadata") -> dict[str, str]:
     from tasks.intent import IntentError
 
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise IntentError("metadata", f"--meta {pair!r} is not KEY=VALUE")
+            flag = "--meta" if field == "metadata" else "--opt"
+            raise IntentError(field, f"{flag} {pair!r} is not KEY=VALUE")
         out[key] = value
     return out
 
@@ -48,7 +49,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "provider": args.provider, "source": args.source, "title": args.title,
         "description": args.description or "", "account": args.account,
         "idempotency_key": args.key, "metadata": _meta(args.meta or []), "tags": args.tag or [],
-        "priority": args.priority,
+        "priority": args.priority, "options": {**_meta(args.opt or [], "options"), **({"sync": True} if args.sync else {})},
     }
     job_id = submit(intent)
     if not args.wait:
@@ -201,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--key", help="idempotency key: the same key gives the same job")
     s.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (Brightcove: custom fields)")
     s.add_argument("--tag", action="append", help="a tag (repeat for more)")
+    s.add_argument("--opt", action="append", metavar="NAME=VALUE",
+                   help="a provider option, e.g. Ittybit folder=... / filename=...")
+    s.add_argument("--sync", action="store_true", help="Ittybit: ingest with POST /files (small files)")
     s.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
     s.add_argument("--wait", action="store_true", help="wait for ready (exit 0) or failed (exit 1)")
     s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")

@@ -47,7 +47,7 @@ PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
 #: The settings a provider account understands (upper-case env suffixes). An account exists
 #: once its credential is set (``API_KEY``, or ``CLIENT_SECRET`` where the provider uses OAuth).
 ACCOUNT_SETTINGS = ("API_KEY", "CLIENT_SECRET", "CLIENT_ID", "ACCOUNT_ID", "BASE_URL", "OAUTH_URL", "INGEST_URL",
-                    "S3_ENDPOINT", "PROFILE", "CAPTURE_IMAGES", "SINGLE_PUT_MAX", "PART_SIZE",
+                    "S3_ENDPOINT", "PROFILE", "CAPTURE_IMAGES", "SINGLE_PUT_MAX", "PART_SIZE", "CHUNK_SIZE",
                     "RATE", "BURST", "SLOTS", "ENTITY_RATE")
 _BUDGET_SETTINGS = ("RATE", "BURST", "SLOTS", "ENTITY_RATE")
 _META = ("CREDENTIAL", "REQUIRED")

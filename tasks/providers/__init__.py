@@ -3,7 +3,8 @@
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.providers.brightcove import BrightcoveAdapter
 from tasks.providers.gcore import GcoreAdapter
+from tasks.providers.ittybit import IttybitAdapter
 
-ADAPTERS: dict[str, Adapter] = {a.name: a for a in (GcoreAdapter(), BrightcoveAdapter())}
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in (GcoreAdapter(), BrightcoveAdapter(), IttybitAdapter())}
 
 __all__ = ["ADAPTERS", "Adapter", "Status", "StepContext"]

@@ -70,6 +70,8 @@ class Adapter:
     retry_policy: dict[int, str] = {}
     #: The provider announces its budget in X-RateLimit-Limit/Remaining/Reset (Ingest.io).
     learns_rate_limit: bool = False
+    #: Provider-specific intent options and their types (``--opt NAME=VALUE``).
+    intent_options: dict[str, type] = {}
 
     def classify(self, resp: requests.Response) -> str | None:
         """"permanent", "transient" or "throttled" for an error answer, or None for the policy."""
