@@ -14,6 +14,8 @@ for the last line::
     export INGEST_BRIGHTCOVE_BASE_URL=http://127.0.0.1:8900
     export INGEST_BRIGHTCOVE_INGEST_URL=http://127.0.0.1:8900
     export INGEST_BRIGHTCOVE_S3_ENDPOINT=http://127.0.0.1:41873
+    export INGEST_ITTYBIT_API_KEY=sandbox-ittybit-key
+    export INGEST_ITTYBIT_BASE_URL=http://127.0.0.1:8900
     sandbox listening on http://127.0.0.1:8900
 
 The S3 endpoint (Brightcove's upload bucket) is on a port of its own, always a free one.

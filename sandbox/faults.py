@@ -44,7 +44,8 @@ Per provider (:class:`FaultSpec`): ``defaults`` are the values a setting takes w
 configuration leaves it out, so a provider's own limits survive a ``PUT`` and come back on
 reset (Brightcove: ``rate_limit_rps`` 20 on its REST endpoints); ``settings`` are extra
 entries the provider's emulator reads at runtime (Brightcove: ``token_ttl``,
-``per_video_per_minute``, ``callback_duplicates``); ``error_format`` renders injected
+``per_video_per_minute``, ``callback_duplicates``; Ittybit: ``shape``, ``signature_ttl``,
+``webhook_duplicates``); ``error_format`` renders injected
 errors that carry no rule ``body`` in the provider's own error format (Brightcove's JSON
 array, S3's XML) instead of ``{"error": "<reason phrase>"}``.
 """
@@ -84,20 +85,24 @@ class FaultConfigError(ValueError):
 class Setting:
     """A provider-specific entry of its fault config, read by its emulator at runtime.
 
-    ``kind`` is ``bool`` or ``int`` (a whole number >= 0); ``default`` None makes null a
-    valid value too, meaning "the emulator's own default".
+    ``kind`` is ``bool``, ``int`` (a whole number >= 0) or ``str`` (one of ``choices``);
+    ``default`` None makes null a valid value too, meaning "the emulator's own default".
     """
 
     default: Any
     kind: type
+    choices: tuple[str, ...] = ()
 
     def check(self, name: str, value: Any) -> None:
         if value is None and self.default is None:
             return
+        or_null = ", or null" if self.default is None else ""
         if self.kind is bool and not isinstance(value, bool):
             raise FaultConfigError(f"{name} must be true or false")
         if self.kind is int and not _is_whole(value):
-            raise FaultConfigError(f"{name} must be an integer >= 0" + (", or null" if self.default is None else ""))
+            raise FaultConfigError(f"{name} must be an integer >= 0{or_null}")
+        if self.kind is str and (not isinstance(value, str) or value not in self.choices):
+            raise FaultConfigError(f"{name} must be one of {', '.join(map(repr, self.choices))}{or_null}")
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,9 @@ class ProviderFaults:
         self._defaults = dict(spec.defaults)
         self._error_format = spec.error_format
         self._default_seed = seed
-        self._lock = threading.Lock()
+        # Reentrant: ``decide`` renders injected errors under it, and an emulator's
+        # ``error_format`` may read its settings (Ittybit's response shape).
+        self._lock = threading.RLock()
         self.configure({})
 
     # -- configuration -------------------------------------------------------------

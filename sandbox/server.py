@@ -3,7 +3,7 @@
 Example::
 
     with Sandbox(data_dir=tmp, media_dir=media, processing_seconds=0) as sb:
-        os.environ.update(sb.env())   # INGEST_GCORE_BASE_URL, INGEST_BRIGHTCOVE_S3_ENDPOINT, ...
+        os.environ.update(sb.env())   # INGEST_GCORE_BASE_URL, INGEST_ITTYBIT_API_KEY, ...
         ...                           # run the fleet against sb.url
         sb.log.entries(endpoint="gcore.tus_patch")
 
@@ -41,6 +41,7 @@ from .brightcove import BrightcoveEmulator
 from .emulator import Context, Emulator
 from .faults import FaultRegistry, FaultSpec
 from .gcore import GcoreEmulator
+from .ittybit import IttybitEmulator
 from .media import MediaServer
 from .requestlog import RequestLog
 from .s3 import S3Server
@@ -50,7 +51,7 @@ from .web import ClientGone, HttpError, Request, Response, Router, json_response
 log = logging.getLogger(__name__)
 
 #: Every provider emulator the sandbox mounts.
-EMULATORS: tuple[type[Emulator], ...] = (GcoreEmulator, BrightcoveEmulator)
+EMULATORS: tuple[type[Emulator], ...] = (GcoreEmulator, BrightcoveEmulator, IttybitEmulator)
 
 
 class Sandbox:
@@ -62,8 +63,9 @@ class Sandbox:
     ``seed`` seeds the fault RNGs. Emulator options are passed as ``<provider>_<option>``:
     ``gcore_api_key`` (default ``"sandbox-gcore-key"``), ``gcore_client_id`` (default 4242),
     ``brightcove_client_id`` (``"sandbox-bc-client"``), ``brightcove_client_secret``
-    (``"sandbox-bc-secret"``), ``brightcove_account_id`` (``"6200000000001"``) and
-    ``brightcove_token_ttl`` (300 seconds).
+    (``"sandbox-bc-secret"``), ``brightcove_account_id`` (``"6200000000001"``),
+    ``brightcove_token_ttl`` (300 seconds), ``ittybit_api_key`` (``"sandbox-ittybit-key"``),
+    ``ittybit_shape`` (``"envelope"`` or ``"bare"``) and ``ittybit_project`` (``"sandbox"``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, data_dir: str | Path | None = None,
@@ -102,8 +104,9 @@ class Sandbox:
         providers = {
             MediaServer.provider: FaultSpec(frozenset(self.router.names(MediaServer.provider))),
             S3Server.provider: S3Server.fault_spec(),
-            **{cls.name: FaultSpec(frozenset(self.router.names(cls.name)), frozenset(cls.stages), cls.settings,
-                                   cls.fault_defaults, cls.error_format) for cls in EMULATORS},
+            # error_format is taken from the instance: it may depend on runtime state (Ittybit's shape).
+            **{name: FaultSpec(frozenset(self.router.names(name)), frozenset(e.stages), e.settings,
+                               e.fault_defaults, e.error_format) for name, e in self.emulators.items()},
         }
         #: Fault configuration of every provider (also ``GET``/``PUT /_sandbox/faults``).
         self.faults = FaultRegistry(providers, seed)

@@ -34,6 +34,7 @@ SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
 GCORE_KEY = "test-gcore-key-7Hq2xZ91"
 BC_CLIENT_ID, BC_SECRET, BC_ACCOUNT = "test-bc-client", "test-bc-secret-Kp3vX8", "6200000000042"
 WEBHOOK_PORT = free_port()
+ITTYBIT_KEY = "test-ittybit-key-Qm4t7Rz2"
 
 ENV = {
     "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
@@ -52,6 +53,11 @@ ENV = {
     "INGEST_BRIGHTCOVE_ENTITY_RATE": "0",  # 10/min per video would make every test a minute long
     "INGEST_BRIGHTCOVE_SINGLE_PUT_MAX": "8000000",
     "INGEST_BRIGHTCOVE_PART_SIZE": str(5 * 1024 * 1024),
+    "INGEST_ITTYBIT_API_KEY": ITTYBIT_KEY,
+    "INGEST_ITTYBIT_BASE_URL": SANDBOX_URL,
+    "INGEST_ITTYBIT_RATE": "500",
+    "INGEST_ITTYBIT_BURST": "50",
+    "INGEST_ITTYBIT_CHUNK_SIZE": str(16 * 1024 * 1024),
     "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{WEBHOOK_PORT}",
     "INGEST_WEBHOOK_SECRET": "test-webhook-secret-9f8e7d6c5b4a",
     "INGEST_GCORE_RATE": "500",
@@ -92,7 +98,8 @@ def sandbox(redis_server: EmbeddedRedis) -> Iterator["SandboxHandle"]:
     group = ProcessGroup(os.environ, TMP / "logs")
     proc = group.start("sandbox", sandbox_argv(SANDBOX_PORT, TMP / "sandbox-data", MEDIA, processing_seconds=0.5)
                        + ["--gcore-api-key", GCORE_KEY, "--brightcove-client-id", BC_CLIENT_ID,
-                          "--brightcove-client-secret", BC_SECRET, "--brightcove-account-id", BC_ACCOUNT])
+                          "--brightcove-client-secret", BC_SECRET, "--brightcove-account-id", BC_ACCOUNT,
+                          "--ittybit-api-key", ITTYBIT_KEY])
     handle = SandboxHandle(SANDBOX_URL, proc)
     handle.wait_healthy()
     # The sandbox's S3 listens on a port of its own: take it from the settings it printed.

@@ -1,12 +1,12 @@
 """``ingest-fleet demo`` (``make demo``): the whole fleet on this machine, ingesting sample
-videos into the sandbox's Gcore and Brightcove emulators.
+videos into the sandbox's Gcore, Brightcove and Ittybit emulators.
 
 With nothing else running, the demo
 
 1. writes the sample videos once (files to upload, and files for the sandbox to serve
    under ``/media/`` so the provider pulls them from a URL): Gcore gets three pushes (TUS)
    and two pulls, Brightcove a small push (one PUT to a signed URL), a large one (S3
-   multipart) and a pull;
+   multipart) and a pull, Ittybit a push (signed PUT) and a pull (an ingest task);
 2. starts Redis (embedded, unless ``REDIS_URL`` is set), the sandbox, the scheduler, two
    workers (one for the API and poll queues, one for the upload queues), the webhook
    receiver (Brightcove's callbacks end the waits) and Flower behind basic auth, and waits
@@ -100,6 +100,7 @@ SAMPLES = (
     Sample("gcore", "pull", 1, 32 * MB), Sample("gcore", "pull", 2, 16 * MB),
     Sample("brightcove", "push", 1, 40 * MB), Sample("brightcove", "push", 2, 6 * MB),
     Sample("brightcove", "pull", 1, 16 * MB),
+    Sample("ittybit", "push", 1, 20 * MB), Sample("ittybit", "pull", 1, 8 * MB),
 )
 BRIGHTCOVE_SINGLE_PUT_MAX = 16 * MB  # the small push goes as one PUT, the large one as S3 multipart
 BRIGHTCOVE_PART_SIZE = 8 * 1024 * 1024
@@ -269,6 +270,8 @@ def _fleet_settings(home: Path, redis_url: str, sandbox_url: str, webhook_port: 
         "INGEST_BRIGHTCOVE_ENTITY_RATE": "2",
         "INGEST_BRIGHTCOVE_SINGLE_PUT_MAX": str(BRIGHTCOVE_SINGLE_PUT_MAX),
         "INGEST_BRIGHTCOVE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
+        "INGEST_ITTYBIT_API_KEY": secrets.token_urlsafe(18),
+        "INGEST_ITTYBIT_BASE_URL": sandbox_url,
         "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}",
         "INGEST_WEBHOOK_SECRET": secrets.token_urlsafe(24),
         "INGEST_SLICE_SECONDS": "20",
@@ -286,7 +289,8 @@ def _start_sandbox(fleet: Fleet, console: Console) -> None:
         "--gcore-api-key", cfg["INGEST_GCORE_API_KEY"],
         "--brightcove-client-id", cfg["INGEST_BRIGHTCOVE_CLIENT_ID"],
         "--brightcove-client-secret", cfg["INGEST_BRIGHTCOVE_CLIENT_SECRET"],
-        "--brightcove-account-id", cfg["INGEST_BRIGHTCOVE_ACCOUNT_ID"]])
+        "--brightcove-account-id", cfg["INGEST_BRIGHTCOVE_ACCOUNT_ID"],
+        "--ittybit-api-key", cfg["INGEST_ITTYBIT_API_KEY"]])
     # Its settings are printed before this line, and it serves by then.
     _wait_until(proc, _logged(proc, "sandbox listening on"), "'sandbox listening on' in its log")
     # What the sandbox chose itself (its S3 endpoint's port) comes from the settings it printed.
@@ -302,7 +306,7 @@ def _start_sandbox(fleet: Fleet, console: Console) -> None:
     for provider, endpoint in (("gcore", "gcore.tus_patch"), ("s3", "s3.upload_part")):
         slow_link = {"provider": provider, "latency_ms": UPLOAD_CHUNK_LATENCY_MS, "latency_endpoints": [endpoint]}
         requests.put(f"{fleet.sandbox_url}/_sandbox/faults", json=slow_link, timeout=5).raise_for_status()
-    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3; {PROCESSING_SECONDS:g} s processing, "
+    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3, Ittybit; {PROCESSING_SECONDS:g} s processing, "
                             f"+{UPLOAD_CHUNK_LATENCY_MS / 1000:g} s per upload chunk)")
 
 

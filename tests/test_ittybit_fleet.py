@@ -1,0 +1,101 @@
+"""Ittybit end to end: real workers, real Redis, the sandbox's Ittybit over sockets, in both
+of its API shapes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tasks.producer import status, submit, wait
+from tests.conftest import MEDIA, SANDBOX_URL, make_source, sha256_of
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+CHUNK = 16 * MiB
+
+
+def _file(sandbox, job: dict) -> dict:
+    return next(f for f in sandbox.state("ittybit")["files"] if f["id"] == job["provider_ids"]["file_id"])
+
+
+@pytest.mark.parametrize("shape", ["envelope", "bare"])
+def test_pull_as_a_task_and_as_a_sync_file_in_both_shapes(start_fleet, sandbox, shape) -> None:
+    sandbox.faults("ittybit", shape=shape, processing_seconds=1)
+    start_fleet(workers=1, concurrency=2)
+    pulled = make_source("it-pull.mp4", 2 * MiB, folder=MEDIA)
+    url = f"{SANDBOX_URL}/media/{pulled.name}"
+    task = wait(submit({"provider": "ittybit", "source": url, "options": {"folder": "news"}}), 60)
+    sync = wait(submit({"provider": "ittybit", "source": url, "options": {"sync": True, "filename": "s.mp4"}}), 60)
+    assert task["state"] == "ready", task
+    assert sync["state"] == "ready", sync
+    assert task["provider_ids"]["task_id"] and "task_id" not in sync["provider_ids"]
+    assert _file(sandbox, task)["sha256"] == _file(sandbox, sync)["sha256"] == sha256_of(pulled)
+    assert _file(sandbox, task)["folder"] == "news" and _file(sandbox, sync)["filename"] == "s.mp4"
+
+
+def test_push_small_in_one_put_and_large_in_ranges(start_fleet, sandbox) -> None:
+    start_fleet(workers=1, concurrency=2)
+    small = make_source("it-small.mp4", 3 * MiB)
+    large = make_source("it-large.mp4", 105 * 1000 * 1000)  # >= 100 MB: chunked
+    jobs = [wait(submit({"provider": "ittybit", "source": str(p)}), 120) for p in (small, large)]
+    assert [j["state"] for j in jobs] == ["ready", "ready"], jobs
+    assert _file(sandbox, jobs[0])["sha256"] == sha256_of(small)
+    assert _file(sandbox, jobs[1])["sha256"] == sha256_of(large)
+    puts = sandbox.log("ittybit.upload_put")
+    assert len(puts) == 1 + -(-105_000_000 // CHUNK)  # one whole PUT, then 7 ranges
+    assert [e["status"] for e in puts[1:]] == [202] * 6 + [201]
+
+
+def test_kill_9_mid_ranges_resumes_without_resending(start_fleet, sandbox) -> None:
+    size = 110 * 1000 * 1000
+    src = make_source("it-kill.mp4", size)
+    sandbox.faults("ittybit", latency_ms=500, latency_endpoints=["ittybit.upload_put"])
+    fleet = start_fleet(workers=1, concurrency=1)
+    job_id = submit({"provider": "ittybit", "source": str(src)})
+    deadline = time.monotonic() + 60
+    while status(job_id)["bytes_done"] < 2 * CHUNK:
+        assert time.monotonic() < deadline, status(job_id)
+        time.sleep(0.05)
+    fleet.workers[0].kill9()
+    fleet.start_worker(concurrency=1)
+    job = wait(job_id, 240)
+    assert job["state"] == "ready", job
+    assert _file(sandbox, job)["sha256"] == sha256_of(src)
+    received = sum(u["bytes_received_total"] for u in sandbox.state("ittybit")["uploads"])
+    assert received <= size + CHUNK, f"{received - size} bytes sent twice"
+
+
+def test_an_expired_signature_is_renewed_not_failed(start_fleet, sandbox) -> None:
+    sandbox.faults("ittybit", signature_ttl=2, latency_ms=700, latency_endpoints=["ittybit.upload_put"])
+    start_fleet(workers=1)
+    src = make_source("it-expire.mp4", 105 * 1000 * 1000)
+    job = wait(submit({"provider": "ittybit", "source": str(src)}), 120)
+    assert job["state"] == "ready", job
+    assert any(h["event"] == "upload.signature_renewed" for h in job["history"])
+    assert _file(sandbox, job)["sha256"] == sha256_of(src)
+
+
+def test_429_is_survived_and_a_bad_source_fails_with_ittybits_message(start_fleet, sandbox) -> None:
+    sandbox.faults("ittybit", processing_seconds=0.5,
+                   rules=[{"endpoint": "ittybit.create_task", "status": 429, "retry_after": 1, "times": 2}])
+    start_fleet(workers=1, webhooks=True)
+    good = make_source("it-good.mp4", 1 * MiB, folder=MEDIA)
+    bad = make_source("it-bad.mp4", 1 * MiB, folder=MEDIA, valid=False)
+    ok = wait(submit({"provider": "ittybit", "source": f"{SANDBOX_URL}/media/{good.name}"}), 60)
+    failed = wait(submit({"provider": "ittybit", "source": f"{SANDBOX_URL}/media/{bad.name}"}), 60)
+    assert ok["state"] == "ready", ok
+    assert any(h["event"] == "throttled" for h in ok["history"])
+    assert failed["state"] == "failed" and "Unsupported file type" in failed["error"]["message"]
+
+
+def test_the_webhook_ends_the_wait_early(start_fleet, sandbox) -> None:
+    sandbox.faults("ittybit", processing_seconds=2, webhook_duplicates=True)
+    start_fleet(workers=1, webhooks=True, env={"INGEST_POLL_INITIAL": "40", "INGEST_POLL_MAX": "40"})
+    pulled = make_source("it-hook.mp4", 1 * MiB, folder=MEDIA)
+    started = time.monotonic()
+    job = wait(submit({"provider": "ittybit", "source": f"{SANDBOX_URL}/media/{pulled.name}"}), 30)
+    assert job["state"] == "ready", job
+    assert time.monotonic() - started < 15
+    assert len(sandbox.state("ittybit")["webhooks_sent"]) == 2
