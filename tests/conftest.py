@@ -158,7 +158,9 @@ def clean(rt, sandbox: SandboxHandle) -> Iterator[None]:
 
 def _wipe_fleet_keys(client) -> None:
     # Only the fleet's own keys: kombu's bindings must survive for running workers.
-    for pattern in ("if:*", "ingest.default", "gcore.*", "unacked*"):
+    from workers.queues import PROVIDERS
+
+    for pattern in ("if:*", "ingest.default", "unacked*", *(f"{p}.*" for p in PROVIDERS)):
         keys = list(client.scan_iter(pattern, count=1000))
         if keys:
             client.delete(*keys)
