@@ -143,13 +143,21 @@ def run(task: Any, job_id: str, step: str) -> None:
         job.state = STEP_STATE[step]
     ctx = step_context(rt, job, lease, seconds=settings.slice_seconds, log=log)
     try:
+        _drive(rt, job, lease, step, ctx)
+    except StaleLease:
+        # Taken over (an operator's cancel or retry, or a lease that expired while this
+        # worker stalled): the newer holder owns the job; write nothing more.
+        log.warning("lease.lost")
+
+
+def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None:
+    """Run the step and record what follows: the next dispatch, a retry or a terminal state."""
+    settings = rt.settings
+    try:
         try:
             outcome = _run_step(step, job, ctx)
         except SoftTimeLimitExceeded:
             raise TransientError(f"step {step} exceeded its time limit") from None
-    except StaleLease:
-        log.warning("lease.lost")
-        return
     except Throttled as exc:
         delay = exc.retry_after + random.uniform(0, 0.5)
         job.note("throttled", step=step, retry_in=round(delay, 2))
@@ -174,6 +182,8 @@ def run(task: Any, job_id: str, step: str) -> None:
     except PermanentError as exc:
         _fail(job, lease, step, exc)
         return
+    except StaleLease:
+        raise
     except Exception as exc:  # a bug or an unexpected answer: bounded retries, then fail loudly
         log.exception("step.crashed")
         err = TransientError(f"internal error in step {step}: {type(exc).__name__}: {exc}")

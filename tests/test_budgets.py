@@ -188,7 +188,7 @@ def test_cancel_stops_the_job_and_frees_its_slot(start_fleet, sandbox) -> None:
     size = 60 * MiB
     src = make_source("cancel-upload.mp4", size)
     sandbox.faults(latency_ms=400, latency_endpoints=["gcore.tus_patch"])
-    start_fleet(workers=1, concurrency=2, env={"INGEST_GCORE_SLOTS": "1"})
+    fleet = start_fleet(workers=1, concurrency=2, env={"INGEST_GCORE_SLOTS": "1"})
     uploading = submit({"provider": "gcore", "source": str(src), "title": "to cancel"})
     deadline = time.monotonic() + 60
     while status(uploading)["bytes_done"] == 0:
@@ -210,6 +210,8 @@ def test_cancel_stops_the_job_and_frees_its_slot(start_fleet, sandbox) -> None:
     late = [e for e in sandbox.log("gcore.tus_patch") if e["t"] > cancelled_at + 0.5]
     assert len(late) <= 1, "the cancelled upload kept sending"
     assert cli("cancel", uploading).returncode == 2
+    logs = fleet.logs()
+    assert '"lease.lost"' in logs and "step.crashed" not in logs  # fenced out, stopped quietly
 
 
 def test_budgets_command_shows_limits_use_cooldowns_and_backlog(start_fleet, sandbox, rt) -> None:
