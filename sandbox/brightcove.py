@@ -94,10 +94,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import http.client
-import json
 import math
 import secrets
 import shutil
@@ -120,7 +118,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .emulator import Context, Emulator
 from .faults import Setting
-from .media import is_video_container
+from .media import file_sha256, is_video_container
+from .notify import post_json
 from .web import BLOCK_SIZE, JSON_LIMIT, HttpError, Request, Response, Route, json_response, route
 
 BUCKET = "ingestion-upload-sandbox"  # Brightcove's is ingestion-upload-production (B1 example)
@@ -302,7 +301,7 @@ class BrightcoveEmulator(Emulator):
         for row, jobs in videos:
             for job_row, path, s3_object in jobs:
                 if path is not None:
-                    job_row["source_sha256"] = _file_sha256(path)
+                    job_row["source_sha256"] = file_sha256(path)
                 elif s3_object is not None and s3_object[0] == BUCKET:
                     job_row["source_sha256"] = by_key.get(s3_object[1])
                 row["jobs"].append(job_row)
@@ -695,29 +694,12 @@ class BrightcoveEmulator(Emulator):
 
     def _post(self, url: str, note: dict[str, Any]) -> None:
         """POST one notification: up to 3 attempts, 1 s then 2 s apart; the outcome goes to ``callbacks_sent``."""
-        data = json.dumps(note).encode()
-        status: int | None = None
-        error: str | None = None
-        attempts = 0
-        for delay in (0.0, *CALLBACK_BACKOFF):
-            if delay and self.ctx.stopping.wait(delay):
-                return
-            attempts += 1
-            request = urllib.request.Request(url, data=data, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=CALLBACK_TIMEOUT) as resp:
-                    status, error = resp.status, None
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                status, error = exc.code, f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                status, error = None, str(getattr(exc, "reason", exc)) or type(exc).__name__
-            if error is None:
-                break
+        sent = post_json(url, note, timeout=CALLBACK_TIMEOUT, backoff=CALLBACK_BACKOFF, stopping=self.ctx.stopping)
+        if sent is None:
+            return
         with self._lock:
-            self._callbacks_sent.append({"t": time.time(), "url": url, "payload": note, "status": status,
-                                         "attempts": attempts, "error": error})
+            self._callbacks_sent.append({"t": time.time(), "url": url, "payload": note, "status": sent.status,
+                                         "attempts": sent.attempts, "error": sent.error})
 
     # -- state rows ----------------------------------------------------------------
 
@@ -784,14 +766,3 @@ def _video_fields(body: dict[str, Any]) -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _file_sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(BLOCK_SIZE):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()

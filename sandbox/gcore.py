@@ -78,7 +78,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .emulator import Context, Emulator
-from .media import is_video_container
+from .media import file_sha256, is_video_container
 from .tus import TusServer, TusUpload, tus_error
 from .web import BLOCK_SIZE, HttpError, Request, Response, Route, json_response, route
 
@@ -219,7 +219,7 @@ class GcoreEmulator(Emulator):
                               "bytes_received": received, "size": size}, path))
             tokens = list(self._tokens_issued)
         # Hash outside the lock: a 2 GiB file takes seconds and the API must keep answering.
-        videos = [{**row, "sha256": _sha256(path)} for row, path in rows]
+        videos = [{**row, "sha256": file_sha256(path)} for row, path in rows]
         return {
             "videos": videos,
             "uploads": [{"id": u.id, "video_id": u.owner, "offset": u.offset, "length": u.length,
@@ -561,16 +561,3 @@ def _slug() -> str:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _sha256(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(BLOCK_SIZE):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()

@@ -116,7 +116,6 @@ import base64
 import hashlib
 import hmac
 import http.client
-import json
 import logging
 import math
 import os
@@ -140,7 +139,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .emulator import Context, Emulator
 from .faults import Setting
-from .media import EBML_MAGIC, is_video_container
+from .media import file_sha256, EBML_MAGIC, is_video_container
+from .notify import post_json
 from .web import BLOCK_SIZE, ClientGone, HttpError, Request, Response, Route, json_response, route
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ class IttybitEmulator(Emulator):
                 "webhooks_sent": [dict(w) for w in self._webhooks_sent],
             }
         # Hash outside the lock: a 2 GiB file takes seconds and the API must keep answering.
-        return {"files": [{**row, "sha256": _sha256(path)} for row, path in files], **out}
+        return {"files": [{**row, "sha256": file_sha256(path)} for row, path in files], **out}
 
     def reset(self) -> None:
         with self._lock:
@@ -764,29 +764,12 @@ class IttybitEmulator(Emulator):
 
     def _post(self, task_id: str, url: str, payload: Any) -> None:
         """POST one webhook: up to 3 attempts, 1 s then 2 s apart; the outcome goes to ``webhooks_sent``."""
-        data = json.dumps(payload).encode()
-        status: int | None = None
-        error: str | None = None
-        attempts = 0
-        for delay in (0.0, *WEBHOOK_BACKOFF):
-            if delay and self.ctx.stopping.wait(delay):
-                return
-            attempts += 1
-            request = urllib.request.Request(url, data=data, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as resp:
-                    status, error = resp.status, None
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                status, error = exc.code, f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                status, error = None, str(getattr(exc, "reason", exc)) or type(exc).__name__
-            if error is None:
-                break
+        sent = post_json(url, payload, timeout=WEBHOOK_TIMEOUT, backoff=WEBHOOK_BACKOFF, stopping=self.ctx.stopping)
+        if sent is None:
+            return
         with self._lock:
             self._webhooks_sent.append({"t": time.time(), "task_id": task_id, "url": url, "payload": payload,
-                                        "status": status, "attempts": attempts, "error": error})
+                                        "status": sent.status, "attempts": sent.attempts, "error": sent.error})
 
     # -- request parsing -----------------------------------------------------------
 
@@ -903,14 +886,3 @@ def _new_id(prefix: str, length: int = 12) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(BLOCK_SIZE):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()

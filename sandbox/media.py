@@ -13,6 +13,8 @@ have an origin on the same port (endpoint ``media.get``, fault provider ``media`
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import random
 import struct
@@ -110,3 +112,17 @@ def _read_blocks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while block := f.read(BLOCK_SIZE):
             yield block
+
+
+def file_sha256(path: "Path | None") -> str | None:
+    """sha256 of a stored file, streamed (files can be 2 GiB); None if it is gone."""
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
