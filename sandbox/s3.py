@@ -46,15 +46,13 @@ import hashlib
 import http.client
 import logging
 import socket
-import socketserver
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
@@ -66,7 +64,7 @@ from moto.server import ThreadedMotoServer
 
 from .faults import FaultSpec
 from .requestlog import RequestLog
-from .web import BLOCK_SIZE, ClientGone, Request, Response
+from .web import TrackedHTTPServer, BLOCK_SIZE, ClientGone, Request, Response
 
 if TYPE_CHECKING:
     from .faults import ProviderFaults
@@ -381,38 +379,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         """Silenced: requests go to the sandbox's request log."""
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # boto3 opens up to 10 connections per transfer, benchmarks many transfers
+class _ProxyServer(TrackedHTTPServer):
+    label = "S3 proxy"
 
     def __init__(self, address: tuple[str, int], s3: S3Server):
         self.s3 = s3
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _ProxyHandler)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # skip HTTPServer's FQDN lookup
-        self.server_name, self.server_port = self.server_address[:2]
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.discard(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            for conn in self._connections:
-                with suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            log.debug("S3 proxy connection from %s ended", client_address, exc_info=True)
-        else:
-            log.exception("S3 proxy failed serving %s", client_address)

@@ -24,15 +24,13 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
-import socketserver
 import struct
-import sys
 import tempfile
 import threading
 import time
 from contextlib import suppress
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,7 @@ from .media import MediaServer
 from .requestlog import RequestLog
 from .s3 import S3Server
 from .scheduler import Scheduler
-from .web import ClientGone, HttpError, Request, Response, Router, json_response
+from .web import TrackedHTTPServer, ClientGone, HttpError, Request, Response, Router, json_response
 
 log = logging.getLogger(__name__)
 
@@ -293,41 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Silenced: the sandbox keeps its own request log."""
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # a stuck client never blocks shutdown
-    request_queue_size = 256  # benchmarks open hundreds of connections at once
-
+class _HTTPServer(TrackedHTTPServer):
     def __init__(self, address: tuple[str, int], sandbox: Sandbox):
         self.sandbox = sandbox
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN: a DNS round trip nobody needs.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.discard(request)
-
-    def close_connections(self) -> None:
-        """End kept-alive connections, so a stopped sandbox answers nothing more."""
-        with self._connections_lock:
-            for conn in self._connections:
-                with suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            # Clients vanishing between requests is routine here (that is what faults are for).
-            log.debug("connection from %s ended", client_address, exc_info=True)
-        else:
-            log.exception("sandbox failed serving %s", client_address)

@@ -18,12 +18,21 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import re
+import socket
+import socketserver
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
+
+_log = logging.getLogger("sandbox")
 
 #: Largest block read from a request body at once (and the write size for files).
 BLOCK_SIZE = 1 << 20
@@ -217,3 +226,45 @@ class Router:
         if allowed:
             raise HttpError(405, {"error": "Method Not Allowed"}, {"Allow": ", ".join(sorted(allowed))})
         raise HttpError(404, {"error": "Not Found"})
+
+
+class TrackedHTTPServer(ThreadingHTTPServer):
+    """A threaded HTTP/1.1 server that knows its kept-alive connections, so that stopping
+    it really ends them (a stopped emulator must answer nothing more)."""
+
+    daemon_threads = True  # a stuck client never blocks shutdown
+    request_queue_size = 256  # benchmarks and boto3 open hundreds of connections at once
+    label = "sandbox"
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN: a DNS round trip nobody needs.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                with suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            # Clients vanishing between requests is routine here (that is what faults are for).
+            _log.debug("%s: connection from %s ended", self.label, client_address, exc_info=True)
+        else:
+            _log.exception("%s failed serving %s", self.label, client_address)
