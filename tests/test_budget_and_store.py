@@ -13,6 +13,14 @@ from workers.budget import ProviderBudget
 
 
 @pytest.fixture
+def fake():
+    """Pure logic of the Lua scripts (leases, fencing, the outbox, slots): fakeredis is enough."""
+    import fakeredis
+
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
 def r(rt):
     from tests.conftest import _wipe_fleet_keys
 
@@ -67,17 +75,17 @@ def _job(**kw) -> Job:
                mode="pull", title="t", idempotency_key=kw.pop("key", "k1"), **kw)
 
 
-def test_create_is_idempotent_per_key(r) -> None:
-    store = JobStore(r)
+def test_create_is_idempotent_per_key(fake) -> None:
+    store = JobStore(fake)
     first, created = store.create(_job(id="a1"), dispatch_member="gcore.api a1.1.create", grace=30)
     second, created_again = store.create(_job(id="b2"), dispatch_member="gcore.api b2.1.create", grace=30)
     assert (first, created, second, created_again) == ("a1", True, "a1", False)
     assert store.get("b2") is None
-    assert r.zscore(SCHEDULE_KEY, "gcore.api a1.1.create") is not None  # the outbox entry
+    assert fake.zscore(SCHEDULE_KEY, "gcore.api a1.1.create") is not None  # the outbox entry
 
 
-def test_lease_excludes_and_fencing_refuses_a_stale_holder(r) -> None:
-    store = JobStore(r)
+def test_lease_excludes_and_fencing_refuses_a_stale_holder(fake) -> None:
+    store = JobStore(fake)
     store.create(_job(), dispatch_member="m", grace=30)
     lease = store.acquire("j1", ttl=0.3)
     assert isinstance(lease, Lease)
@@ -96,8 +104,8 @@ def test_lease_excludes_and_fencing_refuses_a_stale_holder(r) -> None:
     assert isinstance(store.acquire("j1", ttl=5), Lease)  # released
 
 
-def test_forced_acquire_fences_out_the_running_holder(r) -> None:
-    store = JobStore(r)
+def test_forced_acquire_fences_out_the_running_holder(fake) -> None:
+    store = JobStore(fake)
     store.create(_job(), dispatch_member="m", grace=30)
     worker = store.acquire("j1", ttl=60)
     operator = store.acquire("j1", ttl=5, force=True)
@@ -131,10 +139,10 @@ def test_scheduler_claims_due_entries_once_and_recovers_dead_claims(r) -> None:
     assert r.zrange(SCHEDULE_KEY, 0, -1) == [b"q later"]
 
 
-def test_slots_wake_waiters_in_priority_then_age_order_before_newcomers(r) -> None:
+def test_slots_wake_waiters_in_priority_then_age_order_before_newcomers(fake) -> None:
     from workers.budget import ProviderSlots
 
-    slots = ProviderSlots(r, "t:slots", limit=2)
+    slots = ProviderSlots(fake, "t:slots", limit=2)
     assert slots.acquire("a", score=3e10 + 1, wake_with="q a")
     assert slots.acquire("b", score=3e10 + 2, wake_with="q b")
     assert slots.acquire("a", score=3e10 + 1, wake_with="q a")  # held already: idempotent
@@ -148,7 +156,7 @@ def test_slots_wake_waiters_in_priority_then_age_order_before_newcomers(r) -> No
     assert slots.release("b") == ["q newcomer"]
     # Two slots free, the woken newcomer has not taken its one yet: both waiters are woken.
     # (A process configured without a limit still wakes them by the limit in force.)
-    assert ProviderSlots(r, "t:slots", limit=0).release("new-high") == ["q newcomer", "q old-normal"]
+    assert ProviderSlots(fake, "t:slots", limit=0).release("new-high") == ["q newcomer", "q old-normal"]
 
 
 def test_entity_budget_limits_calls_on_one_entity(r) -> None:
