@@ -41,6 +41,7 @@ from .faults import FaultRegistry, FaultSpec
 from .gcore import GcoreEmulator
 from .ittybit import IttybitEmulator
 from .media import MediaServer
+from .once import OnceEmulator
 from .requestlog import RequestLog
 from .s3 import S3Server
 from .scheduler import Scheduler
@@ -49,7 +50,7 @@ from .web import TrackedHTTPServer, ClientGone, HttpError, Request, Response, Ro
 log = logging.getLogger(__name__)
 
 #: Every provider emulator the sandbox mounts.
-EMULATORS: tuple[type[Emulator], ...] = (GcoreEmulator, BrightcoveEmulator, IttybitEmulator)
+EMULATORS: tuple[type[Emulator], ...] = (GcoreEmulator, BrightcoveEmulator, IttybitEmulator, OnceEmulator)
 
 
 class Sandbox:

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -153,6 +154,11 @@ class Intent:
                 known = ", ".join(sorted(adapter.intent_options)) or "none"
                 raise IntentError(f"options.{name}", f"is not an option of {provider}; its options: {known}")
             kind = adapter.intent_options[name]
+            if kind in (list, dict) and isinstance(value, str):
+                try:  # from the command line: JSON text
+                    value = json.loads(value)
+                except ValueError:
+                    raise IntentError(f"options.{name}", "is not valid JSON") from None
             if kind is bool and isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
                 value = value.lower() in ("true", "1", "yes")
             if not isinstance(value, kind):

@@ -23,6 +23,9 @@ class Runtime:
         self._clients: dict[tuple[str, str, str], ProviderClient] = {}
         for account in self.settings.accounts.values():
             register_secret(account.secret)
+            for name, value in account.extra.items():
+                if "SECRET" in name:
+                    register_secret(value)
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -35,6 +35,8 @@ GCORE_KEY = "test-gcore-key-7Hq2xZ91"
 BC_CLIENT_ID, BC_SECRET, BC_ACCOUNT = "test-bc-client", "test-bc-secret-Kp3vX8", "6200000000042"
 WEBHOOK_PORT = free_port()
 ITTYBIT_KEY = "test-ittybit-key-Qm4t7Rz2"
+ONCE_KEY = "test-once-key-Lw8s2Vn6"
+ONCE_DOMAIN, ONCE_CATALOG = "b207b479-c841-4095-8918-978be9e18dee", "bc6cb7d4-be99-471b-adf3-7c501172b317"
 
 ENV = {
     "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
@@ -58,6 +60,16 @@ ENV = {
     "INGEST_ITTYBIT_RATE": "500",
     "INGEST_ITTYBIT_BURST": "50",
     "INGEST_ITTYBIT_CHUNK_SIZE": str(16 * 1024 * 1024),
+    "INGEST_ONCE_API_KEY": ONCE_KEY,
+    "INGEST_ONCE_DOMAIN_ID": ONCE_DOMAIN,
+    "INGEST_ONCE_CATALOG_ID": ONCE_CATALOG,
+    "INGEST_ONCE_BASE_URL": SANDBOX_URL,
+    "INGEST_ONCE_RATE": "500",
+    "INGEST_ONCE_BURST": "50",
+    "INGEST_ONCE_STAGING_BUCKET": "once-staging",
+    "INGEST_ONCE_STAGING_ACCESS_KEY_ID": "test-staging-key",
+    "INGEST_ONCE_STAGING_SECRET_ACCESS_KEY": "test-staging-secret-Hy5",
+    "INGEST_ONCE_PART_SIZE": str(5 * 1024 * 1024),
     "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{WEBHOOK_PORT}",
     "INGEST_WEBHOOK_SECRET": "test-webhook-secret-9f8e7d6c5b4a",
     "INGEST_GCORE_RATE": "500",
@@ -99,13 +111,15 @@ def sandbox(redis_server: EmbeddedRedis) -> Iterator["SandboxHandle"]:
     proc = group.start("sandbox", sandbox_argv(SANDBOX_PORT, TMP / "sandbox-data", MEDIA, processing_seconds=0.5)
                        + ["--gcore-api-key", GCORE_KEY, "--brightcove-client-id", BC_CLIENT_ID,
                           "--brightcove-client-secret", BC_SECRET, "--brightcove-account-id", BC_ACCOUNT,
-                          "--ittybit-api-key", ITTYBIT_KEY])
+                          "--ittybit-api-key", ITTYBIT_KEY, "--once-api-key", ONCE_KEY,
+                          "--once-domain-id", ONCE_DOMAIN, "--once-catalog-id", ONCE_CATALOG])
     handle = SandboxHandle(SANDBOX_URL, proc)
     handle.wait_healthy()
     # The sandbox's S3 listens on a port of its own: take it from the settings it printed.
     for line in proc.tail(100_000).splitlines():
-        if line.startswith("export INGEST_BRIGHTCOVE_S3_ENDPOINT="):
-            os.environ["INGEST_BRIGHTCOVE_S3_ENDPOINT"] = line.split("=", 1)[1].strip()
+        for name in ("INGEST_BRIGHTCOVE_S3_ENDPOINT", "INGEST_ONCE_S3_ENDPOINT"):
+            if line.startswith(f"export {name}="):
+                os.environ[name] = line.split("=", 1)[1].strip()
     yield handle
     group.stop_all()
 

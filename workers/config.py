@@ -38,7 +38,8 @@ PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
                    "entity_rate": str(10 / 60), "credential": "CLIENT_SECRET", "required": "CLIENT_ID,ACCOUNT_ID",
                    "oauth_url": "https://oauth.brightcove.com", "ingest_url": "https://ingest.api.brightcove.com"},
     # No published numbers: conservative defaults, to be set per account.
-    "once": {"base_url": "https://api.unicornmedia.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0"},
+    "once": {"base_url": "https://api.unicornmedia.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0",
+             "required": "DOMAIN_ID,CATALOG_ID"},
     "ittybit": {"base_url": "https://api.ittybit.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0"},
     # Server-defined limit announced in X-RateLimit-* on every answer: learned, not configured.
     "ingestio": {"base_url": "https://api.ingest.io", "rate": "0", "burst": "1", "slots": "0", "entity_rate": "0"},
@@ -48,6 +49,8 @@ PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
 #: once its credential is set (``API_KEY``, or ``CLIENT_SECRET`` where the provider uses OAuth).
 ACCOUNT_SETTINGS = ("API_KEY", "CLIENT_SECRET", "CLIENT_ID", "ACCOUNT_ID", "BASE_URL", "OAUTH_URL", "INGEST_URL",
                     "S3_ENDPOINT", "PROFILE", "CAPTURE_IMAGES", "SINGLE_PUT_MAX", "PART_SIZE", "CHUNK_SIZE",
+                    "DOMAIN_ID", "CATALOG_ID", "STAGING_BUCKET", "STAGING_REGION", "STAGING_ACCESS_KEY_ID",
+                    "STAGING_SECRET_ACCESS_KEY", "MEDIA_POLL", "NOTIFY_DEADLINE",
                     "RATE", "BURST", "SLOTS", "ENTITY_RATE")
 _BUDGET_SETTINGS = ("RATE", "BURST", "SLOTS", "ENTITY_RATE")
 _META = ("CREDENTIAL", "REQUIRED")

@@ -1,12 +1,13 @@
 """``ingest-fleet demo`` (``make demo``): the whole fleet on this machine, ingesting sample
-videos into the sandbox's Gcore, Brightcove and Ittybit emulators.
+videos into the sandbox's Gcore, Brightcove, Ittybit and Brightcove Once emulators.
 
 With nothing else running, the demo
 
 1. writes the sample videos once (files to upload, and files for the sandbox to serve
    under ``/media/`` so the provider pulls them from a URL): Gcore gets three pushes (TUS)
    and two pulls, Brightcove a small push (one PUT to a signed URL), a large one (S3
-   multipart) and a pull, Ittybit a push (signed PUT) and a pull (an ingest task);
+   multipart) and a pull, Ittybit a push (signed PUT) and a pull (an ingest task), Brightcove
+   Once a pull and a local file staged in S3 first;
 2. starts Redis (embedded, unless ``REDIS_URL`` is set), the sandbox, the scheduler, two
    workers (one for the API and poll queues, one for the upload queues), the webhook
    receiver (Brightcove's callbacks end the waits) and Flower behind basic auth, and waits
@@ -101,6 +102,7 @@ SAMPLES = (
     Sample("brightcove", "push", 1, 40 * MB), Sample("brightcove", "push", 2, 6 * MB),
     Sample("brightcove", "pull", 1, 16 * MB),
     Sample("ittybit", "push", 1, 20 * MB), Sample("ittybit", "pull", 1, 8 * MB),
+    Sample("once", "push", 1, 24 * MB), Sample("once", "pull", 1, 8 * MB),
 )
 BRIGHTCOVE_SINGLE_PUT_MAX = 16 * MB  # the small push goes as one PUT, the large one as S3 multipart
 BRIGHTCOVE_PART_SIZE = 8 * 1024 * 1024
@@ -272,6 +274,10 @@ def _fleet_settings(home: Path, redis_url: str, sandbox_url: str, webhook_port: 
         "INGEST_BRIGHTCOVE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
         "INGEST_ITTYBIT_API_KEY": secrets.token_urlsafe(18),
         "INGEST_ITTYBIT_BASE_URL": sandbox_url,
+        # Once pulls local files from a staging bucket (the sandbox's S3 accepts any key).
+        "INGEST_ONCE_STAGING_ACCESS_KEY_ID": "demo-staging",
+        "INGEST_ONCE_STAGING_SECRET_ACCESS_KEY": secrets.token_urlsafe(18),
+        "INGEST_ONCE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
         "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}",
         "INGEST_WEBHOOK_SECRET": secrets.token_urlsafe(24),
         "INGEST_SLICE_SECONDS": "20",
@@ -306,7 +312,7 @@ def _start_sandbox(fleet: Fleet, console: Console) -> None:
     for provider, endpoint in (("gcore", "gcore.tus_patch"), ("s3", "s3.upload_part")):
         slow_link = {"provider": provider, "latency_ms": UPLOAD_CHUNK_LATENCY_MS, "latency_endpoints": [endpoint]}
         requests.put(f"{fleet.sandbox_url}/_sandbox/faults", json=slow_link, timeout=5).raise_for_status()
-    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3, Ittybit; {PROCESSING_SECONDS:g} s processing, "
+    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3, Ittybit, Once; {PROCESSING_SECONDS:g} s processing, "
                             f"+{UPLOAD_CHUNK_LATENCY_MS / 1000:g} s per upload chunk)")
 
 
@@ -433,7 +439,7 @@ def _detail(job: DemoJob) -> str:
     if job.state in ("failed", "cancelled"):
         return _error(r)[:60]
     if job.state == "ready":
-        return f"video {r['provider_ids'].get('video_id', '?')}"
+        return f"id {_entity(r)}"
     if job.phase == "upload":
         return f"{(r.get('bytes_done') or 0) / MB:.1f} / {job.sample.size / MB:.1f} MB"
     return f"{r['progress']} %" if r.get("progress") is not None else ""
@@ -457,17 +463,23 @@ def _watch(fleet: Fleet) -> None:
 
 def _print_summary(jobs: list[DemoJob], console: Console) -> None:
     table = Table(title="Demo jobs", title_justify="left")
-    for name in ("job", "provider", "mode", "size", "state", "seconds", "video id", "error"):
-        table.add_column(name, justify="right" if name in ("size", "seconds", "video id") else "left")
+    for name in ("job", "provider", "mode", "size", "state", "seconds", "provider id", "error"):
+        table.add_column(name, justify="right" if name in ("size", "seconds", "provider id") else "left")
     for job in jobs:
         r = job.record
         table.add_row(job.id[:8], job.sample.provider, job.sample.mode, f"{job.sample.size // MB} MB",
                       _styled(job.state),
-                      f"{_seconds(r):.1f}", str(r.get("provider_ids", {}).get("video_id", "-")), _error(r) or "-")
+                      f"{_seconds(r):.1f}", _entity(r), _error(r) or "-")
     ready = sum(job.state == "ready" for job in jobs)
     console.print()
     console.print(table)
     console.print(f"{ready} of {len(jobs)} jobs ready.", style="bold green" if ready == len(jobs) else "bold red")
+
+
+def _entity(record: Mapping[str, Any]) -> str:
+    """The provider's id of what the job made: a video, a file, a media item."""
+    ids = record.get("provider_ids", {})
+    return str(ids.get("video_id") or ids.get("file_id") or ids.get("media_item_id") or "-")
 
 
 def _print_access(fleet: Fleet, console: Console, *, keep: bool) -> None:

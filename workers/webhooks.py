@@ -9,7 +9,8 @@ where ``token`` is an HMAC of the provider and job id under ``INGEST_WEBHOOK_SEC
 notification for a job nobody gave out a URL for is refused (403), since Brightcove's
 callbacks carry no signature of their own. A valid notification does not write the job: it
 makes the job's pending status poll due now, and that poll, under the job's lease, reads
-the provider's answer. So a duplicate, a late or a forged-but-valid-token notification can
+the provider's answer (or, for a provider without a status API such as Once, the
+notifications kept for the job). So a duplicate, a late or a forged-but-valid-token notification can
 at most cause one extra poll; repeated identical notifications are recognised and ignored.
 
 Run it with ``ingest-fleet webhooks [--host 0.0.0.0] [--port 8480]``.
@@ -32,6 +33,14 @@ log = get_logger("ingest.webhooks")
 
 MAX_BODY = 1 << 20
 _PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/(?P<job_id>[0-9a-f]{32})/(?P<token>[0-9a-f]{32})/?$")
+
+
+EVENTS_KEPT = 20
+
+
+def webhook_events(redis: Any, job_id: str) -> list[dict]:
+    """The notifications received for a job, oldest first (for providers without a status API)."""
+    return [json.loads(raw) for raw in redis.lrange(f"if:webhook:events:{job_id}", 0, -1)]
 
 
 def token_for(secret: str, provider: str, job_id: str) -> str:
@@ -107,6 +116,12 @@ class WebhookReceiver:
         job = self.rt.store.get(job_id)
         if job is None or job.provider != provider:
             return 404, {"error": "unknown job"}
+        key = f"if:webhook:events:{job_id}"
+        pipe = self.rt.redis.pipeline()
+        pipe.rpush(key, json.dumps(payload)[:65536])
+        pipe.ltrim(key, -EVENTS_KEPT, -1)
+        pipe.expire(key, 7 * 86400)
+        pipe.execute()
         relevant = ADAPTERS[provider].webhook_is_relevant(payload)
         log.info("webhook.received", provider=provider, job_id=job_id, relevant=relevant, step=job.step)
         if relevant and not job.terminal and job.step == "await" and job.dispatch.get("member"):

@@ -73,11 +73,13 @@ def part_size_for(size: int, wanted: int) -> int:
     return max(MIN_PART, wanted, math.ceil(size / MAX_PARTS))
 
 
-def s3_client(creds: dict[str, str], *, endpoint: str | None, region: str = "us-east-1",
+def s3_client(creds: dict[str, str] | None, *, endpoint: str | None, region: str = "us-east-1",
               timeouts: tuple[float, float]) -> Any:
+    """An S3 client with these credentials, or boto3's own chain (env, role) when None."""
+    creds = creds or {}
     return boto3.session.Session().client(
         "s3", region_name=region, endpoint_url=endpoint or None,
-        aws_access_key_id=creds["access_key_id"], aws_secret_access_key=creds["secret_access_key"],
+        aws_access_key_id=creds.get("access_key_id"), aws_secret_access_key=creds.get("secret_access_key"),
         aws_session_token=creds.get("session_token") or None,
         config=Config(connect_timeout=timeouts[0], read_timeout=timeouts[1], retries={"max_attempts": 1},
                       signature_version="s3v4", s3={"addressing_style": "path" if endpoint else "auto"},
