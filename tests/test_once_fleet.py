@@ -20,7 +20,7 @@ def _item(sandbox, job: dict) -> dict:
 
 
 def test_a_pull_completes_from_the_notification(start_fleet, sandbox) -> None:
-    sandbox.faults("once", processing_seconds=2)
+    sandbox.faults("once", processing_seconds=2, notification_duplicates=True)
     # Media polling off and polls 40 s apart: only the notification can end the wait quickly.
     start_fleet(workers=1, webhooks=True, env={"INGEST_ONCE_MEDIA_POLL": "false", "INGEST_POLL_INITIAL": "40",
                                                "INGEST_POLL_MAX": "40"})
@@ -36,6 +36,9 @@ def test_a_pull_completes_from_the_notification(start_fleet, sandbox) -> None:
     assert job["state"] == "ready", job
     assert time.monotonic() - started < 15
     assert _item(sandbox, job)["sourceSha256"] == sha256_of(pulled)
+    sent = sandbox.state("once")["notifications_sent"]
+    assert len(sent) >= 2 * 3  # ingest, transcode, publish - each twice: duplicates change nothing
+    assert [h["event"] for h in status(job_id)["history"]].count("ready") == 1
 
 
 def test_a_local_file_is_staged_in_s3_then_pulled_by_once(start_fleet, sandbox) -> None:

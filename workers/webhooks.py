@@ -18,13 +18,14 @@ Run it with ``ingest-fleet webhooks [--host 0.0.0.0] [--port 8480]``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import re
-import signal
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from typing import Any
 
 from workers.logging import get_logger
@@ -55,66 +56,70 @@ def callback_url(settings: Any, provider: str, job_id: str) -> str | None:
 
 
 class WebhookReceiver:
-    """Accepts provider notifications and makes the job's status poll due now."""
+    """Accepts provider notifications and makes the job's status poll due now.
 
-    def __init__(self, rt: Any, host: str = "127.0.0.1", port: int = 0):
+    An ASGI application (served by uvicorn): it answers fast - a notification is written
+    to Redis, and only then acknowledged with a 2xx, so none that was acknowledged is lost.
+    """
+
+    def __init__(self, rt: Any):
         self.rt = rt
-        receiver = self
+        self._server: Any = None
+        self._socket: socket.socket | None = None
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                self._answer(200 if self.path == "/healthz" else 404, {"ok": self.path == "/healthz"})
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
-                    self._answer(413, {"error": "body too large"})
-                    return
-                raw = self.rfile.read(length)
-                status, body = receiver.handle(self.path, raw)
-                self._answer(status, body)
-
-            def _answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_: object) -> None:  # paths hold tokens: never log them raw
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        if scope["method"] == "GET":
+            ok = scope["path"] == "/healthz"
+            await _answer(send, 200 if ok else 404, {"ok": ok})
+            return
+        if scope["method"] != "POST":
+            await _answer(send, 405, {"error": "POST only"})
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_BODY:
+                await _answer(send, 413, {"error": "body too large"})
+                return
+            if not message.get("more_body"):
+                break
+        # Redis calls are short and blocking: off the event loop.
+        status, body = await asyncio.to_thread(self.handle, scope["path"], b"".join(chunks))
+        await _answer(send, status, body)
 
     def handle(self, path: str, raw: bytes) -> tuple[int, dict]:
         from tasks.providers import ADAPTERS
 
         match = _PATH.match(path.split("?", 1)[0])
         if not match or match["provider"] not in ADAPTERS:
+            log.info("webhook.ignored", reason="unknown path or provider")
             return 404, {"error": "unknown webhook"}
         provider, job_id = match["provider"], match["job_id"]
         expected = token_for(self.rt.settings.webhook_secret, provider, job_id)
         if not hmac.compare_digest(expected, match["token"]):
-            log.warning("webhook.refused", provider=provider, job_id=job_id)
+            log.warning("webhook.refused", provider=provider, job_id=job_id, reason="bad token")
             return 403, {"error": "bad token"}
         try:
             payload = json.loads(raw or b"{}")
         except ValueError:
+            log.info("webhook.ignored", provider=provider, job_id=job_id, reason="body is not JSON")
             return 400, {"error": "body is not JSON"}
         digest = hashlib.sha256(b"%s:%s:" % (provider.encode(), job_id.encode()) + raw).hexdigest()
         if not self.rt.redis.set(f"if:webhook:seen:{digest}", 1, nx=True, ex=86400):
-            log.info("webhook.duplicate", provider=provider, job_id=job_id)
+            log.info("webhook.ignored", provider=provider, job_id=job_id, reason="duplicate")
             return 200, {"ok": True, "duplicate": True}
         job = self.rt.store.get(job_id)
         if job is None or job.provider != provider:
+            log.info("webhook.ignored", provider=provider, job_id=job_id, reason="unknown job")
             return 404, {"error": "unknown job"}
         key = f"if:webhook:events:{job_id}"
         pipe = self.rt.redis.pipeline()
@@ -128,12 +133,51 @@ class WebhookReceiver:
             self.rt.store.schedule(job.dispatch["member"], 0)
         return 200, {"ok": True}
 
+    # -- serving ---------------------------------------------------------------------
+    def bind(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Bind the listening socket now (port 0 = a free one); returns the port."""
+        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        return self._socket.getsockname()[1]
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None, "bind() first"
+        return self._socket.getsockname()[1]
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT when run in the main thread)."""
+        import uvicorn
+
+        if self._socket is None:
+            self.bind()
+        # No access log: the paths carry per-job tokens.
+        config = uvicorn.Config(self, log_level="warning", access_log=False, lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._server.run(sockets=[self._socket])
+
     def serve(self) -> None:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        """Serve from a background thread (tests)."""
+        if self._socket is None:
+            self.bind()
+        threading.Thread(target=self.run, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not (self._server and self._server.started):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the webhook receiver did not start")
+            time.sleep(0.02)
 
     def stop(self, *_: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self._server:
+            self._server.should_exit = True
+
+
+async def _answer(send: Any, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def main(host: str, port: int) -> int:
@@ -146,13 +190,9 @@ def main(host: str, port: int) -> int:
         from workers.config import ConfigError
 
         raise ConfigError("INGEST_WEBHOOK_SECRET is not set; set a long random value shared by the fleet")
-    receiver = WebhookReceiver(rt, host, port)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    receiver.serve()
-    log.info("webhooks.started", port=receiver.port)
-    print(f"webhook receiver listening on http://{host}:{receiver.port}", flush=True)
-    done.wait()
-    receiver.stop()
+    receiver = WebhookReceiver(rt)
+    bound = receiver.bind(host, port)
+    log.info("webhooks.started", port=bound)
+    print(f"webhook receiver listening on http://{host}:{bound}", flush=True)
+    receiver.run()  # uvicorn handles SIGTERM/SIGINT: it stops accepting, finishes, exits
     return 0
