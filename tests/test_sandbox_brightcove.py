@@ -7,14 +7,11 @@ receives the ingest callbacks; every test starts from ``POST /_sandbox/reset``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -24,6 +21,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from sandbox import Sandbox, make_invalid_file, make_video_file
+from tests.receiver import Receiver
 
 CLIENT_ID = "test-bc-client"
 SECRET = "test-bc-secret-5Tq9"
@@ -54,54 +52,9 @@ def sandbox(tmp_path_factory, media):
         yield sb
 
 
-class Receiver:
-    """Collects the JSON notifications POSTed to ``url``; answers ``fail_first`` 500s first."""
-
-    def __init__(self):
-        self.notes: list[dict] = []
-        self.fail_first = 0
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with receiver._lock:
-                    failing = receiver.fail_first > 0
-                    receiver.fail_first -= failing
-                    if not failing:
-                        receiver.notes.append(body)
-                self.send_response(500 if failing else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/bc-callbacks"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def wait_for(self, n: int, timeout: float = 10.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.notes) < n:
-            assert time.monotonic() < deadline, f"{len(self.notes)} of {n} notifications: {self.notes}"
-            time.sleep(0.02)
-        return list(self.notes)
-
-    def clear(self):
-        with self._lock:
-            self.notes.clear()
-            self.fail_first = 0
-
-    def close(self):
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    r = Receiver()
+    r = Receiver("/bc-callbacks")
     yield r
     r.close()
 

@@ -7,20 +7,18 @@ receives the task webhooks; every test starts from ``POST /_sandbox/reset``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
 from sandbox import Sandbox, make_invalid_file, make_video_file
+from tests.receiver import Receiver
 
 KEY = "test-ittybit-key"
 MiB = 1024 * 1024
@@ -49,54 +47,9 @@ def sandbox(tmp_path_factory, media):
         yield sb
 
 
-class Receiver:
-    """Collects the JSON webhooks POSTed to ``url``; answers ``fail_first`` 500s first."""
-
-    def __init__(self):
-        self.hooks: list[dict] = []
-        self.fail_first = 0
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with receiver._lock:
-                    failing = receiver.fail_first > 0
-                    receiver.fail_first -= failing
-                    if not failing:
-                        receiver.hooks.append(body)
-                self.send_response(500 if failing else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/ittybit-hooks"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def wait_for(self, n: int, timeout: float = 10.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.hooks) < n:
-            assert time.monotonic() < deadline, f"{len(self.hooks)} of {n} webhooks: {self.hooks}"
-            time.sleep(0.02)
-        return list(self.hooks)
-
-    def clear(self):
-        with self._lock:
-            self.hooks.clear()
-            self.fail_first = 0
-
-    def close(self):
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    r = Receiver()
+    r = Receiver("/ittybit-hooks")
     yield r
     r.close()
 
