@@ -45,12 +45,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -64,7 +61,7 @@ from moto.server import ThreadedMotoServer
 
 from .faults import FaultSpec
 from .requestlog import RequestLog
-from .web import TrackedHTTPServer, BLOCK_SIZE, ClientGone, Request, Response
+from .web import TrackedHTTPServer, abort_connection, BLOCK_SIZE, ClientGone, Request, Response
 
 if TYPE_CHECKING:
     from .faults import ProviderFaults
@@ -280,7 +277,7 @@ class S3Server:
                          status=response.status if response else None, bytes_in=req.bytes_in, entity=entity,
                          fault=fault, part_number=part_number)
         if response is None:
-            _abort(h)
+            abort_connection(h)
         else:
             _send(h, req, response)
 
@@ -351,12 +348,6 @@ def _send(h: _ProxyHandler, req: Request, response: Response) -> None:
         if hasattr(body, "close"):
             body.close()  # a relayed body closes its upstream connection even if never iterated
 
-
-def _abort(h: _ProxyHandler) -> None:
-    """Close the connection abruptly (RST), as a crashed or cut-off server would."""
-    h.close_connection = True
-    with suppress(OSError):
-        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _address(host: str, port: int) -> str:

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
-import struct
 import tempfile
 import threading
 import time
-from contextlib import suppress
 from functools import partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -45,7 +42,7 @@ from .once import OnceEmulator
 from .requestlog import RequestLog
 from .s3 import S3Server
 from .scheduler import Scheduler
-from .web import TrackedHTTPServer, ClientGone, HttpError, Request, Response, Router, json_response
+from .web import TrackedHTTPServer, abort_connection, ClientGone, HttpError, Request, Response, Router, json_response
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +187,7 @@ class Sandbox:
                             path=req.path, endpoint=req.endpoint, status=response.status if response else None,
                             bytes_in=req.bytes_in, entity=req.entity, fault=req.fault)
         if response is None:
-            _abort(h)
+            abort_connection(h)
         else:
             _send(h, req, response)
 
@@ -266,12 +263,6 @@ def _send(h: _Handler, req: Request, response: Response) -> None:
         if hasattr(body, "close"):
             body.close()  # a streamed file body closes its file even if never iterated
 
-
-def _abort(h: _Handler) -> None:
-    """Close the connection abruptly (RST, not FIN), as a crashed or cut-off server would."""
-    h.close_connection = True
-    with suppress(OSError):
-        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class _Handler(BaseHTTPRequestHandler):

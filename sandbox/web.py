@@ -22,6 +22,7 @@ import logging
 import re
 import socket
 import socketserver
+import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -268,3 +269,10 @@ class TrackedHTTPServer(ThreadingHTTPServer):
             _log.debug("%s: connection from %s ended", self.label, client_address, exc_info=True)
         else:
             _log.exception("%s failed serving %s", self.label, client_address)
+
+
+def abort_connection(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection abruptly (RST, not FIN), as a crashed or cut-off server would."""
+    handler.close_connection = True
+    with suppress(OSError):
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
