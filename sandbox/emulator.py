@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .faults import Setting
 from .scheduler import Scheduler
-from .web import Response, Route
+from .web import Request, Response, Route
 
 if TYPE_CHECKING:
     from .s3 import S3Server
@@ -81,3 +81,26 @@ class Emulator:
 
     def stop(self) -> None:
         """Release background resources; called once when the sandbox stops."""
+
+    def admit(self, req: Request) -> Response | None:
+        """Screen a request routed to this provider before its faults are decided.
+
+        Called after routing (``req.route``, ``req.params`` and ``req.entity`` are set),
+        before the provider's faults and the handler. A Response answers the request
+        instead (a provider's version negotiation or authentication, its own rate
+        limit); None lets it go on. The default admits everything.
+        """
+        return None
+
+    def finish(self, req: Request, response: Response) -> None:
+        """Adjust ``response.headers`` of every answer on this provider's routes.
+
+        Called just before sending, for handler answers, :meth:`admit` rejections and
+        injected fault answers alike (not when no answer is sent: drops and hangs),
+        so a provider can stamp headers its API puts on every response (a request id,
+        rate-limit counters). The default changes nothing.
+        """
+
+    def configured(self) -> None:
+        """Called after ``PUT /_sandbox/faults`` replaced this provider's fault configuration,
+        so an emulator can re-arm settings that count down (reset calls :meth:`reset`)."""

@@ -12,8 +12,10 @@ serves the emulators' routes, ``/media/`` (:mod:`sandbox.media`) and the admin A
 ``/_sandbox/`` (:mod:`sandbox.admin`). For each provider request the server consults the
 provider's faults (:mod:`sandbox.faults`), runs the handler, keeps the connection usable by
 draining any unread body, and appends one entry to the request log
-(:mod:`sandbox.requestlog`). S3 (:mod:`sandbox.s3`, provider ``s3``) listens on a port of
-its own, :attr:`Sandbox.s3` ``.url``, with the same faults and log.
+(:mod:`sandbox.requestlog`). An emulator may screen its requests before the faults
+(:meth:`~sandbox.emulator.Emulator.admit`) and stamp headers on every answer
+(:meth:`~sandbox.emulator.Emulator.finish`). S3 (:mod:`sandbox.s3`, provider ``s3``)
+listens on a port of its own, :attr:`Sandbox.s3` ``.url``, with the same faults and log.
 
 To add a provider, write ``sandbox/<provider>.py`` with an
 :class:`~sandbox.emulator.Emulator` subclass and list it in :data:`EMULATORS`.
@@ -36,6 +38,7 @@ from .brightcove import BrightcoveEmulator
 from .emulator import Context, Emulator
 from .faults import FaultRegistry, FaultSpec
 from .gcore import GcoreEmulator
+from .ingestio import IngestioEmulator
 from .ittybit import IttybitEmulator
 from .media import MediaServer
 from .once import OnceEmulator
@@ -47,7 +50,8 @@ from .web import TrackedHTTPServer, abort_connection, ClientGone, HttpError, Req
 log = logging.getLogger(__name__)
 
 #: Every provider emulator the sandbox mounts.
-EMULATORS: tuple[type[Emulator], ...] = (GcoreEmulator, BrightcoveEmulator, IttybitEmulator, OnceEmulator)
+EMULATORS: tuple[type[Emulator], ...] = (GcoreEmulator, BrightcoveEmulator, IttybitEmulator, OnceEmulator,
+                                          IngestioEmulator)
 
 
 class Sandbox:
@@ -61,7 +65,9 @@ class Sandbox:
     ``brightcove_client_id`` (``"sandbox-bc-client"``), ``brightcove_client_secret``
     (``"sandbox-bc-secret"``), ``brightcove_account_id`` (``"6200000000001"``),
     ``brightcove_token_ttl`` (300 seconds), ``ittybit_api_key`` (``"sandbox-ittybit-key"``),
-    ``ittybit_shape`` (``"envelope"`` or ``"bare"``) and ``ittybit_project`` (``"sandbox"``).
+    ``ittybit_shape`` (``"envelope"`` or ``"bare"``), ``ittybit_project`` (``"sandbox"``),
+    ``ingestio_jwt_secret`` (``"sandbox-ingestio-secret"``) and ``ingestio_network_id`` (a
+    fixed UUID).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, data_dir: str | Path | None = None,
@@ -105,7 +111,7 @@ class Sandbox:
                                e.fault_defaults, e.error_format) for name, e in self.emulators.items()},
         }
         #: Fault configuration of every provider (also ``GET``/``PUT /_sandbox/faults``).
-        self.faults = FaultRegistry(providers, seed)
+        self.faults = _FaultRegistry(providers, seed, self.emulators)
         self._thread: threading.Thread | None = None
 
     def start(self) -> Sandbox:
@@ -179,6 +185,9 @@ class Sandbox:
                 req.drain()  # keep-alive: the next request starts where this body ends
             except ClientGone:
                 response = None
+        emulator = self._emulator(req)
+        if response is not None and emulator is not None:
+            emulator.finish(req, response)
         # Account for the request before answering: once a client has its answer, the log
         # and the state it reads must already include this request.
         req.finish()
@@ -191,6 +200,10 @@ class Sandbox:
         else:
             _send(h, req, response)
 
+    def _emulator(self, req: Request) -> Emulator | None:
+        """The emulator whose route the request took, if any."""
+        return self.emulators.get(req.route.provider) if req.route is not None else None
+
     def _respond(self, req: Request) -> Response:
         """Route, apply the provider's faults, run the handler. ClientGone = answer nothing."""
         try:
@@ -201,6 +214,11 @@ class Sandbox:
         try:
             if route.entity is not None:
                 req.entity = route.entity(req)
+            emulator = self._emulator(req)
+            if emulator is not None:
+                refusal = emulator.admit(req)
+                if refusal is not None:
+                    return refusal
             if route.provider != ADMIN:
                 decision = self.faults[route.provider].decide(route.name, req.method, req.content_length)
                 req.fault = decision.fault
@@ -221,6 +239,20 @@ class Sandbox:
         except Exception:
             log.exception("sandbox handler %s failed on %s %s", route.name, req.method, req.path)
             return json_response({"error": "Internal Server Error"}, 500)
+
+
+class _FaultRegistry(FaultRegistry):
+    """The fault registry that tells an emulator when its configuration was replaced."""
+
+    def __init__(self, providers: dict[str, FaultSpec], seed: int, emulators: dict[str, Emulator]):
+        super().__init__(providers, seed)
+        self._emulators = emulators
+
+    def configure(self, config: Any) -> None:
+        super().configure(config)
+        emulator = self._emulators.get(config["provider"])
+        if emulator is not None:
+            emulator.configured()
 
 
 def _split_options(provider_options: dict[str, Any]) -> dict[str, dict[str, Any]]:

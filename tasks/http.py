@@ -9,7 +9,8 @@ Every provider call goes through :meth:`ProviderClient.request`, which
    ``Retry-After`` and :class:`Throttled`; 408/425/5xx/connection errors ->
    :class:`TransientError`; any other 4xx -> :class:`PermanentError` carrying the
    provider's own message;
-4. logs method, host, path (never the query string, headers or body), status and time.
+4. logs method, host, path (never the query string, headers or body), status, time and the
+   provider's request id (``Request-Id``) when it sends one.
 
 Example::
 
@@ -132,6 +133,10 @@ class ProviderClient:
             raise TransientError(f"{method} {parts.path}: connection failed ({type(exc).__name__})",
                                  provider=self.provider) from None
         status = resp.status_code
+        # The provider's id of this request (Ingest.io ``Request-Id``), for its support.
+        request_id = resp.headers.get("Request-Id") or resp.headers.get("X-Request-Id")
+        if request_id:
+            where["request_id"] = request_id
         log.debug("http.call", **where, status=status, ms=round((time.monotonic() - started) * 1000, 1))
         if self.learn_rate_headers and "X-RateLimit-Remaining" in resp.headers:
             self.budget.observe(limit=_int_header(resp, "X-RateLimit-Limit"),

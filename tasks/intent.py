@@ -178,6 +178,9 @@ class Intent:
         _text("source", source, limit=2048, required=True)
         parts = urlsplit(source)
         scheme = parts.scheme.lower()
+        if not adapter.pull_schemes:
+            raise IntentError("source", f"{adapter.name} cannot fetch a URL (it has no URL ingest); give a local "
+                                        "file path under INGEST_SOURCE_ROOTS")
         if scheme not in adapter.pull_schemes:
             raise IntentError(
                 "source",

@@ -200,6 +200,10 @@ class JobStore:
         if not ok:
             raise StaleLease(f"job {job.id}: lease {lease.token} was taken over")
 
+    def holds(self, lease: Lease) -> bool:
+        """Whether ``lease`` is still the job's newest (a cheap check before a side effect)."""
+        return int(self.redis.get(f"if:fence:{lease.job_id}") or 0) == lease.token
+
     def schedule(self, member: str, delay: float) -> None:
         """Put one dispatch in the schedule, due ``delay`` seconds from now (Redis clock)."""
         sec, usec = self.redis.time()

@@ -169,7 +169,7 @@ def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None
             job.note("upload.session_lost", error=str(exc))
             _advance(job, lease, _Next("target", _backoff(settings, job.attempts[step])), waiting="retry")
         else:
-            _fail(job, lease, step, exc)
+            _fail(job, lease, step, exc, ctx)
         return
     except TransientError as exc:
         if _count_attempt(job, step, exc, settings):
@@ -177,10 +177,10 @@ def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None
             job.note("retry", step=step, attempt=job.attempts[step], retry_in=round(delay, 2), error=str(exc))
             _advance(job, lease, _Next(step, delay), waiting="retry")
         else:
-            _fail(job, lease, step, exc)
+            _fail(job, lease, step, exc, ctx)
         return
     except PermanentError as exc:
-        _fail(job, lease, step, exc)
+        _fail(job, lease, step, exc, ctx)
         return
     except StaleLease:
         raise
@@ -190,7 +190,7 @@ def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None
         if _count_attempt(job, step, err, settings):
             _advance(job, lease, _Next(step, _backoff(settings, job.attempts[step])), waiting="retry")
         else:
-            _fail(job, lease, step, err)
+            _fail(job, lease, step, err, ctx)
         return
     if outcome == "ready":
         job.error = None
@@ -216,8 +216,14 @@ def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:
     return job.attempts[step] < settings.max_attempts
 
 
-def _fail(job: Job, lease: Lease, step: str, exc: StepError) -> None:
+def _fail(job: Job, lease: Lease, step: str, exc: StepError, ctx: StepContext) -> None:
     kind = "permanent" if isinstance(exc, PermanentError) else "transient"
+    if not runtime().store.holds(lease):
+        raise StaleLease(f"job {job.id}: taken over before it could fail")  # e.g. an operator's cancel
+    try:  # leave nothing half-done at the provider (e.g. an open multipart upload)
+        ADAPTERS[job.provider].cancel(ctx)
+    except Exception as cleanup:  # best effort: the job fails with its own error in any case
+        job.note("cleanup.provider_error", error=str(cleanup))
     job.error = {"step": step, "message": str(exc), "status": exc.status, "kind": kind,
                  "attempts": job.attempts.get(step, 0), "at": time.time()}
     job.failed_step = step

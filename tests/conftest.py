@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
+from sandbox.ingestio import DEFAULT_NETWORK, default_profile_id, mint_token as ingestio_token
 from workers.embedded_redis import EmbeddedRedis, free_port
 from workers.procs import ProcessGroup, Proc, sandbox_argv, scheduler_argv, webhooks_argv, worker_argv
 
@@ -37,6 +38,8 @@ WEBHOOK_PORT = free_port()
 ITTYBIT_KEY = "test-ittybit-key-Qm4t7Rz2"
 ONCE_KEY = "test-once-key-Lw8s2Vn6"
 ONCE_DOMAIN, ONCE_CATALOG = "b207b479-c841-4095-8918-978be9e18dee", "bc6cb7d4-be99-471b-adf3-7c501172b317"
+INGESTIO_JWT_SECRET = "test-ingestio-jwt-secret-Zr5"
+INGESTIO_TOKEN = ingestio_token(INGESTIO_JWT_SECRET, exp=int(time.time()) + 86400)
 
 ENV = {
     "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
@@ -70,6 +73,9 @@ ENV = {
     "INGEST_ONCE_STAGING_ACCESS_KEY_ID": "test-staging-key",
     "INGEST_ONCE_STAGING_SECRET_ACCESS_KEY": "test-staging-secret-Hy5",
     "INGEST_ONCE_PART_SIZE": str(5 * 1024 * 1024),
+    "INGEST_INGESTIO_API_KEY": INGESTIO_TOKEN,
+    "INGEST_INGESTIO_BASE_URL": SANDBOX_URL,
+    "INGEST_INGESTIO_PROFILE": default_profile_id(DEFAULT_NETWORK),
     "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{WEBHOOK_PORT}",
     "INGEST_WEBHOOK_SECRET": "test-webhook-secret-9f8e7d6c5b4a",
     "INGEST_GCORE_RATE": "500",
@@ -112,7 +118,8 @@ def sandbox(redis_server: EmbeddedRedis) -> Iterator["SandboxHandle"]:
                        + ["--gcore-api-key", GCORE_KEY, "--brightcove-client-id", BC_CLIENT_ID,
                           "--brightcove-client-secret", BC_SECRET, "--brightcove-account-id", BC_ACCOUNT,
                           "--ittybit-api-key", ITTYBIT_KEY, "--once-api-key", ONCE_KEY,
-                          "--once-domain-id", ONCE_DOMAIN, "--once-catalog-id", ONCE_CATALOG])
+                          "--once-domain-id", ONCE_DOMAIN, "--once-catalog-id", ONCE_CATALOG,
+                          "--ingestio-jwt-secret", INGESTIO_JWT_SECRET])
     handle = SandboxHandle(SANDBOX_URL, proc)
     handle.wait_healthy()
     # The sandbox's S3 listens on a port of its own: take it from the settings it printed.

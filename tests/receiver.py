@@ -1,5 +1,5 @@
 """A local HTTP endpoint for the sandbox tests: collects the notifications an emulated
-provider sends (Brightcove callbacks, Ittybit webhooks), and can answer 500 first."""
+provider sends (Brightcove callbacks, Ittybit and Ingest.io webhooks), and can answer 500 first."""
 
 from __future__ import annotations
 
@@ -10,23 +10,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    """Collects the JSON notifications POSTed to ``url``; answers ``fail_first`` 500s first."""
+    """Collects the JSON notifications POSTed to ``url``; answers ``fail_first`` 500s first.
+
+    ``hooks`` holds the parsed bodies it accepted; ``received`` every POST as it arrived
+    (``headers``, raw ``body``, the ``status`` answered), failed ones included.
+    ``fail_headers`` are added to the 500 answers (e.g. a provider's "do not retry" header).
+    """
 
     def __init__(self, path: str = "/hooks"):
         self.hooks: list[dict] = []
+        self.received: list[dict] = []
         self.fail_first = 0
+        self.fail_headers: dict[str, str] = {}
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(raw)
                 with receiver._lock:
                     failing = receiver.fail_first > 0
                     receiver.fail_first -= failing
                     if not failing:
                         receiver.hooks.append(body)
+                    receiver.received.append({"headers": dict(self.headers), "body": raw,
+                                              "status": 500 if failing else 200})
+                    extra = dict(receiver.fail_headers) if failing else {}
                 self.send_response(500 if failing else 200)
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -47,7 +60,9 @@ class Receiver:
     def clear(self):
         with self._lock:
             self.hooks.clear()
+            self.received.clear()
             self.fail_first = 0
+            self.fail_headers = {}
 
     def close(self):
         self._httpd.shutdown()

@@ -44,7 +44,7 @@ def test_a_good_url_intent_pulls(settings: Settings) -> None:
 @pytest.mark.parametrize(
     "fields, field, words",
     [
-        ({"provider": "vimeo", "source": "https://x/y.mp4"}, "provider", "choose one of: brightcove, gcore, ittybit, once"),
+        ({"provider": "vimeo", "source": "https://x/y.mp4"}, "provider", "choose one of: brightcove, gcore, ingestio, ittybit, once"),
         ({"source": "/definitely/missing.mp4"}, "source", "outside INGEST_SOURCE_ROOTS"),
         ({"source": "ftp://host/a.mp4"}, "source", "scheme 'ftp' is not supported"),
         ({"source": "https:///a.mp4"}, "source", "no host"),

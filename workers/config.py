@@ -42,7 +42,9 @@ PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
              "required": "DOMAIN_ID,CATALOG_ID"},
     "ittybit": {"base_url": "https://api.ittybit.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0"},
     # Server-defined limit announced in X-RateLimit-* on every answer: learned, not configured.
-    "ingestio": {"base_url": "https://api.ingest.io", "rate": "0", "burst": "1", "slots": "0", "entity_rate": "0"},
+    # PROFILE: the encoding profile (a UUID from GET /encoding/profiles) every job uses.
+    "ingestio": {"base_url": "https://api.ingest.io", "rate": "0", "burst": "1", "slots": "0", "entity_rate": "0",
+                 "required": "PROFILE"},
 }
 
 #: The settings a provider account understands (upper-case env suffixes). An account exists

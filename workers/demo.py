@@ -103,6 +103,8 @@ SAMPLES = (
     Sample("brightcove", "pull", 1, 16 * MB),
     Sample("ittybit", "push", 1, 20 * MB), Sample("ittybit", "pull", 1, 8 * MB),
     Sample("once", "push", 1, 24 * MB), Sample("once", "pull", 1, 8 * MB),
+    # Ingest.io has no URL ingest: two pushes, a signed multipart one and a single PUT.
+    Sample("ingestio", "push", 1, 24 * MB), Sample("ingestio", "push", 2, 4 * MB),
 )
 BRIGHTCOVE_SINGLE_PUT_MAX = 16 * MB  # the small push goes as one PUT, the large one as S3 multipart
 BRIGHTCOVE_PART_SIZE = 8 * 1024 * 1024
@@ -309,10 +311,11 @@ def _start_sandbox(fleet: Fleet, console: Console) -> None:
     fleet.group.env.update(adopted)
     # On loopback a 48 MB upload is over in a blink; answering each upload chunk a little
     # late, as over a real link, gives the upload bars something to show.
-    for provider, endpoint in (("gcore", "gcore.tus_patch"), ("s3", "s3.upload_part")):
+    for provider, endpoint in (("gcore", "gcore.tus_patch"), ("s3", "s3.upload_part"),
+                               ("ingestio", "ingestio.part_put")):
         slow_link = {"provider": provider, "latency_ms": UPLOAD_CHUNK_LATENCY_MS, "latency_endpoints": [endpoint]}
         requests.put(f"{fleet.sandbox_url}/_sandbox/faults", json=slow_link, timeout=5).raise_for_status()
-    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3, Ittybit, Once; {PROCESSING_SECONDS:g} s processing, "
+    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3, Ittybit, Once, Ingest.io; {PROCESSING_SECONDS:g} s processing, "
                             f"+{UPLOAD_CHUNK_LATENCY_MS / 1000:g} s per upload chunk)")
 
 

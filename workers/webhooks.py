@@ -13,6 +13,18 @@ the provider's answer (or, for a provider without a status API such as Once, the
 notifications kept for the job). So a duplicate, a late or a forged-but-valid-token notification can
 at most cause one extra poll; repeated identical notifications are recognised and ignored.
 
+Providers whose hooks are registered per account, not per request (Ingest.io), are given
+one URL per account instead::
+
+    {INGEST_WEBHOOK_URL}/{provider}/accounts/{account}/{token}
+
+and sign each notification themselves with a secret the fleet derives from
+``INGEST_WEBHOOK_SECRET`` when it registers the hook: the receiver checks the token, then the
+provider's signature (the adapter's ``webhook_verified``), and finds the job from the ids in
+the payload (``webhook_refs``), which the adapter recorded when it created them
+(:func:`remember_ref`). Rotating ``INGEST_WEBHOOK_SECRET`` changes the URL, so the next job
+registers a new hook.
+
 Run it with ``ingest-fleet webhooks [--host 0.0.0.0] [--port 8480]``.
 """
 
@@ -34,6 +46,9 @@ log = get_logger("ingest.webhooks")
 
 MAX_BODY = 1 << 20
 _PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/(?P<job_id>[0-9a-f]{32})/(?P<token>[0-9a-f]{32})/?$")
+_ACCOUNT_PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/accounts/(?P<account>[a-z0-9][a-z0-9_-]{0,31})/"
+                           r"(?P<token>[0-9a-f]{32})/?$")
+REF_TTL = 30 * 86400
 
 
 EVENTS_KEPT = 20
@@ -53,6 +68,32 @@ def callback_url(settings: Any, provider: str, job_id: str) -> str | None:
     if not settings.webhook_url:
         return None
     return f"{settings.webhook_url}/{provider}/{job_id}/{token_for(settings.webhook_secret, provider, job_id)}"
+
+
+def account_callback_url(settings: Any, provider: str, account: str) -> str | None:
+    """The one URL an account-wide hook of ``provider`` posts to, or None without a receiver."""
+    if not settings.webhook_url:
+        return None
+    return f"{settings.webhook_url}/{provider}/accounts/{account}/{token_for(settings.webhook_secret, provider, 'account:' + account)}"
+
+
+def derived_secret(settings: Any, provider: str, account: str) -> str:
+    """The signing secret the fleet gives an account-wide hook (derived, so never stored)."""
+    return hmac.new(settings.webhook_secret.encode(), f"hook-secret:{provider}:{account}".encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def remember_ref(redis: Any, provider: str, account: str, ref: str, job_id: str) -> None:
+    """Record that the provider's id ``ref`` belongs to ``job_id`` (for account-wide hooks)."""
+    redis.set(f"if:webhook:ref:{provider}:{account}:{ref}", job_id, ex=REF_TTL)
+
+
+def job_for_ref(redis: Any, provider: str, account: str, refs: list[str]) -> str | None:
+    for ref in refs:
+        job_id = redis.get(f"if:webhook:ref:{provider}:{account}:{ref}")
+        if job_id:
+            return job_id.decode()
+    return None
 
 
 class WebhookReceiver:
@@ -93,26 +134,63 @@ class WebhookReceiver:
             if not message.get("more_body"):
                 break
         # Redis calls are short and blocking: off the event loop.
-        status, body = await asyncio.to_thread(self.handle, scope["path"], b"".join(chunks))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        status, body = await asyncio.to_thread(self.handle, scope["path"], b"".join(chunks), headers)
         await _answer(send, status, body)
 
-    def handle(self, path: str, raw: bytes) -> tuple[int, dict]:
+    def handle(self, path: str, raw: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        """Answer one notification: ``(status, body)``. ``headers`` have lower-case names."""
         from tasks.providers import ADAPTERS
 
-        match = _PATH.match(path.split("?", 1)[0])
+        path = path.split("?", 1)[0]
+        by_account = _ACCOUNT_PATH.match(path)
+        if by_account:
+            return self._handle_account(by_account, raw, headers or {})
+        match = _PATH.match(path)
         if not match or match["provider"] not in ADAPTERS:
             log.info("webhook.ignored", reason="unknown path or provider")
             return 404, {"error": "unknown webhook"}
         provider, job_id = match["provider"], match["job_id"]
-        expected = token_for(self.rt.settings.webhook_secret, provider, job_id)
-        if not hmac.compare_digest(expected, match["token"]):
-            log.warning("webhook.refused", provider=provider, job_id=job_id, reason="bad token")
-            return 403, {"error": "bad token"}
         try:
-            payload = json.loads(raw or b"{}")
-        except ValueError:
-            log.info("webhook.ignored", provider=provider, job_id=job_id, reason="body is not JSON")
-            return 400, {"error": "body is not JSON"}
+            self._check_token(provider, job_id, match["token"], job_id=job_id)
+            payload = _json(raw, provider=provider, job_id=job_id)
+        except _Refused as refused:
+            return refused.status, refused.body
+        return self._accept(provider, job_id, raw, payload)
+
+    def _check_token(self, provider: str, subject: str, token: str, **where: str) -> None:
+        if not hmac.compare_digest(token_for(self.rt.settings.webhook_secret, provider, subject), token):
+            log.warning("webhook.refused", provider=provider, **where, reason="bad token")
+            raise _Refused(403, "bad token")
+
+    def _handle_account(self, match: re.Match, raw: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+        """A notification to an account-wide hook: token, then the provider's signature."""
+        from tasks.providers import ADAPTERS
+
+        provider, account = match["provider"], match["account"]
+        adapter = ADAPTERS.get(provider)
+        if adapter is None or not adapter.account_webhooks:
+            log.info("webhook.ignored", provider=provider, reason="provider has no account-wide hooks")
+            return 404, {"error": "unknown webhook"}
+        try:
+            self._check_token(provider, "account:" + account, match["token"], account=account)
+            if not adapter.webhook_verified(derived_secret(self.rt.settings, provider, account), headers, raw):
+                log.warning("webhook.refused", provider=provider, account=account, reason="bad signature")
+                raise _Refused(403, "bad signature")
+            payload = _json(raw, provider=provider, account=account)
+        except _Refused as refused:
+            return refused.status, refused.body
+        job_id = job_for_ref(self.rt.redis, provider, account, adapter.webhook_refs(payload))
+        if job_id is None:
+            # Another application's resource on the same account: acknowledged, so not re-sent.
+            log.info("webhook.ignored", provider=provider, account=account, reason="no job of this fleet")
+            return 200, {"ok": True, "ignored": "no job of this fleet"}
+        return self._accept(provider, job_id, raw, payload)
+
+    def _accept(self, provider: str, job_id: str, raw: bytes, payload: Any) -> tuple[int, dict]:
+        """Keep a notification for its job (once) and make the job's pending poll due now."""
+        from tasks.providers import ADAPTERS
+
         digest = hashlib.sha256(b"%s:%s:" % (provider.encode(), job_id.encode()) + raw).hexdigest()
         if not self.rt.redis.set(f"if:webhook:seen:{digest}", 1, nx=True, ex=86400):
             log.info("webhook.ignored", provider=provider, job_id=job_id, reason="duplicate")
@@ -171,6 +249,22 @@ class WebhookReceiver:
     def stop(self, *_: object) -> None:
         if self._server:
             self._server.should_exit = True
+
+
+class _Refused(Exception):
+    """A notification answered with an error (the reason is already logged)."""
+
+    def __init__(self, status: int, error: str):
+        super().__init__(error)
+        self.status, self.body = status, {"error": error}
+
+
+def _json(raw: bytes, **where: str) -> Any:
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:
+        log.info("webhook.ignored", **where, reason="body is not JSON")
+        raise _Refused(400, "body is not JSON") from None
 
 
 async def _answer(send: Any, status: int, body: dict) -> None:

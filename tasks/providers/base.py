@@ -70,6 +70,9 @@ class Adapter:
     retry_policy: dict[int, str] = {}
     #: The provider announces its budget in X-RateLimit-Limit/Remaining/Reset (Ingest.io).
     learns_rate_limit: bool = False
+    #: Hooks are registered per account and signed by the provider (Ingest.io): the webhook
+    #: receiver serves them on an account path and asks ``webhook_verified``/``webhook_refs``.
+    account_webhooks: bool = False
     #: Provider-specific intent options and their types (``--opt NAME=VALUE``).
     intent_options: dict[str, type] = {}
 
@@ -85,8 +88,17 @@ class Adapter:
         """Whether a notification is worth an immediate status poll (default: any)."""
         return True
 
+    def webhook_verified(self, secret: str, headers: dict[str, str], raw: bytes) -> bool:
+        """An account-wide hook's notification carries the provider's valid signature."""
+        return False
+
+    def webhook_refs(self, payload: Any) -> list[str]:
+        """The provider's ids an account-wide notification is about (see webhooks.remember_ref)."""
+        return []
+
     def cancel(self, ctx: "StepContext") -> None:
-        """Best effort: release what the job holds at the provider (e.g. an open upload)."""
+        """Best effort: release what the job holds at the provider (e.g. an open upload).
+        Called on an operator's cancel and when the job fails for good."""
 
     def auth_headers(self, account: "AccountConfig") -> dict[str, str]:
         return {}

@@ -1,0 +1,376 @@
+"""Ingest.io: video + input, signed S3 multipart upload, encoding job, job status.
+
+Contract: shared/design/providers.md §4 and the seed ``ingestio-api-reference.md``.
+
+* Every API call sends ``Authorization: Bearer <JWT>`` and ``Accept:
+  application/vnd.ingest.v1+json`` (without it Ingest.io answers 406); the answer's
+  ``Request-Id`` goes into the log line of the call and into the job's history for the calls
+  that create something. ``X-RateLimit-Limit/Remaining/Reset`` feed the account's budget: at
+  ``Remaining: 0`` the whole fleet pauses until the window resets (``learns_rate_limit``);
+  a 429 (empty body, ``Retry-After``) goes through the fleet-wide cooldown.
+* create: ``POST /videos`` then ``POST /encoding/inputs {filename, type, size}``. Ingest.io
+  has no idempotency key, so the fleet marks both: the video carries the tag
+  ``ingest-fleet:<job id>``, the input's file name starts with the job id. A run that may have
+  sent the create before dying (a flag checkpointed before the call) first looks for the
+  marked entity, reading the list with Ingest.io's range pagination (206 + ``Next-Range``).
+* target: ``POST /encoding/inputs/{id}/upload?type=amazonMP`` (above ``SINGLE_PUT_MAX``,
+  default 5 MiB as in Ingest's SDK) or ``type=amazon`` -> ``uploadId, pieceCount,
+  pieceSize``; recorded in the job (none of it is a secret).
+* upload: for each part not yet recorded, ``POST …/upload/sign {partNumber, uploadId}`` and
+  a streamed PUT of the part's bytes to the signed URL with the returned headers; the part
+  (number, size, ETag) is checkpointed after each. Signed URLs are secrets: used at once,
+  never stored. An expired one is signed again. After the last part ``POST …/upload/complete``.
+  A single upload is one sign + PUT (Ingest's SDK sends no complete for it).
+* submit: ``POST /encoding/jobs {inputs, profile, video}`` (``PROFILE`` setting). A re-run that
+  may have sent it adopts the video's live job instead of starting a second encode.
+* await: ``GET /encoding/jobs/{id}``: ``status`` 0 in progress (``progress`` %), 1 complete,
+  10 failed. Webhooks (per account, registered by the fleet with its own secret, checked with
+  ``X-Ingest-Signature``) end the wait early.
+* cancel, or a permanent failure: ``POST …/upload/abort {uploadId}`` for an open upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import mimetypes
+import os
+import time
+from typing import IO, Any, Callable, Iterator
+
+import requests
+
+from tasks.errors import PermanentError, TransientError, UploadSessionLost
+from tasks.intent import IntentError, ValidatedIntent
+from tasks.providers.base import Adapter, Status, StepContext
+from workers.config import AccountConfig
+from workers.webhooks import account_callback_url, derived_secret, remember_ref
+
+VND = "application/vnd.ingest.v1+json"
+DEFAULT_SINGLE_PUT_MAX = 5 * 1024 * 1024  # Ingest's SDK goes multipart above 5 MiB
+MAX_PAGES = 200  # a marker search reads at most this many pages of a list
+RESIGN_LIMIT = 3  # signatures tried for one part in one slice before the slice is retried
+HOOK_EVENTS = ["jobs.complete", "jobs.error", "inputs.complete", "inputs.cancelled"]
+HOOK_CACHE_SECONDS = 3600
+JOB_RUNNING, JOB_COMPLETE, JOB_FAILED = 0, 1, 10
+
+
+def marker(job_id: str) -> str:
+    """The tag that names the job's video at Ingest.io."""
+    return f"ingest-fleet:{job_id}"
+
+
+def input_filename(job_id: str, source: str) -> str:
+    """The input's file name: the job id (its marker) and the source's name."""
+    return f"{job_id}-{os.path.basename(source)}"[:255]
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (unverified: only to refuse an expired token early)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+class _PartReader:
+    """Bytes ``[start, start+length)`` of an open file, read in blocks by ``requests``:
+    a part of any size costs one block of memory. Feeds an MD5 to check the ETag."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, f: IO[bytes], start: int, length: int):
+        self.f, self.left, self.length = f, length, length
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        f.seek(start)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left, self.BLOCK)
+        data = self.f.read(n)
+        self.left -= len(data)
+        self.md5.update(data)
+        return data
+
+
+class IngestioAdapter(Adapter):
+    name = "ingestio"
+    pull_schemes = frozenset()  # Ingest.io documents no URL ingest
+    learns_rate_limit = True
+    account_webhooks = True
+
+    def auth_headers(self, account: AccountConfig) -> dict[str, str]:
+        return {"Authorization": f"Bearer {account.secret}", "Accept": VND}
+
+    def error_text(self, resp: requests.Response) -> str:
+        """``{"errors": [...]}`` (strings or ``{"message"}`` objects); a 429 has no body."""
+        try:
+            body = resp.json()
+        except ValueError:
+            return (resp.text or "").strip()[:300] or resp.reason or f"HTTP {resp.status_code}"
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if isinstance(errors, list) and errors:
+            return "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors)[:300]
+        return str(errors or body)[:300]
+
+    def validate(self, intent: ValidatedIntent) -> None:
+        if len(intent.title) > 255:
+            raise IntentError("title", "Ingest.io titles are at most 255 characters")
+
+    # -- webhooks (per account) --------------------------------------------------------
+    def webhook_is_relevant(self, payload: Any) -> bool:
+        return isinstance(payload, dict) and payload.get("event") in ("jobs.complete", "jobs.error")
+
+    def webhook_refs(self, payload: Any) -> list[str]:
+        """The Ingest.io ids a notification is about (job, input, video), most specific first."""
+        obj = payload.get("event_object") if isinstance(payload, dict) else None
+        data = obj.get("data") if isinstance(obj, dict) else None
+        if not isinstance(data, dict):
+            return []
+        refs = [data.get("id")]
+        if isinstance(data.get("video"), str):
+            refs.append(data["video"])
+        return [r for r in refs if isinstance(r, str) and r]
+
+    def webhook_verified(self, secret: str, headers: dict[str, str], raw: bytes) -> bool:
+        """``X-Ingest-Signature`` is the hex HMAC-SHA1 of the raw body under the hook's secret."""
+        given = headers.get("x-ingest-signature", "")
+        expected = hmac.new(secret.encode(), raw, hashlib.sha1).hexdigest()
+        return bool(given) and hmac.compare_digest(expected, given.strip().lower())
+
+    def _ensure_hook(self, ctx: StepContext) -> None:
+        """Register the account's webhook once for the fleet (best effort: polling remains)."""
+        url = account_callback_url(ctx.settings, self.name, ctx.account.name)
+        if not url:
+            return
+        key = f"if:ingestio:hook:{ctx.account.name}"
+        if ctx.redis.get(key) or not ctx.redis.set(f"{key}:lock", 1, nx=True, ex=30):
+            return
+        try:
+            found = next((h for h in self._list(ctx, "/hooks") if h.get("url") == url), None)
+            if found is None:
+                resp = self._api(ctx, "POST", "/hooks", body={
+                    "event_names": HOOK_EVENTS, "url": url, "enabled": True,
+                    "secret": derived_secret(ctx.settings, self.name, ctx.account.name)})
+                found = resp.json()
+                ctx.job.note("webhook.registered", hook_id=found.get("id"), request_id=resp.headers.get("Request-Id"))
+            ctx.redis.set(key, found.get("id") or "1", ex=HOOK_CACHE_SECONDS)
+        except PermanentError as exc:  # e.g. no write_hooks permission: status polling still works
+            ctx.job.note("webhook.unavailable", error=str(exc))
+            ctx.redis.set(key, "unavailable", ex=HOOK_CACHE_SECONDS)
+        finally:
+            ctx.redis.delete(f"{key}:lock")
+
+    # -- calls -------------------------------------------------------------------------
+    def _api(self, ctx: StepContext, method: str, path: str, *, body: Any = None, **kwargs: Any) -> requests.Response:
+        if body is not None:
+            kwargs["data"] = json.dumps(body)
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": VND}
+        return ctx.http("api").request(method, f"{ctx.account.base_url}{path}", **kwargs)
+
+    def _list(self, ctx: StepContext, path: str, params: dict[str, str] | None = None) -> Iterator[dict]:
+        """Every item of a list, page by page (``206`` + ``Next-Range`` -> ``Range``)."""
+        headers: dict[str, str] = {}
+        for _ in range(MAX_PAGES):
+            resp = self._api(ctx, "GET", path, params=params, headers=headers)
+            items = resp.json()
+            yield from items if isinstance(items, list) else []
+            nxt = resp.headers.get("Next-Range")
+            if resp.status_code != 206 or not nxt:
+                return
+            headers = {"Range": nxt}
+        raise TransientError(f"GET {path}: more than {MAX_PAGES} pages; marker search gave up", provider=self.name)
+
+    def _check_token(self, ctx: StepContext) -> None:
+        exp = jwt_expiry(ctx.account.secret)
+        if exp is not None and exp < time.time():
+            var = "INGEST_INGESTIO_API_KEY" if ctx.account.name == "default" else \
+                f"INGEST_INGESTIO__{ctx.account.name.upper()}__API_KEY"
+            raise PermanentError(f"the Ingest.io token expired at {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(exp))}; "
+                                 f"set a new one in {var}", provider=self.name)
+
+    # -- create ------------------------------------------------------------------------
+    def create_entity(self, ctx: StepContext) -> None:
+        job = ctx.job
+        self._check_token(ctx)
+        self._ensure_hook(ctx)
+        videos = {"search": job.title, "status": "created,processing,draft,published,error"}
+        self._find_or_create(ctx, "video", "entity", "/videos", videos,
+                             lambda v: marker(job.id) in (v.get("tags") or []),
+                             {"title": job.title, "description": job.description, "tags": [*job.tags, marker(job.id)]})
+        name = input_filename(job.id, job.source)
+        self._find_or_create(ctx, "input", "input", "/encoding/inputs", None, lambda i: i.get("filename") == name,
+                             {"filename": name, "type": _mime(job.source), "size": job.bytes_total})
+
+    def _find_or_create(self, ctx: StepContext, what: str, event: str, path: str, params: dict[str, str] | None,
+                        ours: Callable[[dict], bool], body: dict[str, Any]) -> None:
+        """Record ``provider_ids[<what>_id]``: found by the fleet's marker if a run that may
+        have created it died before recording it (``<what>_requested``), else created."""
+        job, ids = ctx.job, ctx.job.provider_ids
+        if ids.get(f"{what}_id"):
+            return
+        found = None
+        if ids.get(f"{what}_requested"):
+            found = next((item for item in self._list(ctx, path, params) if ours(item)), None)
+        if found:
+            ids[f"{what}_id"] = found["id"]
+            job.note(f"{event}.found", **{f"{what}_id": found["id"]})
+        else:
+            ids[f"{what}_requested"] = True
+            ctx.checkpoint()
+            resp = self._api(ctx, "POST", path, body=body)
+            ids[f"{what}_id"] = resp.json()["id"]
+            job.note(f"{event}.created", **{f"{what}_id": ids[f"{what}_id"]}, request_id=resp.headers.get("Request-Id"))
+        remember_ref(ctx.redis, self.name, job.account, ids[f"{what}_id"], job.id)
+        ctx.checkpoint()
+
+    # -- target ------------------------------------------------------------------------
+    def _input_path(self, ctx: StepContext, suffix: str = "") -> str:
+        return f"/encoding/inputs/{ctx.job.provider_ids['input_id']}{suffix}"
+
+    def obtain_upload_target(self, ctx: StepContext) -> None:
+        job = ctx.job
+        if job.upload.get("type"):
+            return  # resumed: the recorded upload goes on
+        size = job.bytes_total or 0
+        single_max = int(float(ctx.account.setting("SINGLE_PUT_MAX", str(DEFAULT_SINGLE_PUT_MAX))))
+        kind = "amazon" if size <= single_max else "amazonMP"
+        resp = self._api(ctx, "POST", self._input_path(ctx, "/upload"), params={"type": kind},
+                         body={"type": _mime(job.source), "size": size})
+        answer = resp.json()
+        job.upload = {"type": kind, "parts": []}
+        if kind == "amazonMP":
+            job.upload.update(upload_id=answer["uploadId"], piece_size=int(answer["pieceSize"]),
+                              piece_count=int(answer["pieceCount"]))
+        job.note("upload.target", type=kind, parts=job.upload.get("piece_count", 1),
+                 request_id=resp.headers.get("Request-Id"))
+
+    # -- upload ------------------------------------------------------------------------
+    def _sign(self, ctx: StepContext, part: int | None) -> dict[str, str]:
+        up = ctx.job.upload
+        body = {"partNumber": part, "uploadId": up["upload_id"]} if part else {}
+        resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/sign"), params={"type": up["type"]},
+                         body=body, allow=(404,))
+        if resp.status_code == 404:
+            raise UploadSessionLost(f"Ingest.io no longer knows upload {up.get('upload_id')}: "
+                                    f"{self.error_text(resp)}", status=404, provider=self.name)
+        return resp.json()
+
+    def _put_part(self, ctx: StepContext, f: IO[bytes], part: int | None, start: int, length: int) -> str:
+        """Sign and PUT one part; an expired or refused signature is signed again. -> ETag."""
+        for _ in range(RESIGN_LIMIT):
+            signed = self._sign(ctx, part)
+            reader = _PartReader(f, start, length)
+            headers = {"Authorization": signed["authHeader"], "x-amz-date": signed["dateHeader"],
+                       "Content-Type": "application/octet-stream", "Content-Length": str(length)}
+            if signed.get("securityToken"):
+                headers["x-amz-security-token"] = signed["securityToken"]
+            resp = ctx.http("upload").request("PUT", signed["url"], data=reader, headers=headers, allow=(403, 404))
+            if resp.status_code == 404:  # NoSuchUpload: completed, aborted or replaced meanwhile
+                raise UploadSessionLost(f"part {part}: the upload is gone ({_s3_error(resp)})", status=404,
+                                        provider=self.name)
+            if resp.status_code == 403:  # expired (or refused) signature: a fresh one
+                ctx.job.note("upload.resigned", part=part, reason=_s3_error(resp))
+                continue
+            etag = resp.headers.get("ETag", "").strip('"')
+            if etag and len(etag) == 32 and etag != reader.md5.hexdigest():
+                raise TransientError(f"part {part}: ETag {etag} does not match the bytes sent", provider=self.name)
+            return etag
+        raise TransientError(f"part {part}: the signed URL was refused {RESIGN_LIMIT} times", status=403,
+                             provider=self.name)
+
+    def upload_slice(self, ctx: StepContext) -> bool:
+        job, up = ctx.job, ctx.job.upload
+        size = job.bytes_total or 0
+        with open(job.source, "rb") as f:
+            if up["type"] == "amazon":
+                etag = self._put_part(ctx, f, None, 0, size)
+                up["parts"] = [{"n": 1, "size": size, "etag": etag}]
+                job.bytes_done = size
+                up["completed"] = True
+                return True
+            piece, count = up["piece_size"], up["piece_count"]
+            done = {p["n"] for p in up["parts"]}
+            for n in range(1, count + 1):
+                if n in done:
+                    continue
+                if ctx.time_left() <= 0:
+                    return False
+                start = (n - 1) * piece
+                length = min(piece, size - start)
+                etag = self._put_part(ctx, f, n, start, length)
+                up["parts"].append({"n": n, "size": length, "etag": etag})
+                job.bytes_done += length
+                job.attempts.pop("upload", None)  # progress renews the step's retry budget
+                ctx.checkpoint()
+        resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/complete"), body={"uploadId": up["upload_id"]},
+                         allow=(409,))
+        if resp.status_code == 409:
+            # Completed by a run whose answer was lost, or refused (parts missing): ask the input.
+            state = self._api(ctx, "GET", self._input_path(ctx)).json().get("status")
+            if state in (None, "uploading"):
+                raise PermanentError(f"upload complete refused: {self.error_text(resp)}", status=409,
+                                     provider=self.name)
+        up["completed"] = True
+        job.note("upload.completed", parts=count, request_id=resp.headers.get("Request-Id"))
+        return True
+
+    # -- submit ------------------------------------------------------------------------
+    def submit_ingest(self, ctx: StepContext) -> None:
+        job, ids = ctx.job, ctx.job.provider_ids
+        if ids.get("encoding_job_id"):
+            return
+        if ids.get("encoding_requested"):
+            live = [j for j in self._list(ctx, "/encoding/jobs", {"video": ids["video_id"]})
+                    if j.get("video") == ids["video_id"] and j.get("status") != JOB_FAILED]
+            if live:
+                ids["encoding_job_id"] = live[-1]["id"]
+                job.note("ingest.adopted", encoding_job_id=ids["encoding_job_id"])
+                remember_ref(ctx.redis, self.name, job.account, ids["encoding_job_id"], job.id)
+                return
+        profile = ctx.account.setting("PROFILE")
+        ids["encoding_requested"] = True
+        ctx.checkpoint()
+        resp = self._api(ctx, "POST", "/encoding/jobs", body={
+            "inputs": [ids["input_id"]], "profile": profile, "video": ids["video_id"]})
+        ids["encoding_job_id"] = resp.json()["id"]
+        remember_ref(ctx.redis, self.name, job.account, ids["encoding_job_id"], job.id)
+        job.note("ingest.requested", encoding_job_id=ids["encoding_job_id"], request_id=resp.headers.get("Request-Id"))
+
+    # -- await -------------------------------------------------------------------------
+    def poll_status(self, ctx: StepContext) -> Status:
+        jid = ctx.job.provider_ids["encoding_job_id"]
+        j = self._api(ctx, "GET", f"/encoding/jobs/{jid}").json()
+        status, progress = j.get("status"), j.get("progress")
+        if status == JOB_COMPLETE:
+            return Status("ready", 100, provider_state="complete")
+        if status == JOB_FAILED:
+            detail = j.get("error") or j.get("message")
+            return Status("failed", message=f"Ingest.io encoding job {jid} failed (status 10)"
+                          + (f": {detail}" if detail else ""), provider_state="failed")
+        return Status("processing", progress if isinstance(progress, int) else None, provider_state="in progress")
+
+    def cancel(self, ctx: StepContext) -> None:
+        up = ctx.job.upload
+        if up.get("upload_id") and not up.get("completed"):
+            resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/abort"), body={"uploadId": up["upload_id"]},
+                             allow=(404, 409))
+            up["aborted"] = True
+            ctx.job.note("upload.aborted", status=resp.status_code, request_id=resp.headers.get("Request-Id"))
+
+
+def _mime(path: str) -> str:
+    return mimetypes.guess_type(path)[0] or "video/mp4"
+
+
+def _s3_error(resp: requests.Response) -> str:
+    """The ``<Code>`` of an S3-style XML error, for the job's history."""
+    text = resp.text or ""
+    start, end = text.find("<Code>"), text.find("</Code>")
+    return text[start + 6:end] if 0 <= start < end else f"HTTP {resp.status_code}"
