@@ -37,4 +37,8 @@ def publish(schedule_member: str) -> None:
 
     queue, tid, priority = parse_member(schedule_member)
     job_id, _seq, step = parse_task_id(tid)
-    app.send_task(STEP_TASK[step], args=[job_id], task_id=tid, queue=queue, routing_key=queue, priority=priority)
+    provider, _kind, account = (queue.split(".") + ["default"])[:3]
+    # What Flower shows as the task's arguments: which job, where, which step (never a secret).
+    shown = f"(provider={provider}, account={account}, step={step}, job={job_id})"
+    app.send_task(STEP_TASK[step], args=[job_id], task_id=tid, queue=queue, routing_key=queue, priority=priority,
+                  argsrepr=shown)

@@ -33,6 +33,8 @@ from typing import Any, Iterator
 
 import redis
 
+from workers.stats import STATS
+
 STATES = ("queued", "creating", "uploading", "submitting", "processing", "ready", "failed", "cancelled")
 TERMINAL = frozenset({"ready", "failed", "cancelled"})
 
@@ -171,8 +173,8 @@ class JobStore:
         """Store a new job unless its idempotency key is known: returns (job id, created)."""
         created, job_id = self._create(
             keys=[self.idem_key(job.provider, job.account, job.idempotency_key), self.key(job.id),
-                  "if:jobs", SCHEDULE_KEY, self.active_key(job.provider, job.account)],
-            args=[job.id, job.to_json(), job.created_at, dispatch_member, grace],
+                  "if:jobs", SCHEDULE_KEY, self.active_key(job.provider, job.account), STATS["states"]],
+            args=[job.id, job.to_json(), job.created_at, dispatch_member, grace, f"{job.provider}:{job.state}"],
         )
         return (job_id.decode() if isinstance(job_id, bytes) else job_id), bool(created)
 
@@ -194,8 +196,10 @@ class JobStore:
         job.updated_at = time.time()
         member, delay = schedule if schedule else ("", 0)
         ok = self._write(
-            keys=[self.key(job.id), f"if:fence:{job.id}", f"if:lease:{job.id}", SCHEDULE_KEY],
-            args=[lease.token, job.to_json(), int(lease.ttl * 1000), "1" if release else "0", member, delay],
+            keys=[self.key(job.id), f"if:fence:{job.id}", f"if:lease:{job.id}", SCHEDULE_KEY,
+                  STATS["states"], STATS["finished"], STATS["bytes"]],
+            args=[lease.token, job.to_json(), int(lease.ttl * 1000), "1" if release else "0", member, delay,
+                  job.provider, job.account, job.state, job.bytes_done],
         )
         if not ok:
             raise StaleLease(f"job {job.id}: lease {lease.token} was taken over")

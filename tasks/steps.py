@@ -218,12 +218,14 @@ def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:
 
 def _fail(job: Job, lease: Lease, step: str, exc: StepError, ctx: StepContext) -> None:
     kind = "permanent" if isinstance(exc, PermanentError) else "transient"
-    if not runtime().store.holds(lease):
-        raise StaleLease(f"job {job.id}: taken over before it could fail")  # e.g. an operator's cancel
-    try:  # leave nothing half-done at the provider (e.g. an open multipart upload)
-        ADAPTERS[job.provider].cancel(ctx)
-    except Exception as cleanup:  # best effort: the job fails with its own error in any case
-        job.note("cleanup.provider_error", error=str(cleanup))
+    adapter = ADAPTERS[job.provider]
+    if adapter.cancel_on_failure:
+        if not runtime().store.holds(lease):
+            raise StaleLease(f"job {job.id}: taken over before it could fail")  # e.g. an operator's cancel
+        try:  # leave nothing half-done at the provider (e.g. an open multipart upload)
+            adapter.cancel(ctx)
+        except Exception as cleanup:  # best effort: the job fails with its own error in any case
+            job.note("cleanup.provider_error", error=str(cleanup))
     job.error = {"step": step, "message": str(exc), "status": exc.status, "kind": kind,
                  "attempts": job.attempts.get(step, 0), "at": time.time()}
     job.failed_step = step

@@ -187,7 +187,7 @@ def test_retry_restarts_a_failed_job_from_its_failed_step(start_fleet, sandbox) 
 def test_cancel_stops_the_job_and_frees_its_slot(start_fleet, sandbox) -> None:
     size = 60 * MiB
     src = make_source("cancel-upload.mp4", size)
-    sandbox.faults(latency_ms=400, latency_endpoints=["gcore.tus_patch"])
+    sandbox.faults(latency_ms=1000, latency_endpoints=["gcore.tus_patch"])
     fleet = start_fleet(workers=1, concurrency=2, env={"INGEST_GCORE_SLOTS": "1"})
     uploading = submit({"provider": "gcore", "source": str(src), "title": "to cancel"})
     deadline = time.monotonic() + 60

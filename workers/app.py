@@ -8,14 +8,18 @@ Settings follow ARCHITECTURE.md and the checks in shared/design/celery-redis-flo
   nothing; a lost pool child is retried a bounded number of times (``max_retries``);
 * no ETA or countdown messages: waits live in the Redis schedule (workers.scheduler),
   because Redis redelivers ETA messages older than the visibility timeout;
-* task events on (and ``task-sent`` from producers) for Flower; soft shutdown so a
-  SIGTERM lets the running slice checkpoint and hand back its message.
+* task events on (and ``task-sent`` from producers) for Flower;
+* SIGTERM is a warm shutdown, and the pool processes are told (workers.health), so a running
+  slice ends at its next chunk, checkpoints and hands the job on; the soft shutdown
+  (``INGEST_SOFT_SHUTDOWN_TIMEOUT``) bounds a cold one; a heartbeat file feeds the liveness probe.
 """
 
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
+from workers import health
 from workers import logging as fleet_logging
 from workers.config import Settings
 from workers.queues import PRIORITY_STEPS, kombu_queues
@@ -59,8 +63,11 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     worker_disable_prefetch=True,
     worker_cancel_long_running_tasks_on_connection_loss=True,
-    worker_soft_shutdown_timeout=min(settings.slice_seconds, 25.0),
-    worker_enable_soft_shutdown_on_idle=True,
+    # SIGTERM is a warm shutdown: running tasks finish, and a slice finishes early (workers.health).
+    # The soft shutdown bounds a cold one (SIGQUIT, or a second SIGTERM): the running slice
+    # gets this long, then its message goes back to the queue at once.
+    worker_soft_shutdown_timeout=settings.soft_shutdown_timeout,
+    worker_enable_soft_shutdown_on_idle=False,
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_track_started=True,
@@ -70,3 +77,18 @@ app.conf.update(
 )
 
 fleet_logging.install_celery_hooks()
+
+
+@worker_init.connect
+def _worker_started(**_: object) -> None:
+    health.start_heartbeat()
+
+
+@worker_process_init.connect
+def _pool_process_started(**_: object) -> None:
+    health.install_child_handler()
+
+
+@worker_shutting_down.connect
+def _worker_stopping(**_: object) -> None:
+    health.tell_children()

@@ -21,6 +21,7 @@ from importlib import resources
 import redis
 
 from tasks.errors import Throttled
+from workers.stats import STATS
 
 PREFIX = "if:budget"
 
@@ -40,6 +41,7 @@ class ProviderBudget:
     def __init__(self, client: redis.Redis, key: str, *, rate: float, burst: int = 1,
                  headroom: float = 0.0, cooldown_base: float = 1.0, cooldown_cap: float = 60.0):
         self.key = key
+        self._account_field = ":".join(key.split(":")[:2])  # provider:account, for the fleet's counters
         self.rate = rate
         self.burst = max(1, int(burst))
         self.headroom = headroom
@@ -75,6 +77,7 @@ class ProviderBudget:
             if wait == 0.0:
                 return
             if time.monotonic() + wait > deadline:
+                self._redis.hincrby(STATS["throttle_waits"], self._account_field, 1)
                 raise Throttled(f"budget {self.key} exhausted", retry_after=wait)
             time.sleep(wait)
 
@@ -86,6 +89,7 @@ class ProviderBudget:
         keys = [f"{PREFIX}:cooldown:{self.key}", f"{PREFIX}:throttles:{self.key}"]
         seconds = -1 if retry_after is None else max(0.0, retry_after)
         applied = self._cooldown(keys=keys, args=[seconds, self.cooldown_base, self.cooldown_cap])
+        self._redis.hincrby(STATS["cooldowns"], self._account_field, 1)
         return applied / 1_000_000
 
     def observe(self, *, limit: int | None, remaining: int | None, reset: float | None) -> None:

@@ -159,6 +159,26 @@ def cmd_scheduler(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from workers.metrics import main
+
+    return main(args.host, args.port)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from tasks.reconcile import reconcile
+
+    done = reconcile(dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(done, indent=2))
+        return 0
+    verb = "would re-enqueue" if args.dry_run else "re-enqueued"
+    for entry in done:
+        print(f"{verb} {entry['job_id']}  {entry['provider']}/{entry['account']}  {entry['state']} at {entry['step']}")
+    print(f"{len(done)} job(s) {verb}; every other job in progress has a live message, schedule entry or lease")
+    return 0
+
+
 def cmd_flower(args: argparse.Namespace) -> int:
     from workers.procs import flower_argv
 
@@ -249,6 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scheduler", help="run the scheduler (due polls, backoffs, deferrals)")
     s.set_defaults(func=cmd_scheduler)
 
+    s = sub.add_parser("reconcile", help="re-enqueue jobs in progress that have no live message, wait or lease "
+                                         "(after Redis lost writes)")
+    s.add_argument("--dry-run", action="store_true", help="only list them")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_reconcile)
+
+    s = sub.add_parser("metrics", help="run the Prometheus exporter (/metrics, /scaling for KEDA, /healthz)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=9480)
+    s.set_defaults(func=cmd_metrics)
+
+    s = sub.add_parser("health", help="exit 0 while this container's worker or scheduler is alive "
+                                      "(its heartbeat file is fresh); does not need Redis")
+    s.set_defaults(func=None)
+
     s = sub.add_parser("flower", help="run Flower with basic auth from FLOWER_BASIC_AUTH")
     s.add_argument("--port", type=int, default=5555)
     s.add_argument("--address", default="127.0.0.1")
@@ -272,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list == ["health"]:  # the liveness probe: no imports of the fleet, no Redis
+        from workers.health import healthy
+
+        return 0 if healthy() else 1
     import redis
 
     from tasks.intent import IntentError

@@ -285,7 +285,8 @@ def _fleet_settings(home: Path, redis_url: str, sandbox_url: str, webhook_port: 
         "INGEST_SLICE_SECONDS": "20",
         "INGEST_POLL_INITIAL": "0.5",
         "INGEST_POLL_MAX": "2",
-        "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{secrets.token_urlsafe(12)}",
+        # Yours if set (e.g. to look at Flower while the demo runs), else a fresh one.
+        "FLOWER_BASIC_AUTH": os.environ.get("FLOWER_BASIC_AUTH") or f"{FLOWER_USER}:{secrets.token_urlsafe(12)}",
     }
 
 

@@ -38,7 +38,9 @@ def scheduler_argv() -> list[str]:
 def flower_argv(port: int, address: str = "127.0.0.1") -> list[str]:
     # Basic auth comes from FLOWER_BASIC_AUTH in the environment, never from argv (ps shows argv).
     return [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
-            f"--address={address}", "--purge_offline_workers=60", "--max_tasks=10000"]
+            f"--address={address}", "--purge_offline_workers=60", "--max_tasks=10000",
+            # The arguments column reads (provider=…, account=…, step=…, job=…): which job a task is.
+            "--tasks_columns=name,uuid,state,args,received,runtime,worker"]
 
 
 def webhooks_argv(port: int, host: str = "127.0.0.1") -> list[str]:

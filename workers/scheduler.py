@@ -86,8 +86,11 @@ def main() -> None:
     from tasks.runtime import runtime
     from workers import logging as fleet_logging
 
+    from workers.health import start_heartbeat
+
     fleet_logging.configure()
     rt = runtime()
+    start_heartbeat()
     scheduler = Scheduler(rt.redis, reaper=lambda: reap(rt))
     signal.signal(signal.SIGTERM, scheduler.stop)
     signal.signal(signal.SIGINT, scheduler.stop)

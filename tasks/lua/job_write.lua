@@ -4,11 +4,34 @@
 -- KEYS[1] job key, KEYS[2] fence counter, KEYS[3] lease key, KEYS[4] schedule zset
 -- ARGV[1] token, ARGV[2] record JSON, ARGV[3] lease ttl ms, ARGV[4] '1' release lease,
 -- ARGV[5] schedule member ('' for none), ARGV[6] its delay in seconds
+-- KEYS[5] stats: jobs by provider:state, KEYS[6] stats: finished by provider:state,
+-- KEYS[7] stats: bytes uploaded by provider:account (the metrics exporter reads them)
+-- ARGV[7] provider, ARGV[8] account, ARGV[9] new state, ARGV[10] new bytes_done
 -- returns 1 written, 0 refused (stale token)
 if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then
   return 0
 end
+local old = redis.call('GET', KEYS[1])
+local before_state, before_bytes = nil, 0
+if old then
+  local record = cjson.decode(old)
+  before_state, before_bytes = record.state, tonumber(record.bytes_done) or 0
+end
 redis.call('SET', KEYS[1], ARGV[2])
+if before_state ~= ARGV[9] then
+  local terminal = {ready = true, failed = true, cancelled = true}
+  if before_state then
+    redis.call('HINCRBY', KEYS[5], ARGV[7] .. ':' .. before_state, -1)
+  end
+  redis.call('HINCRBY', KEYS[5], ARGV[7] .. ':' .. ARGV[9], 1)
+  if terminal[ARGV[9]] and not terminal[before_state or ''] then
+    redis.call('HINCRBY', KEYS[6], ARGV[7] .. ':' .. ARGV[9], 1)
+  end
+end
+local sent = tonumber(ARGV[10]) - before_bytes
+if sent > 0 then
+  redis.call('HINCRBY', KEYS[7], ARGV[7] .. ':' .. ARGV[8], sent)
+end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[3])
 else

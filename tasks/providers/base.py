@@ -57,7 +57,11 @@ class StepContext:
         self._checkpoint()
 
     def time_left(self) -> float:
-        return self.deadline - time.monotonic()
+        """Seconds this step may still work; 0 once the worker is shutting down, so a slice
+        ends at its next chunk and hands the job on."""
+        from workers.health import stopping
+
+        return 0.0 if stopping() else self.deadline - time.monotonic()
 
 
 class Adapter:
@@ -73,6 +77,9 @@ class Adapter:
     #: Hooks are registered per account and signed by the provider (Ingest.io): the webhook
     #: receiver serves them on an account path and asks ``webhook_verified``/``webhook_refs``.
     account_webhooks: bool = False
+    #: A job that fails for good releases what it holds at the provider (``cancel``), e.g.
+    #: Ingest.io's open multipart upload; others keep it so ``retry`` can resume it.
+    cancel_on_failure: bool = False
     #: Provider-specific intent options and their types (``--opt NAME=VALUE``).
     intent_options: dict[str, type] = {}
 
@@ -98,7 +105,7 @@ class Adapter:
 
     def cancel(self, ctx: "StepContext") -> None:
         """Best effort: release what the job holds at the provider (e.g. an open upload).
-        Called on an operator's cancel and when the job fails for good."""
+        Called on an operator's cancel, and when the job fails for good if ``cancel_on_failure``."""
 
     def auth_headers(self, account: "AccountConfig") -> dict[str, str]:
         return {}

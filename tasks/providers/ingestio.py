@@ -104,6 +104,7 @@ class IngestioAdapter(Adapter):
     pull_schemes = frozenset()  # Ingest.io documents no URL ingest
     learns_rate_limit = True
     account_webhooks = True
+    cancel_on_failure = True  # "…/upload/abort on cancel or permanent failure"
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:
         return {"Authorization": f"Bearer {account.secret}", "Accept": VND}
@@ -287,6 +288,8 @@ class IngestioAdapter(Adapter):
 
     def upload_slice(self, ctx: StepContext) -> bool:
         job, up = ctx.job, ctx.job.upload
+        if not up.get("type"):  # aborted (a retry after a failure or a cancel): open a new one
+            raise UploadSessionLost("no open upload", provider=self.name)
         size = job.bytes_total or 0
         with open(job.source, "rb") as f:
             if up["type"] == "amazon":
@@ -361,7 +364,8 @@ class IngestioAdapter(Adapter):
         if up.get("upload_id") and not up.get("completed"):
             resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/abort"), body={"uploadId": up["upload_id"]},
                              allow=(404, 409))
-            up["aborted"] = True
+            # Its parts are gone at Ingest.io: a retry starts a new upload.
+            ctx.job.upload, ctx.job.bytes_done = {}, 0
             ctx.job.note("upload.aborted", status=resp.status_code, request_id=resp.headers.get("Request-Id"))
 
 

@@ -1,0 +1,14 @@
+"""Fleet-wide counters kept in Redis hashes (fields ``provider:account`` or ``provider:state``).
+
+Workers increment them where the event happens (the fenced job write, the budget); the
+metrics exporter (workers.metrics) reads them, so they count for the whole fleet and survive
+worker restarts.
+"""
+
+STATS = {
+    "states": "if:stats:states",  # jobs by provider:state (a gauge; moved on every state change)
+    "finished": "if:stats:finished",  # provider:state -> jobs that reached it (ready/failed/cancelled)
+    "bytes": "if:stats:bytes_uploaded",  # provider:account -> bytes uploaded
+    "throttle_waits": "if:stats:throttle_waits",  # provider:account -> calls deferred by the budget
+    "cooldowns": "if:stats:cooldowns",  # provider:account -> provider 429s that paused the account
+}
