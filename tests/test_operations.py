@@ -238,3 +238,17 @@ def test_the_procfile_runs_the_fleet_for_every_provider(tmp_path: Path, sandbox,
     assert code == 0 or "stopped (rc=-15)" in text, text[-3000:]
     leftovers = subprocess.run(["pgrep", "-f", f"--port={flower_port}"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "a Procfile process outlived honcho"
+
+
+def test_the_health_probe_reads_only_the_heartbeat_file(tmp_path: Path) -> None:
+    """`ingest-fleet health` (the liveness probe) passes on a fresh heartbeat and fails on a
+    stale or missing one; it needs no Redis (REDIS_URL points nowhere here)."""
+    beat = tmp_path / "heartbeat"
+    env = {**os.environ, "INGEST_HEARTBEAT_FILE": str(beat), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    probe = [sys.executable, "-m", "workers.cli", "health"]
+    assert subprocess.run(probe, env=env, timeout=30).returncode == 1  # no heartbeat yet
+    code = ("import time, workers.health as h; h.start_heartbeat(); time.sleep(0.3)")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)
+    assert subprocess.run(probe, env=env, timeout=30).returncode == 0
+    os.utime(beat, (time.time() - 120, time.time() - 120))  # a hung process stops beating
+    assert subprocess.run(probe, env=env, timeout=30).returncode == 1

@@ -46,6 +46,7 @@ from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.providers.base import Adapter, Status, StepContext
 from workers.config import AccountConfig
+from workers.logging import register_secret
 from workers.webhooks import account_callback_url, derived_secret, remember_ref
 
 VND = "application/vnd.ingest.v1+json"
@@ -156,9 +157,10 @@ class IngestioAdapter(Adapter):
         try:
             found = next((h for h in self._list(ctx, "/hooks") if h.get("url") == url), None)
             if found is None:
+                secret = derived_secret(ctx.settings, self.name, ctx.account.name)
+                register_secret(secret)
                 resp = self._api(ctx, "POST", "/hooks", body={
-                    "event_names": HOOK_EVENTS, "url": url, "enabled": True,
-                    "secret": derived_secret(ctx.settings, self.name, ctx.account.name)})
+                    "event_names": HOOK_EVENTS, "url": url, "enabled": True, "secret": secret})
                 found = resp.json()
                 ctx.job.note("webhook.registered", hook_id=found.get("id"), request_id=resp.headers.get("Request-Id"))
             ctx.redis.set(key, found.get("id") or "1", ex=HOOK_CACHE_SECONDS)
