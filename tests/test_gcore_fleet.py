@@ -211,12 +211,22 @@ def test_no_secret_reaches_redis_logs_or_flower(start_fleet, sandbox, rt, tmp_pa
         assert time.monotonic() < deadline and flower.alive(), flower.tail()
         time.sleep(0.5)
     assert requests.get(f"{base}/api/tasks", timeout=5).status_code == 401
-    # Events flow only while Flower runs: a new job is seen there, by name and args.
+    # Events flow only while Flower listens, which starts a little after its HTTP server:
+    # warm-up jobs until Flower shows one, then a new job is seen there, by name and args.
+    deadline = time.monotonic() + 30
+    while True:
+        warm = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": "warm-up"})
+        assert wait(warm, 60)["state"] == "ready"
+        time.sleep(0.5)
+        if warm in requests.get(f"{base}/api/tasks", auth=("ops", "flower-pass-1"), timeout=5).text:
+            break
+        assert time.monotonic() < deadline, "Flower never received task events"
     late = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": "seen by flower"})
     assert wait(late, 60)["state"] == "ready"
     time.sleep(1.0)
     body = requests.get(f"{base}/api/tasks", auth=("ops", "flower-pass-1"), timeout=5).text
     assert late in body and "ingest.create_entity" in body
+    assert f"provider=gcore, account=default, step=create, job={late}" in body
     for secret in secrets:
         assert secret not in body
 
