@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from tasks.jobstore import SCHEDULE_KEY, Job
 from tasks.runtime import Runtime, runtime
 from workers.logging import get_logger
-from workers.queues import PRIORITY_STEPS, _SEP, queues_of_kind
+from workers.queues import priority_lists, queues_of_kind
 
 log = get_logger("ingest.reconcile")
 
@@ -42,8 +42,7 @@ def _queued_task_ids(rt: Runtime) -> set[str]:
 
     for kind in ("api", "upload", "poll"):
         for queue in queues_of_kind(kind, rt.settings):
-            for step in PRIORITY_STEPS:
-                name = queue if step == 0 else f"{queue}{_SEP}{step}"
+            for name in priority_lists(queue):
                 for start in range(0, rt.redis.llen(name), 1000):
                     for raw in rt.redis.lrange(name, start, start + 999):
                         add(raw)

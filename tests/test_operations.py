@@ -20,7 +20,7 @@ from tasks.jobstore import SCHEDULE_KEY
 from tasks.producer import status, submit, wait
 from tests.conftest import ENV, MEDIA, ROOT, SANDBOX_URL, WEBHOOK_PORT, _wipe_fleet_keys, cli, make_source
 from workers.embedded_redis import free_port
-from workers.queues import _SEP, PRIORITY_STEPS
+from workers.queues import priority_lists
 
 pytestmark = pytest.mark.integration
 
@@ -106,8 +106,7 @@ def test_reconcile_re_enqueues_jobs_whose_dispatch_was_lost(start_fleet, sandbox
     # schedule entries gone (no worker runs yet, so nothing else holds them).
     for i in ids[:3]:
         dispatch = rt.store.get(i).dispatch
-        rt.redis.delete(*(dispatch["queue"] if step == 0 else f"{dispatch['queue']}{_SEP}{step}"
-                          for step in PRIORITY_STEPS))
+        rt.redis.delete(*priority_lists(dispatch["queue"]))
         rt.redis.zrem(SCHEDULE_KEY, dispatch["member"])
     # ids[3]'s message was in the same queue, so it is lost too; re-schedule it to keep one live.
     rt.store.schedule(rt.store.get(ids[3]).dispatch["member"], 3600)

@@ -71,11 +71,16 @@ def kombu_queues(settings: "Settings | None" = None) -> list[Queue]:
     return [Queue(name, routing_key=name) for name in all_queues(settings)]
 
 
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s messages, one per priority step (kombu's names)."""
+    return [queue if step == 0 else f"{queue}{_SEP}{step}" for step in PRIORITY_STEPS]
+
+
 def queue_length(client: "redis.Redis", queue: str) -> int:
     """Messages waiting in ``queue`` (all its priority lists; not those held by workers)."""
     pipe = client.pipeline(transaction=False)
-    for step in PRIORITY_STEPS:
-        pipe.llen(queue if step == 0 else f"{queue}{_SEP}{step}")
+    for name in priority_lists(queue):
+        pipe.llen(name)
     return sum(pipe.execute())
 
 
