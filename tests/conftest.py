@@ -122,7 +122,11 @@ def sandbox(redis_server: EmbeddedRedis) -> Iterator["SandboxHandle"]:
                           "--ingestio-jwt-secret", INGESTIO_JWT_SECRET])
     handle = SandboxHandle(SANDBOX_URL, proc)
     handle.wait_healthy()
-    # The sandbox's S3 listens on a port of its own: take it from the settings it printed.
+    # The sandbox's S3 listens on a port of its own: take it from the settings it printed
+    # (its output may reach the log a moment after it answers /health).
+    deadline = time.monotonic() + 20
+    while "INGEST_ONCE_S3_ENDPOINT=" not in proc.tail(100_000) and time.monotonic() < deadline:
+        time.sleep(0.1)
     for line in proc.tail(100_000).splitlines():
         for name in ("INGEST_BRIGHTCOVE_S3_ENDPOINT", "INGEST_ONCE_S3_ENDPOINT"):
             if line.startswith(f"export {name}="):
