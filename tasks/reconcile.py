@@ -8,16 +8,20 @@ failed over to a replica that lagged) some jobs can be left with none of these. 
 them and puts their current dispatch back in the schedule, due now: the scheduler publishes
 it and the job goes on from its current step with what its record says was done.
 
-It is safe to run any time, and more than once: a dispatch that turns out to be alive after
-all only gives a duplicate message, which the task-id check drops (ARCHITECTURE.md §3).
+The scheduler runs the same check every ``INGEST_RECONCILE_SECONDS`` (:class:`Reconciler`),
+so a message that a killed worker took with it (kombu's window between BRPOP and its write
+to ``unacked``) costs a job a minute or two, never the job. It is safe to run any time, and
+more than once: a dispatch that turns out to be alive after all only gives a duplicate
+message, which the task-id check drops (ARCHITECTURE.md §3).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Iterator
 
-from tasks.jobstore import SCHEDULE_KEY, Job
+from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job
 from tasks.runtime import Runtime, runtime
 from workers.logging import get_logger
 from workers.queues import priority_lists, queues_of_kind
@@ -51,28 +55,52 @@ def _queued_task_ids(rt: Runtime) -> set[str]:
     return ids
 
 
-def _in_progress(rt: Runtime) -> Iterator[Job]:
+def _in_progress(rt: Runtime, *, quiet: float = 0.0) -> Iterator[Job]:
+    """Unfinished jobs; with ``quiet``, only those whose record did not change for that long."""
+    now = time.time()
     for provider, account in rt.settings.accounts:
         for job_id in rt.redis.zrange(rt.store.active_key(provider, account), 0, -1):
             job = rt.store.get(job_id.decode())
-            if job is not None and not job.terminal:
+            if job is not None and not job.terminal and now - job.updated_at >= quiet:
                 yield job
 
 
-def orphans(rt: Runtime) -> list[Job]:
+def orphans(rt: Runtime, *, quiet: float = 0.0) -> list[Job]:
     """Jobs in progress with no live message, schedule entry, slot place or lease."""
-    queued = _queued_task_ids(rt)
     found = []
-    for job in _in_progress(rt):
+    for job in _in_progress(rt, quiet=quiet):
         member = job.dispatch.get("member")
-        if member and rt.redis.zscore(SCHEDULE_KEY, member) is not None:
+        if member and (rt.redis.zscore(SCHEDULE_KEY, member) is not None
+                       or rt.redis.zscore(SCHEDULE_CLAIMED_KEY, member) is not None):
             continue
-        if job.dispatch.get("task_id") in queued or rt.redis.exists(f"if:lease:{job.id}"):
+        if rt.redis.exists(f"if:lease:{job.id}"):
             continue
         if job.waiting == "slot" and rt.redis.zscore(rt.slots(job.provider, job.account).keys[1], job.id) is not None:
             continue
         found.append(job)
-    return found
+    if not found:
+        return []
+    # Only now read the queues (the costly part): a message that moves from a queue to a
+    # worker meanwhile is in ``unacked`` (read last) or its job's lease is taken.
+    queued = _queued_task_ids(rt)
+    return [job for job in found if job.dispatch.get("task_id") not in queued]
+
+
+def _requeue(rt: Runtime, job: Job) -> None:
+    """Put the job's current dispatch back in the schedule, due now (or give it one)."""
+    if job.dispatch.get("member"):
+        rt.store.schedule(job.dispatch["member"], 0)
+        return
+    from tasks.dispatch import next_dispatch  # no dispatch recorded at all: a new one, under its lease
+
+    lease = rt.store.acquire(job.id, ttl=30, force=True)
+    member = next_dispatch(job, job.step)
+    rt.store.save(job, lease, release=True, schedule=(member, 0))  # type: ignore[arg-type]
+
+
+def _entry(job: Job) -> dict[str, Any]:
+    return {"job_id": job.id, "provider": job.provider, "account": job.account, "state": job.state,
+            "step": job.step}
 
 
 def reconcile(*, rt: Runtime | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
@@ -80,17 +108,41 @@ def reconcile(*, rt: Runtime | None = None, dry_run: bool = False) -> list[dict[
     rt = rt or runtime()
     done = []
     for job in orphans(rt):
-        entry = {"job_id": job.id, "provider": job.provider, "account": job.account, "state": job.state,
-                 "step": job.step}
         if not dry_run:
-            if job.dispatch.get("member"):
-                rt.store.schedule(job.dispatch["member"], 0)
-            else:  # no dispatch recorded at all: give it a new one under its lease
-                from tasks.dispatch import next_dispatch
-
-                lease = rt.store.acquire(job.id, ttl=30, force=True)
-                member = next_dispatch(job, job.step)
-                rt.store.save(job, lease, release=True, schedule=(member, 0))  # type: ignore[arg-type]
-            log.warning("job.reconciled", **entry)
-        done.append(entry)
+            _requeue(rt, job)
+            log.warning("job.reconciled", **_entry(job))
+        done.append(_entry(job))
     return done
+
+
+class Reconciler:
+    """The scheduler's periodic reconcile (``INGEST_RECONCILE_SECONDS``).
+
+    A job is re-enqueued only when two sweeps in a row find it orphaned with the same
+    dispatch and an unchanged record, and it has been quiet for a whole period: a job caught
+    in passing (a message between a worker's BRPOP and its ``unacked`` entry) is never
+    touched, and one whose message a killed worker took with it goes on within two periods.
+    Several schedulers may each run one: a second re-enqueue only gives a duplicate message,
+    which the task-id check drops.
+
+    Example::
+
+        sweep = Reconciler(runtime())
+        sweep()  # -> how many jobs it re-enqueued
+    """
+
+    def __init__(self, rt: Runtime, *, quiet: float | None = None):
+        self.rt = rt
+        self.quiet = rt.settings.reconcile_seconds if quiet is None else quiet
+        self._suspects: dict[str, tuple[str | None, float]] = {}
+
+    def __call__(self) -> int:
+        found = orphans(self.rt, quiet=self.quiet)
+        marks = {job.id: (job.dispatch.get("task_id"), job.updated_at) for job in found}
+        confirmed = [job for job in found if self._suspects.get(job.id) == marks[job.id]]
+        for job in confirmed:
+            _requeue(self.rt, job)
+            log.warning("job.reconciled", automatic=True, **_entry(job))
+            del marks[job.id]
+        self._suspects = marks
+        return len(confirmed)

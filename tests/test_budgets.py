@@ -30,8 +30,23 @@ def _wait_all(ids: list[str], timeout: float) -> list[dict]:
         jobs = [status(i) for i in ids]
         if all(j["state"] in ("ready", "failed", "cancelled") for j in jobs):
             return jobs
-        assert time.monotonic() < deadline, {s: [j["state"] for j in jobs].count(s) for s in {j["state"] for j in jobs}}
+        assert time.monotonic() < deadline, _stuck(jobs)
         time.sleep(0.2)
+
+
+def _stuck(jobs: list[dict]) -> str:
+    """What a timed-out wait shows: the count by state and, for each unfinished job, where it is."""
+    from tasks.reconcile import orphans
+    from tasks.runtime import runtime
+
+    counts = {s: [j["state"] for j in jobs].count(s) for s in {j["state"] for j in jobs}}
+    orphaned = {j.id for j in orphans(runtime())}
+    lines = [f"{counts}"]
+    for j in jobs:
+        if j["state"] not in ("ready", "failed", "cancelled"):
+            lines.append(f"{j['id']} state={j['state']} step={j.get('step')} waiting={j.get('waiting')} dispatch={j.get('dispatch')} "
+                         f"orphaned={j['id'] in orphaned} history={j['history'][-6:]}")
+    return "\n".join(lines)
 
 
 def _max_in_window(times: list[float], window: float = 1.0) -> int:
@@ -93,10 +108,9 @@ def test_slots_cap_provider_jobs_also_when_a_worker_is_killed(start_fleet, sandb
     peak, stop = [0], threading.Event()
 
     def watch() -> None:
-        while not stop.is_set():
+        while not stop.wait(0.05):
             busy = [v for v in sandbox.state()["videos"] if v["status"] not in ("ready", "error")]
             peak[0] = max(peak[0], len(busy))
-            time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -107,9 +121,11 @@ def test_slots_cap_provider_jobs_also_when_a_worker_is_killed(start_fleet, sandb
         time.sleep(0.1)
     fleet.workers[0].kill9()
     fleet.start_worker(concurrency=2)
-    jobs = _wait_all(ids, 180)
-    stop.set()
-    watcher.join()
+    try:
+        jobs = _wait_all(ids, 180)
+    finally:
+        stop.set()
+        watcher.join()
     assert all(j["state"] == "ready" for j in jobs)
     assert peak[0] == 3, f"at most 3 provider-side jobs at once, saw {peak[0]}"
     assert any(h.get("reason") == "provider slots all in use" for j in jobs for h in j["history"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tasks.jobstore import SCHEDULE_KEY
+from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY
 from tasks.producer import status, submit, wait
 from tests.conftest import ENV, MEDIA, ROOT, SANDBOX_URL, WEBHOOK_PORT, _wipe_fleet_keys, cli, make_source
 from workers.embedded_redis import free_port
@@ -124,6 +124,60 @@ def test_reconcile_re_enqueues_jobs_whose_dispatch_was_lost(start_fleet, sandbox
         assert wait(i, 60)["state"] == "ready"
     assert status(ids[3])["state"] == "queued"  # still waiting for its (far) schedule entry
     assert len(sandbox.state("gcore")["videos"]) == 3
+
+
+def test_the_scheduler_re_enqueues_a_job_whose_message_a_killed_worker_took(start_fleet, sandbox, rt) -> None:
+    """kombu moves a message from its queue (BRPOP) to ``unacked`` in two steps; a worker
+    killed between them takes the message with it. Here a client BRPOPs one job's message and
+    drops it, as such a worker does: the scheduler's reconciler finds the job with no live
+    dispatch on two sweeps and re-enqueues it, with no operator. A job whose dispatch is
+    claimed by a scheduler (about to be published) is left alone."""
+    media = make_source("op-lost.mp4", 256 * 1024, folder=MEDIA)
+    url = f"{SANDBOX_URL}/media/{media.name}"
+    lost, claimed = (submit({"provider": "gcore", "source": url, "title": t}) for t in ("lost", "claimed"))
+    queue = rt.store.get(lost).dispatch["queue"]
+    for _ in range(2):  # both messages leave the queue; neither reaches unacked
+        assert rt.redis.brpop(priority_lists(queue), timeout=5) is not None
+    for job_id in (lost, claimed):
+        rt.store.unschedule(rt.store.get(job_id).dispatch["member"])  # the outbox entries, too
+    rt.redis.zadd(SCHEDULE_CLAIMED_KEY, {rt.store.get(claimed).dispatch["member"]: time.time() + 3600})
+
+    fleet = start_fleet(workers=1, env={"INGEST_RECONCILE_SECONDS": "1"})
+    assert wait(lost, 60)["state"] == "ready"
+    assert status(claimed)["state"] == "queued"
+    assert "scheduler.reconciled" in fleet.scheduler.tail(1_000_000)
+    assert len(sandbox.state("gcore")["videos"]) == 1
+
+
+def test_the_reconciler_acts_only_on_a_job_orphaned_twice_and_unchanged(rt) -> None:
+    from tasks.reconcile import Reconciler
+
+    _wipe_fleet_keys(rt.redis)
+    media = make_source("op-suspect.mp4", 256 * 1024, folder=MEDIA)
+    ids = [submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{media.name}", "title": f"s{i}"})
+           for i in range(2)]
+    for job_id in ids:
+        member = rt.store.get(job_id).dispatch["member"]
+        rt.store.unschedule(member)
+    rt.redis.delete(*priority_lists(rt.store.get(ids[0]).dispatch["queue"]))
+    sweep = Reconciler(rt, quiet=0)
+    assert sweep() == 0  # seen once: only suspected
+    # ids[1] moves on meanwhile (a worker wrote its record): no longer the same suspect.
+    job = rt.store.get(ids[1])
+    lease = rt.store.acquire(ids[1], ttl=5)
+    rt.store.save(job, lease, release=True)
+    assert sweep() == 1
+    assert rt.redis.zscore(SCHEDULE_KEY, rt.store.get(ids[0]).dispatch["member"]) is not None
+    assert rt.redis.zscore(SCHEDULE_KEY, rt.store.get(ids[1]).dispatch["member"]) is None
+    assert sweep() == 1  # ids[1], orphaned twice now; ids[0] is scheduled, so alive
+    assert sweep() == 0
+    # Orphaned again: a reconciler waiting for an hour of quiet leaves them be; one without does not.
+    for job_id in ids:
+        rt.store.unschedule(rt.store.get(job_id).dispatch["member"])
+    patient = Reconciler(rt, quiet=3600)
+    assert patient() == 0 and patient() == 0
+    assert sweep() == 0 and sweep() == 2
+    _wipe_fleet_keys(rt.redis)
 
 
 def test_the_metrics_endpoint_shows_queues_backlog_jobs_bytes_and_throttles(start_fleet, sandbox, rt) -> None:

@@ -33,6 +33,10 @@ _transport = {
     # Sweep for unacked messages of dead workers every ~30 s instead of kombu's ~100 s.
     "unacked_restore_interval": 10,
     "unacked_restore_throttle": max(1, min(3, settings.visibility_timeout // 30)),
+    # The sweep takes a lock that a worker killed mid-sweep keeps until it expires (kombu's
+    # default: 300 s, in which no dead worker's message comes back). A sweep takes
+    # milliseconds, and two at once are harmless (each restore is a WATCHed transaction).
+    "unacked_mutex_expire": 30,
     "socket_timeout": 30,
     "socket_connect_timeout": 10,
     "health_check_interval": 25,

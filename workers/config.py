@@ -105,6 +105,7 @@ class Settings:
     short_wait: float
     budget_headroom: float
     soft_shutdown_timeout: float
+    reconcile_seconds: float
     webhook_url: str
     webhook_secret: str = field(repr=False)
     accounts: Mapping[tuple[str, str], AccountConfig] = field(repr=False)
@@ -140,6 +141,7 @@ class Settings:
             short_wait=_num(env, "INGEST_SHORT_WAIT", 2.0),
             budget_headroom=min(0.5, _num(env, "INGEST_BUDGET_HEADROOM", 0.05)),
             soft_shutdown_timeout=_num(env, "INGEST_SOFT_SHUTDOWN_TIMEOUT", slice_seconds + 15),
+            reconcile_seconds=_num(env, "INGEST_RECONCILE_SECONDS", 60.0),
             webhook_url=env.get("INGEST_WEBHOOK_URL", "").rstrip("/"),
             webhook_secret=env.get("INGEST_WEBHOOK_SECRET", ""),
             accounts=_accounts(env),

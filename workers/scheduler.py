@@ -7,6 +7,12 @@ forgets it. A claim that is not published within ``CLAIM_SECONDS`` (its schedule
 becomes due again, so several schedulers may run side by side: a rare duplicate is dropped
 by the task-id check in tasks.steps, and nothing is lost.
 
+Between ticks it does the fleet's housekeeping: the reaper gives back slots of jobs that
+ended without doing so (tasks.lifecycle.reap), and the reconciler re-enqueues jobs in
+progress that nothing will run any more (tasks.reconcile.Reconciler): a message lost in
+kombu's short window between a worker's BRPOP and its write to ``unacked`` when that worker
+is killed, or writes a Redis lost.
+
 Run it with ``ingest-fleet scheduler``.
 """
 
@@ -15,7 +21,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 from importlib import resources
 
 import redis
@@ -32,12 +38,20 @@ BATCH = 200
 REAP_SECONDS = 15.0
 
 
+class Chore:
+    """Housekeeping the scheduler runs every ``every`` seconds between ticks; ``run`` returns
+    how many things it fixed (logged when not 0)."""
+
+    def __init__(self, name: str, every: float, run: Callable[[], int]):
+        self.name, self.every, self.run = name, every, run
+        self.due = time.monotonic() + every
+
+
 class Scheduler:
-    def __init__(self, client: redis.Redis, *, idle_sleep: float = 0.1, reaper: Callable[[], int] | None = None):
+    def __init__(self, client: redis.Redis, *, idle_sleep: float = 0.1, chores: Sequence[Chore] = ()):
         self.redis = client
         self.idle_sleep = idle_sleep
-        self.reaper = reaper
-        self._next_reap = time.monotonic() + REAP_SECONDS
+        self.chores = [c for c in chores if c.every > 0]
         self._claim = client.register_script(
             resources.files("workers").joinpath("lua", "schedule_claim.lua").read_text())
         self._stop = threading.Event()
@@ -60,7 +74,7 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 published = self.tick()
-                self._maybe_reap()
+                self._run_chores()
             except redis.RedisError as exc:
                 log.warning("scheduler.redis_unavailable", error=str(exc))
                 self._stop.wait(1.0)
@@ -69,13 +83,14 @@ class Scheduler:
                 self._stop.wait(self.idle_sleep)
         log.info("scheduler.stopped")
 
-    def _maybe_reap(self) -> None:
-        if self.reaper is None or time.monotonic() < self._next_reap:
-            return
-        self._next_reap = time.monotonic() + REAP_SECONDS
-        reclaimed = self.reaper()
-        if reclaimed:
-            log.info("scheduler.reaped", entries=reclaimed)
+    def _run_chores(self) -> None:
+        for chore in self.chores:
+            if time.monotonic() < chore.due:
+                continue
+            chore.due = time.monotonic() + chore.every
+            fixed = chore.run()
+            if fixed:
+                log.info(f"scheduler.{chore.name}", entries=fixed)
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -83,6 +98,7 @@ class Scheduler:
 
 def main() -> None:
     from tasks.lifecycle import reap
+    from tasks.reconcile import Reconciler
     from tasks.runtime import runtime
     from workers import logging as fleet_logging
 
@@ -91,7 +107,10 @@ def main() -> None:
     fleet_logging.configure()
     rt = runtime()
     start_heartbeat()
-    scheduler = Scheduler(rt.redis, reaper=lambda: reap(rt))
+    scheduler = Scheduler(rt.redis, chores=[
+        Chore("reaped", REAP_SECONDS, lambda: reap(rt)),
+        Chore("reconciled", rt.settings.reconcile_seconds, Reconciler(rt)),
+    ])
     signal.signal(signal.SIGTERM, scheduler.stop)
     signal.signal(signal.SIGINT, scheduler.stop)
     scheduler.run()
