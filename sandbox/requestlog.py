@@ -11,7 +11,8 @@ upload cost. An entry::
 ``t`` is when the request arrived; entries are appended when it ends, so they are in
 completion order and ``seq`` numbers them in that order. ``status`` is null when no
 answer was sent (the client went away, or a ``drop``/``hang`` fault closed the
-connection). Requests to ``/_sandbox/`` itself are not logged. Entries of the S3 proxy
+connection). Requests to ``/_sandbox/`` itself are not logged, nor are requests that arrived
+before the last reset (a request a ``hang`` held through a reset belongs to the test before). Entries of the S3 proxy
 (:mod:`sandbox.s3`, provider ``s3``) also carry ``part_number`` (an ``s3.upload_part``'s
 ``partNumber``, else null) and have the object ``bucket/key`` as ``entity``.
 """
@@ -19,6 +20,7 @@ connection). Requests to ``/_sandbox/`` itself are not logged. Entries of the S3
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -30,11 +32,14 @@ class RequestLog:
         self._entries: deque[dict[str, Any]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._seq = 0
+        self._cleared_at = 0.0
 
     def record(self, *, t: float, provider: str | None, method: str, path: str, endpoint: str | None,
                status: int | None, bytes_in: int, entity: str | None, fault: str | None, **extra: Any) -> None:
         """Append one entry; ``extra`` holds a source's own fields (e.g. the S3 proxy's ``part_number``)."""
         with self._lock:
+            if t < self._cleared_at:
+                return
             self._seq += 1
             self._entries.append({
                 "seq": self._seq, "t": t, "provider": provider, "method": method, "path": path,
@@ -57,3 +62,4 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._cleared_at = time.time()

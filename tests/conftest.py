@@ -214,16 +214,19 @@ class Fleet:
         self.group.wait_for_line(proc, "webhook receiver listening", timeout=30)
         return proc
 
-    def start_scheduler(self) -> Proc:
+    def start_scheduler(self, *, wait: bool = True) -> Proc:
         self.scheduler = self.group.start("scheduler", scheduler_argv())
-        self.group.wait_for_line(self.scheduler, "scheduler.started", timeout=30)
+        if wait:
+            self.group.wait_for_line(self.scheduler, "scheduler.started", timeout=30)
         return self.scheduler
 
     def logs(self) -> str:
         return "\n".join(p.tail(50_000_000) for p in self.group.procs)
 
     def stop(self) -> None:
-        self.group.stop_all(grace=20)
+        # Graceful shutdown has tests of its own (tests/test_operations.py); here it would
+        # only cost ~3 s a worker, and the next test wipes Redis and resets the sandbox.
+        self.group.kill_all()
 
 
 @pytest.fixture
@@ -235,11 +238,12 @@ def start_fleet(tmp_path: Path, clean) -> Iterator[Callable[..., Fleet]]:
                queues: list[str] | None = None, webhooks: bool = False) -> Fleet:
         fleet = Fleet(tmp_path / f"fleet{len(fleets)}", {**os.environ, **(env or {})})
         fleets.append(fleet)
-        fleet.start_scheduler()
+        fleet.start_scheduler(wait=False)
         if webhooks:
             fleet.start_webhooks()
         for _ in range(workers):
             fleet.start_worker(concurrency=concurrency, queues=queues, wait=False)
+        fleet.group.wait_for_line(fleet.scheduler, "scheduler.started", timeout=30)
         for proc in fleet.workers:
             fleet.group.wait_for_line(proc, "ready.", timeout=90)
         return fleet

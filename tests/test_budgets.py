@@ -76,9 +76,10 @@ def test_four_workers_share_one_rate_limit_and_use_it(start_fleet, sandbox) -> N
     assert [e for e in calls if e["status"] == 429] == []
     assert _max_in_window(times) <= 10
     # While work is waiting (all but the tail, where only a few polls remain), the fleet
-    # uses the budget: within 10 % of the limit.
+    # uses the budget: within 10 % of the limit (the benchmark measures it: bench/results/budget.md).
     core = times[: int(len(times) * 0.8)]
-    assert len(core) / (core[-1] - core[0]) >= 9.0
+    rate = len(core) / (core[-1] - core[0])
+    assert rate >= 9.0, f"{rate:.2f} req/s of 10 while a backlog waited"
 
 
 def test_a_429_on_one_worker_makes_every_worker_wait(start_fleet, sandbox) -> None:

@@ -752,19 +752,9 @@ def test_alert_rules_use_only_exported_metrics():
     assert f'up{{job="{METRICS_JOB}"}} == 0' in exprs
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Prometheus) is not installed")
-def test_alert_rules_pass_promtool():
-    result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_exporter_exports_the_alerted_metrics():
-    """EXPORTER_METRICS against the exporter's source, once the exporter exists."""
-    sources = [p for p in [*ROOT.joinpath("workers").rglob("*.py"), *ROOT.joinpath("tasks").rglob("*.py")]
-               if "ingest_redis_up" in p.read_text() or '"redis_up"' in p.read_text()]
-    if not sources:
-        pytest.skip("no exporter in workers/ or tasks/ yet (nothing mentions ingest_redis_up)")
-    text = "\n".join(p.read_text() for p in sources)
+    """EXPORTER_METRICS against the exporter's source."""
+    text = ROOT.joinpath("workers", "metrics.py").read_text()
     for metric in EXPORTER_METRICS:
         base = metric.removesuffix("_total")
         assert base in text or base.removeprefix("ingest_") in text, f"the exporter does not export {metric}"

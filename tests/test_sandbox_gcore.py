@@ -448,6 +448,19 @@ def test_hang_rule_makes_the_client_time_out(sandbox, api):
     assert hung[0]["status"] is None
 
 
+def test_a_request_held_through_a_reset_is_not_logged_after_it(sandbox, api):
+    """A hung request of one test must not show up in the next test's log when it ends."""
+    video = create_video(api)
+    put_faults(sandbox, rules=[{"endpoint": "gcore.get_video", "action": "hang", "seconds": 1}])
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{api.base}/videos/{video['id']}", headers=api.headers, timeout=0.3)
+    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=5).raise_for_status()
+    time.sleep(1.2)  # the hang ends now
+    create_video(api)
+    entries = log(sandbox)
+    assert [e["endpoint"] for e in entries] == ["gcore.create_video"], entries
+
+
 def test_rate_limit_rps_is_enforced_with_retry_after(sandbox, api):
     put_faults(sandbox, rate_limit_rps=5)
     statuses = []
