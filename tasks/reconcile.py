@@ -19,21 +19,29 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job
 from tasks.runtime import Runtime, runtime
 from workers.logging import get_logger
-from workers.queues import priority_lists, queues_of_kind
+from workers.queues import priority_lists, queue_length
 
 log = get_logger("ingest.reconcile")
 
 UNACKED = "unacked"
 
 
-def _queued_task_ids(rt: Runtime) -> set[str]:
-    """Task ids of every message waiting in a queue or held by a worker."""
+#: The scheduler's sweep leaves a queue unread above this many messages: its quiet jobs are
+#: most likely waiting in it, and reading it every period would cost Redis more than a job
+#: lost in it costs (``ingest-fleet reconcile`` reads every queue, whatever its length).
+AUTO_SCAN_LIMIT = 20_000
+
+
+def _queued_task_ids(rt: Runtime, queues: Iterable[str], *, limit: int | None = None) -> tuple[set[str], set[str]]:
+    """Task ids of every message waiting in ``queues`` or held by a worker, and the queues
+    left unread because they hold more than ``limit`` messages."""
     ids: set[str] = set()
+    unread: set[str] = set()
 
     def add(raw: bytes) -> None:
         try:
@@ -44,15 +52,17 @@ def _queued_task_ids(rt: Runtime) -> set[str]:
         except (ValueError, KeyError, TypeError, IndexError):
             pass
 
-    for kind in ("api", "upload", "poll"):
-        for queue in queues_of_kind(kind, rt.settings):
-            for name in priority_lists(queue):
-                for start in range(0, rt.redis.llen(name), 1000):
-                    for raw in rt.redis.lrange(name, start, start + 999):
-                        add(raw)
+    for queue in queues:
+        if limit is not None and queue_length(rt.redis, queue) > limit:
+            unread.add(queue)
+            continue
+        for name in priority_lists(queue):
+            for start in range(0, rt.redis.llen(name), 1000):
+                for raw in rt.redis.lrange(name, start, start + 999):
+                    add(raw)
     for _tag, raw in rt.redis.hscan_iter(UNACKED):
         add(raw)
-    return ids
+    return ids, unread
 
 
 def _in_progress(rt: Runtime, *, quiet: float = 0.0) -> Iterator[Job]:
@@ -65,8 +75,9 @@ def _in_progress(rt: Runtime, *, quiet: float = 0.0) -> Iterator[Job]:
                 yield job
 
 
-def orphans(rt: Runtime, *, quiet: float = 0.0) -> list[Job]:
-    """Jobs in progress with no live message, schedule entry, slot place or lease."""
+def orphans(rt: Runtime, *, quiet: float = 0.0, scan_limit: int | None = None) -> list[Job]:
+    """Jobs in progress with no live message, schedule entry, slot place or lease (with
+    ``scan_limit``: except those in a queue too long to read, see :data:`AUTO_SCAN_LIMIT`)."""
     found = []
     for job in _in_progress(rt, quiet=quiet):
         member = job.dispatch.get("member")
@@ -80,10 +91,12 @@ def orphans(rt: Runtime, *, quiet: float = 0.0) -> list[Job]:
         found.append(job)
     if not found:
         return []
-    # Only now read the queues (the costly part): a message that moves from a queue to a
-    # worker meanwhile is in ``unacked`` (read last) or its job's lease is taken.
-    queued = _queued_task_ids(rt)
-    return [job for job in found if job.dispatch.get("task_id") not in queued]
+    # Only now read the queues of these jobs (the costly part): a message that moves from a
+    # queue to a worker meanwhile is in ``unacked`` (read last) or its job's lease is taken.
+    queued, unread = _queued_task_ids(rt, sorted({j.dispatch["queue"] for j in found if j.dispatch.get("queue")}),
+                                      limit=scan_limit)
+    return [job for job in found
+            if job.dispatch.get("task_id") not in queued and job.dispatch.get("queue") not in unread]
 
 
 def _requeue(rt: Runtime, job: Job) -> None:
@@ -137,7 +150,7 @@ class Reconciler:
         self._suspects: dict[str, tuple[str | None, float]] = {}
 
     def __call__(self) -> int:
-        found = orphans(self.rt, quiet=self.quiet)
+        found = orphans(self.rt, quiet=self.quiet, scan_limit=AUTO_SCAN_LIMIT)
         marks = {job.id: (job.dispatch.get("task_id"), job.updated_at) for job in found}
         confirmed = [job for job in found if self._suspects.get(job.id) == marks[job.id]]
         for job in confirmed:

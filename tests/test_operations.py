@@ -180,6 +180,24 @@ def test_the_reconciler_acts_only_on_a_job_orphaned_twice_and_unchanged(rt) -> N
     _wipe_fleet_keys(rt.redis)
 
 
+def test_the_automatic_sweep_leaves_a_long_queue_unread(rt) -> None:
+    from tasks.reconcile import orphans
+
+    _wipe_fleet_keys(rt.redis)
+    media = make_source("op-long.mp4", 256 * 1024, folder=MEDIA)
+    ids = [submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{media.name}", "title": f"l{i}"})
+           for i in range(3)]
+    lost = rt.store.get(ids[0]).dispatch
+    rt.store.unschedule(lost["member"])
+    rt.redis.lrem(priority_lists(lost["queue"])[1], 0, rt.redis.lindex(priority_lists(lost["queue"])[1], -1))
+    for i in ids[1:]:
+        rt.store.unschedule(rt.store.get(i).dispatch["member"])
+    assert [j.id for j in orphans(rt)] == [ids[0]]  # the others' messages are in the queue
+    assert [j.id for j in orphans(rt, scan_limit=2)] == [ids[0]]
+    assert orphans(rt, scan_limit=1) == []  # 2 messages: too long to read at this limit
+    _wipe_fleet_keys(rt.redis)
+
+
 def test_the_metrics_endpoint_shows_queues_backlog_jobs_bytes_and_throttles(start_fleet, sandbox, rt) -> None:
     from workers.metrics import MetricsServer
 
