@@ -11,10 +11,11 @@ upload cost. An entry::
 ``t`` is when the request arrived; entries are appended when it ends, so they are in
 completion order and ``seq`` numbers them in that order. ``status`` is null when no
 answer was sent (the client went away, or a ``drop``/``hang`` fault closed the
-connection). Requests to ``/_sandbox/`` itself are not logged, nor are requests that arrived
-before the last reset (a request a ``hang`` held through a reset belongs to the test before). Entries of the S3 proxy
-(:mod:`sandbox.s3`, provider ``s3``) also carry ``part_number`` (an ``s3.upload_part``'s
-``partNumber``, else null) and have the object ``bucket/key`` as ``entity``.
+connection). Requests to ``/_sandbox/`` itself are not logged, nor are requests that
+arrived before the last reset (one a ``hang`` held through a reset belongs to the test
+before). Entries of the S3 proxy (:mod:`sandbox.s3`, provider ``s3``) also carry
+``part_number`` (an ``s3.upload_part``'s ``partNumber``, else null) and have the object
+``bucket/key`` as ``entity``.
 """
 
 from __future__ import annotations

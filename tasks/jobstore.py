@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import redis
 
@@ -156,6 +156,13 @@ class JobStore:
         raw = self.redis.get(self.idem_key(provider, account, key))
         return raw.decode() if isinstance(raw, bytes) else raw
 
+    def get_many(self, job_ids: Sequence[str | bytes]) -> list[Job]:
+        """The records of those of ``job_ids`` that exist, in one round trip."""
+        if not job_ids:
+            return []
+        raws = self.redis.mget([self.key(i.decode() if isinstance(i, bytes) else i) for i in job_ids])
+        return [Job.from_json(raw) for raw in raws if raw]
+
     def iter_jobs(self, *, batch: int = 500) -> Iterator[Job]:
         """Every job, oldest first, read in batches (constant memory per batch)."""
         start = 0
@@ -163,9 +170,7 @@ class JobStore:
             ids = self.redis.zrange("if:jobs", start, start + batch - 1)
             if not ids:
                 return
-            for raw in self.redis.mget([self.key(i.decode() if isinstance(i, bytes) else i) for i in ids]):
-                if raw:
-                    yield Job.from_json(raw)
+            yield from self.get_many(ids)
             start += batch
 
     # -- writing ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ message, which the task-id check drops (ARCHITECTURE.md §3).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any, Iterable, Iterator
@@ -69,10 +70,14 @@ def _in_progress(rt: Runtime, *, quiet: float = 0.0) -> Iterator[Job]:
     """Unfinished jobs; with ``quiet``, only those whose record did not change for that long."""
     now = time.time()
     for provider, account in rt.settings.accounts:
-        for job_id in rt.redis.zrange(rt.store.active_key(provider, account), 0, -1):
-            job = rt.store.get(job_id.decode())
-            if job is not None and not job.terminal and now - job.updated_at >= quiet:
-                yield job
+        active = rt.store.active_key(provider, account)
+        for start in itertools.count(0, 500):
+            ids = rt.redis.zrange(active, start, start + 499)
+            if not ids:
+                break
+            for job in rt.store.get_many(ids):
+                if not job.terminal and now - job.updated_at >= quiet:
+                    yield job
 
 
 def orphans(rt: Runtime, *, quiet: float = 0.0, scan_limit: int | None = None) -> list[Job]:
@@ -121,10 +126,11 @@ def reconcile(*, rt: Runtime | None = None, dry_run: bool = False) -> list[dict[
     rt = rt or runtime()
     done = []
     for job in orphans(rt):
+        entry = _entry(job)
         if not dry_run:
             _requeue(rt, job)
-            log.warning("job.reconciled", **_entry(job))
-        done.append(_entry(job))
+            log.warning("job.reconciled", **entry)
+        done.append(entry)
     return done
 
 

@@ -91,8 +91,12 @@ class Proc:
             self.popen.wait(5)
         except subprocess.TimeoutExpired:
             pass
-        self._log.close()
+        self.close()
         return self.popen.returncode
+
+    def close(self) -> None:
+        """Close this side of the log file (the process keeps writing to its own copy)."""
+        self._log.close()
 
     def kill9(self) -> None:
         """What an OOM killer or a lost host does: the parent and every child, at once."""
@@ -135,13 +139,11 @@ class ProcessGroup:
         self.procs.clear()
 
     def kill_all(self) -> None:
-        """SIGKILL every process group at once (a test's teardown: the next test starts from
+        """SIGKILL every process group (a test's teardown: the next test starts from
         a wiped Redis and a reset sandbox, so a graceful stop would only cost seconds)."""
         for proc in self.procs:
-            proc.signal_group(signal.SIGKILL)
-        for proc in self.procs:
             proc.kill9()
-            proc._log.close()
+            proc.close()
         self.procs.clear()
 
     def __enter__(self) -> "ProcessGroup":
