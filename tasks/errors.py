@@ -39,9 +39,14 @@ class UploadSessionLost(TransientError):
 
 
 class Throttled(StepError):
-    """Not now: come back after ``retry_after`` seconds. Not a failure."""
+    """Not now: come back after ``retry_after`` seconds. Not a failure.
+
+    ``reserved``: the token for the call is already taken for that time (a budget
+    reservation), so the step comes back exactly then, with no jitter added.
+    """
 
     def __init__(self, message: str, *, retry_after: float, status: int | None = None,
-                 provider: str | None = None):
+                 provider: str | None = None, reserved: bool = False):
         super().__init__(message, status=status, provider=provider)
         self.retry_after = max(0.0, float(retry_after))
+        self.reserved = reserved

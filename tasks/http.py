@@ -103,21 +103,34 @@ class ProviderClient:
         self.session = requests.Session()
         self.session.headers.update(headers or {})
 
-    def charge_entity(self, entity: str) -> None:
-        """Count a call already made on ``entity`` before its id was known (e.g. its creation)."""
+    def charge_entity(self, entity: str, *, holder: str = "") -> None:
+        """Count a call already made on ``entity`` before its id was known (e.g. its creation).
+        The call was made: the token is taken, at a later time if need be, and nothing waits."""
         if self.entity_budget:
-            self.entity_budget(entity).acquire(max_wait=self.max_wait)
+            self.entity_budget(entity).charge(holder=holder or entity)
+
+    def bound(self, holder: str) -> "BoundClient":
+        """This client on behalf of ``holder`` (a job): long budget waits reserve its token."""
+        return BoundClient(self, holder)
 
     def request(self, method: str, url: str, *, allow: Iterable[int] = (), entity: str | None = None,
+                holder: str | None = None, on_send: Callable[[], None] | None = None,
                 **kwargs: Any) -> requests.Response:
         """Send one request; statuses in ``allow`` are returned to the caller, not raised.
 
         ``entity`` names what the call is about (e.g. ``video:123``) where the provider also
-        limits calls per entity.
+        limits calls per entity. ``holder`` (a job id) makes a long wait reserve the tokens
+        for the time the caller defers to (see :meth:`ProviderBudget.acquire`). ``on_send``
+        runs once every token is granted, just before the request leaves: the place to
+        record "this non-idempotent call may have been made".
         """
-        self.budget.acquire(max_wait=self.max_wait)
+        # The scarcer budget first: a token of the entity's that must be waited for is
+        # reserved before any token of the account's is spent.
         if entity and self.entity_budget:
-            self.entity_budget(entity).acquire(max_wait=self.max_wait)
+            self.entity_budget(entity).acquire(max_wait=self.max_wait, holder=holder)
+        self.budget.acquire(max_wait=self.max_wait, holder=holder)
+        if on_send is not None:
+            on_send()
         kwargs.setdefault("timeout", self.timeouts)
         parts = urlsplit(url)
         where = {"method": method, "host": parts.netloc, "path": parts.path}
@@ -158,3 +171,20 @@ class ProviderClient:
         if kind == "transient":
             raise TransientError(message, status=status, provider=self.provider)
         raise PermanentError(message, status=status, provider=self.provider)
+
+
+class BoundClient:
+    """A :class:`ProviderClient` acting for one job (see :meth:`ProviderClient.bound`)."""
+
+    def __init__(self, client: ProviderClient, holder: str):
+        self.client, self.holder = client, holder
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("holder", self.holder)
+        return self.client.request(method, url, **kwargs)
+
+    def charge_entity(self, entity: str) -> None:
+        self.client.charge_entity(entity, holder=self.holder)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)

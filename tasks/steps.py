@@ -35,6 +35,7 @@ from tasks.lifecycle import finish, slot_score, step_context
 from tasks.providers import ADAPTERS, StepContext
 from tasks.runtime import runtime
 from workers.app import app
+from workers.config import ConfigError
 from workers.logging import get_logger
 from workers.queues import STEP_TASK
 
@@ -141,7 +142,16 @@ def run(task: Any, job_id: str, step: str) -> None:
     if job.state != STEP_STATE[step]:
         job.note("state", state=STEP_STATE[step])
         job.state = STEP_STATE[step]
-    ctx = step_context(rt, job, lease, seconds=settings.slice_seconds, log=log)
+    try:
+        ctx = step_context(rt, job, lease, seconds=settings.slice_seconds, log=log)
+    except ConfigError as exc:
+        # e.g. the account was configured where the job was submitted, not on this worker:
+        # no retry can fix that, and the message names the variable to set.
+        job.error = {"step": step, "message": str(exc), "status": None, "kind": "permanent", "at": time.time()}
+        job.failed_step = step
+        finish(rt, job, lease, "failed", step=step, error=str(exc))
+        log.warning("job.failed", error=str(exc), kind="permanent")
+        return
     try:
         _drive(rt, job, lease, step, ctx)
     except StaleLease:
@@ -159,8 +169,9 @@ def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None
         except SoftTimeLimitExceeded:
             raise TransientError(f"step {step} exceeded its time limit") from None
     except Throttled as exc:
-        delay = exc.retry_after + random.uniform(0, 0.5)
-        job.note("throttled", step=step, retry_in=round(delay, 2))
+        # A reserved token is this job's at exactly that time; an unreserved wait is spread.
+        delay = exc.retry_after + (0.0 if exc.reserved else random.uniform(0, 0.5))
+        job.note("throttled", step=step, retry_in=round(delay, 2), reserved=exc.reserved)
         _advance(job, lease, _Next(step, delay), waiting="throttled")
         return
     except UploadSessionLost as exc:
@@ -181,6 +192,9 @@ def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None
         return
     except PermanentError as exc:
         _fail(job, lease, step, exc, ctx)
+        return
+    except ConfigError as exc:  # a setting the step needs is missing or malformed: never transient
+        _fail(job, lease, step, PermanentError(str(exc), provider=job.provider), ctx)
         return
     except StaleLease:
         raise

@@ -41,6 +41,23 @@ ONCE_DOMAIN, ONCE_CATALOG = "b207b479-c841-4095-8918-978be9e18dee", "bc6cb7d4-be
 INGESTIO_JWT_SECRET = "test-ingestio-jwt-secret-Zr5"
 INGESTIO_TOKEN = ingestio_token(INGESTIO_JWT_SECRET, exp=int(time.time()) + 86400)
 
+#: Tests run the shipped budgets with time scaled down (issue 11): every rate and per-entity
+#: rate is divided by TIME_SCALE and INGEST_SHORT_WAIT multiplied by it, so each budget's
+#: interval keeps its ratio to the short wait (Brightcove: a call on one video every 6.3 s
+#: against a 2 s short wait, here 0.63 s against 0.2 s) and every step makes the same calls.
+TIME_SCALE = 0.1
+
+
+def shipped_budgets(scale: float) -> dict[str, str]:
+    from workers.config import PROVIDER_DEFAULTS, Settings
+
+    env = {"INGEST_SHORT_WAIT": f"{Settings.from_env({}).short_wait * scale:g}"}
+    for provider, defaults in PROVIDER_DEFAULTS.items():
+        for name in ("rate", "entity_rate"):
+            env[f"INGEST_{provider.upper()}_{name.upper()}"] = f"{float(defaults[name]) / scale:g}"
+    return env
+
+
 ENV = {
     "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
     "INGEST_SOURCE_ROOTS": f"{SOURCES}{os.pathsep}{MEDIA}",
@@ -53,22 +70,15 @@ ENV = {
     "INGEST_BRIGHTCOVE_OAUTH_URL": SANDBOX_URL,
     "INGEST_BRIGHTCOVE_BASE_URL": SANDBOX_URL,
     "INGEST_BRIGHTCOVE_INGEST_URL": SANDBOX_URL,
-    "INGEST_BRIGHTCOVE_RATE": "500",
-    "INGEST_BRIGHTCOVE_BURST": "50",
-    "INGEST_BRIGHTCOVE_ENTITY_RATE": "0",  # 10/min per video would make every test a minute long
     "INGEST_BRIGHTCOVE_SINGLE_PUT_MAX": "8000000",
     "INGEST_BRIGHTCOVE_PART_SIZE": str(5 * 1024 * 1024),
     "INGEST_ITTYBIT_API_KEY": ITTYBIT_KEY,
     "INGEST_ITTYBIT_BASE_URL": SANDBOX_URL,
-    "INGEST_ITTYBIT_RATE": "500",
-    "INGEST_ITTYBIT_BURST": "50",
     "INGEST_ITTYBIT_CHUNK_SIZE": str(16 * 1024 * 1024),
     "INGEST_ONCE_API_KEY": ONCE_KEY,
     "INGEST_ONCE_DOMAIN_ID": ONCE_DOMAIN,
     "INGEST_ONCE_CATALOG_ID": ONCE_CATALOG,
     "INGEST_ONCE_BASE_URL": SANDBOX_URL,
-    "INGEST_ONCE_RATE": "500",
-    "INGEST_ONCE_BURST": "50",
     "INGEST_ONCE_STAGING_BUCKET": "once-staging",
     "INGEST_ONCE_STAGING_ACCESS_KEY_ID": "test-staging-key",
     "INGEST_ONCE_STAGING_SECRET_ACCESS_KEY": "test-staging-secret-Hy5",
@@ -78,8 +88,7 @@ ENV = {
     "INGEST_INGESTIO_PROFILE": default_profile_id(DEFAULT_NETWORK),
     "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{WEBHOOK_PORT}",
     "INGEST_WEBHOOK_SECRET": "test-webhook-secret-9f8e7d6c5b4a",
-    "INGEST_GCORE_RATE": "500",
-    "INGEST_GCORE_BURST": "50",
+    **shipped_budgets(TIME_SCALE),
     "INGEST_SLICE_SECONDS": "5",
     "INGEST_VISIBILITY_TIMEOUT": "40",
     "INGEST_POLL_INITIAL": "0.2",

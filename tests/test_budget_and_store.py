@@ -171,7 +171,10 @@ def test_entity_budget_limits_calls_on_one_entity(r) -> None:
 def test_headroom_keeps_the_fleet_under_the_limit(r) -> None:
     budget = ProviderBudget(r, "t:headroom", rate=10, burst=1, headroom=0.05)
     budget.try_acquire()
-    assert 0.104 < budget.try_acquire() <= 0.106  # 1 / 9.5 s between calls
+    started = time.monotonic()
+    wait = budget.try_acquire()
+    # 1 / 9.5 s between calls, less the time between the two asks (a loaded machine's too)
+    assert 0.104 < wait + (time.monotonic() - started) and wait <= 0.106
 
 
 def test_learned_rate_limit_headers_pause_the_account_at_zero(r) -> None:
@@ -195,3 +198,45 @@ def test_the_reaper_reclaims_slots_of_lost_and_ended_jobs(rt, r) -> None:
     assert reap(rt) == 2  # the lost job and the ended one (its slot and its backlog entry)
     assert slots.holders() == ["alive"]
     assert r.zrange(store.active_key("gcore", "default"), 0, -1) == [b"alive"]
+
+
+def test_a_long_wait_reserves_the_token_and_the_holder_uses_it(r) -> None:
+    budget = ProviderBudget(r, "t:resv", rate=0.5, burst=1)  # one call every 2 s
+    budget.acquire(max_wait=0.1, holder="job-a")
+    with pytest.raises(Throttled) as first:
+        budget.acquire(max_wait=0.1, holder="job-a")  # reserved for ~2 s from now
+    assert 1.5 < first.value.retry_after <= 2.0
+    with pytest.raises(Throttled) as second:
+        budget.acquire(max_wait=0.1, holder="job-b")  # queued behind job-a's reservation
+    assert 3.5 < second.value.retry_after <= 4.0
+    time.sleep(first.value.retry_after)
+    budget.acquire(max_wait=0.1, holder="job-a")  # its reservation: no new token, no wait
+    # job-a used what it had reserved and took nothing from job-b, whose time still comes first.
+    with pytest.raises(Throttled) as third:
+        budget.acquire(max_wait=0.1, holder="job-c")
+    assert third.value.retry_after > second.value.retry_after - first.value.retry_after + 1.5
+    time.sleep(second.value.retry_after - first.value.retry_after)
+    budget.acquire(max_wait=0.1, holder="job-b")
+
+
+def test_a_reservation_is_never_taken_early_and_a_wait_within_max_wait_sleeps(r) -> None:
+    budget = ProviderBudget(r, "t:resv2", rate=1, burst=1)
+    budget.acquire(max_wait=0.1, holder="j")
+    with pytest.raises(Throttled):
+        budget.acquire(max_wait=0.1, holder="j")
+    with pytest.raises(Throttled) as again:  # came back too early: still waits, takes nothing new
+        budget.acquire(max_wait=0.1, holder="j")
+    assert again.value.retry_after <= 1.0
+    started = time.monotonic()
+    budget.acquire(max_wait=2.0, holder="j")  # due within max_wait: sleeps for it
+    assert 0.5 < time.monotonic() - started <= 1.2
+    assert 0.9 < budget.try_acquire() <= 1.0  # and the next free token is still one interval on
+
+
+def test_charging_a_call_already_made_never_waits_and_pushes_the_next_call(r) -> None:
+    video = ProviderBudget(r, "t:acct:entity:video:9", rate=10 / 60, burst=1)
+    video.acquire(max_wait=0.1)
+    started = time.monotonic()
+    assert 5.5 < video.charge(holder="job") <= 6.0  # counted at its turn, without waiting
+    assert time.monotonic() - started < 0.5
+    assert 11.5 < video.try_acquire() <= 12.0

@@ -30,3 +30,15 @@ def test_bad_numbers_name_the_variable() -> None:
 def test_unconfigured_account_says_what_to_set() -> None:
     with pytest.raises(ConfigError, match="INGEST_GCORE_API_KEY"):
         Settings.from_env({}).account("gcore")
+
+
+def test_a_single_put_never_outgrows_one_slice_at_the_slowest_uplink() -> None:
+    from tasks.transfer import single_put_max
+
+    shipped = Settings.from_env({})
+    assert single_put_max(shipped, 100_000_000) == 60_000_000  # 60 s at 1 MB/s, not 100 MB
+    assert single_put_max(shipped, 5 * 1024 * 1024) == 5 * 1024 * 1024  # a lower setting stands
+    slow = Settings.from_env({"INGEST_SLICE_SECONDS": "20", "INGEST_MIN_UPLOAD_RATE": "250000"})
+    assert single_put_max(slow, 100_000_000) == 5_000_000
+    with pytest.raises(ConfigError, match="INGEST_MIN_UPLOAD_RATE"):
+        Settings.from_env({"INGEST_MIN_UPLOAD_RATE": "0"})

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import time
+import uuid
 from importlib import resources
 
 import redis
@@ -24,6 +25,10 @@ from tasks.errors import Throttled
 from workers.stats import STATS
 
 PREFIX = "if:budget"
+#: Answers of gcra.lua.
+REFUSED, GRANTED, RESERVED = 0, 1, 2
+#: How long a reservation outlives its due time when its holder never comes back (ms).
+RESERVATION_GRACE_MS = 600_000
 
 
 def _script(name: str) -> str:
@@ -51,35 +56,54 @@ class ProviderBudget:
         self._gcra = client.register_script(_script("gcra.lua"))
         self._cooldown = client.register_script(_script("cooldown.lua"))
 
-    def _keys(self) -> list[str]:
+    def _keys(self, holder: str | None = None) -> list[str]:
         minute = int(time.time() // 60)
         return [f"{PREFIX}:tat:{self.key}", f"{PREFIX}:cooldown:{self.key}",
-                f"{PREFIX}:granted:{self.key}:{minute}"]
+                f"{PREFIX}:granted:{self.key}:{minute}", f"{PREFIX}:resv:{self.key}:{holder or '-'}"]
+
+    def _interval_us(self) -> int:
+        return 0 if self.rate <= 0 else int(1_000_000 / (self.rate * (1 - self.headroom)))
+
+    def _take(self, *, max_wait: float, holder: str | None) -> tuple[int, float]:
+        code, us = self._gcra(keys=self._keys(holder), args=[
+            self._interval_us(), self.burst, int(max_wait * 1_000_000), 1 if holder else 0,
+            RESERVATION_GRACE_MS])
+        return int(code), us / 1_000_000
 
     def try_acquire(self) -> float:
-        """Take one token if one is free: 0.0 when granted, else the seconds to wait."""
-        if self.rate <= 0:  # no limit; a cooldown still applies
-            interval = 0
-        else:
-            interval = int(1_000_000 / (self.rate * (1 - self.headroom)))
-        granted, wait_us = self._gcra(keys=self._keys(), args=[interval, self.burst])
-        return 0.0 if granted else wait_us / 1_000_000
+        """Take one token if one is free now: 0.0 when granted, else the seconds to wait."""
+        code, wait = self._take(max_wait=0.0, holder=None)
+        return 0.0 if code == GRANTED else wait
 
-    def acquire(self, *, max_wait: float) -> None:
-        """Block until a token is granted, sleeping at most ``max_wait`` in all.
+    def acquire(self, *, max_wait: float, holder: str | None = None) -> None:
+        """Take a token, sleeping at most ``max_wait`` for it.
 
-        A wait longer than that raises :class:`Throttled` so the caller can defer its
-        task instead of holding a worker.
+        A longer wait raises :class:`Throttled` so the caller can defer its task instead of
+        holding a worker. With a ``holder`` (a job) the token is *reserved* for the time it
+        falls due before raising, and the holder's next ``acquire`` on this budget uses that
+        reservation instead of queueing again: a deferred step always gets its call at the
+        time it deferred to, however busy the budget (issue 11: waits make progress).
         """
         deadline = time.monotonic() + max_wait
         while True:
-            wait = self.try_acquire()
-            if wait == 0.0:
+            code, wait = self._take(max_wait=max(0.0, deadline - time.monotonic()), holder=holder)
+            if code == GRANTED:
+                if wait > 0:
+                    time.sleep(wait)  # the token is ours; its time comes within max_wait
                 return
-            if time.monotonic() + wait > deadline:
+            if code == RESERVED or time.monotonic() + wait > deadline:
                 self._redis.hincrby(STATS["throttle_waits"], self._account_field, 1)
-                raise Throttled(f"budget {self.key} exhausted", retry_after=wait)
-            time.sleep(wait)
+                raise Throttled(f"budget {self.key} exhausted", retry_after=wait, reserved=code == RESERVED)
+            time.sleep(wait)  # a cooldown or a reservation due within max_wait
+
+    def charge(self, *, holder: str) -> float:
+        """Take a token for a call already made (e.g. the call that created the entity it is
+        about): never raises; returns how long after now the token falls due."""
+        spent = f"{holder}:spent:{uuid.uuid4().hex}"
+        code, wait = self._take(max_wait=0.0, holder=spent)
+        if code == RESERVED:
+            self._redis.delete(self._keys(spent)[3])  # the call was made: nobody is to use it
+        return wait
 
     def cool_down(self, retry_after: float | None) -> float:
         """Record a provider 429: pause this account fleet-wide; returns the pause in seconds.

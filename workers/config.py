@@ -103,6 +103,7 @@ class Settings:
     http_connect_timeout: float
     http_read_timeout: float
     short_wait: float
+    min_upload_rate: float
     budget_headroom: float
     soft_shutdown_timeout: float
     reconcile_seconds: float
@@ -139,6 +140,7 @@ class Settings:
             http_connect_timeout=_num(env, "INGEST_HTTP_CONNECT_TIMEOUT", 5.0),
             http_read_timeout=_num(env, "INGEST_HTTP_READ_TIMEOUT", 60.0),
             short_wait=_num(env, "INGEST_SHORT_WAIT", 2.0),
+            min_upload_rate=_positive(env, "INGEST_MIN_UPLOAD_RATE", 1_000_000.0),
             budget_headroom=min(0.5, _num(env, "INGEST_BUDGET_HEADROOM", 0.05)),
             soft_shutdown_timeout=_num(env, "INGEST_SOFT_SHUTDOWN_TIMEOUT", slice_seconds + 15),
             reconcile_seconds=_num(env, "INGEST_RECONCILE_SECONDS", 60.0),
@@ -174,6 +176,13 @@ def _num(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _num(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name}={env.get(name)!r} must be greater than 0")
     return value
 
 

@@ -258,20 +258,19 @@ def _start_redis(fleet: Fleet, console: Console) -> str:
 
 
 def _fleet_settings(home: Path, redis_url: str, sandbox_url: str, webhook_port: int) -> dict[str, str]:
+    # What points the fleet at the sandbox, and nothing else: budgets, slices and polls run at
+    # the shipped defaults, as a user's fleet would against the real providers (issue 11).
     return {
         "REDIS_URL": redis_url,
         "INGEST_SOURCE_ROOTS": str(home / "samples"),
         "INGEST_GCORE_BASE_URL": sandbox_url,
         "INGEST_GCORE_API_KEY": secrets.token_urlsafe(18),
-        "INGEST_GCORE_RATE": "50",
         "INGEST_BRIGHTCOVE_CLIENT_ID": "demo-bc-client",
         "INGEST_BRIGHTCOVE_CLIENT_SECRET": secrets.token_urlsafe(18),
         "INGEST_BRIGHTCOVE_ACCOUNT_ID": "6200000000001",
         "INGEST_BRIGHTCOVE_OAUTH_URL": sandbox_url,
         "INGEST_BRIGHTCOVE_BASE_URL": sandbox_url,
         "INGEST_BRIGHTCOVE_INGEST_URL": sandbox_url,
-        # Brightcove allows 10 requests a minute on one video; the demo's videos are polled faster.
-        "INGEST_BRIGHTCOVE_ENTITY_RATE": "2",
         "INGEST_BRIGHTCOVE_SINGLE_PUT_MAX": str(BRIGHTCOVE_SINGLE_PUT_MAX),
         "INGEST_BRIGHTCOVE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
         "INGEST_ITTYBIT_API_KEY": secrets.token_urlsafe(18),
@@ -282,9 +281,6 @@ def _fleet_settings(home: Path, redis_url: str, sandbox_url: str, webhook_port: 
         "INGEST_ONCE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
         "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}",
         "INGEST_WEBHOOK_SECRET": secrets.token_urlsafe(24),
-        "INGEST_SLICE_SECONDS": "20",
-        "INGEST_POLL_INITIAL": "0.5",
-        "INGEST_POLL_MAX": "2",
         # Yours if set (e.g. to look at Flower while the demo runs), else a fresh one.
         "FLOWER_BASIC_AUTH": os.environ.get("FLOWER_BASIC_AUTH") or f"{FLOWER_USER}:{secrets.token_urlsafe(12)}",
     }

@@ -21,7 +21,7 @@ import requests
 from tasks.http import default_error_text
 
 if TYPE_CHECKING:
-    from tasks.http import ProviderClient
+    from tasks.http import BoundClient, ProviderClient
     from tasks.intent import ValidatedIntent
     from tasks.jobstore import Job
     from workers.config import AccountConfig, Settings
@@ -41,7 +41,7 @@ class StepContext:
     """Everything one step of one job may use."""
 
     def __init__(self, *, job: "Job", settings: "Settings", account: "AccountConfig",
-                 http: Callable[[str], "ProviderClient"], checkpoint: Callable[[], None], deadline: float,
+                 http: Callable[[str], "ProviderClient | BoundClient"], checkpoint: Callable[[], None], deadline: float,
                  log: Any, redis: Any = None):
         self.job = job
         self.redis = redis  # for provider state shared by the fleet (OAuth tokens, upload credentials)

@@ -36,6 +36,7 @@ import requests
 from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.providers.base import Adapter, Status, StepContext
+from tasks.transfer import single_put_max
 from tasks.transfer.s3 import (abort_multipart, forget_credentials, load_credentials, part_size_for, s3_client,
                                store_credentials, upload_multipart_slice)
 from workers.logging import register_secret
@@ -177,7 +178,8 @@ class BrightcoveAdapter(Adapter):
         store_credentials(ctx.redis, job.id, {k: urls[k] for k in (
             "access_key_id", "secret_access_key", "session_token", "signed_url") if urls.get(k)},
             ttl=CREDENTIALS_TTL)
-        single_max = int(float(ctx.account.setting("SINGLE_PUT_MAX", str(DEFAULT_SINGLE_PUT_MAX))))
+        single_max = single_put_max(ctx.settings, int(float(ctx.account.setting("SINGLE_PUT_MAX",
+                                                                                 str(DEFAULT_SINGLE_PUT_MAX)))))
         size = job.bytes_total or 0
         job.upload = {
             "protocol": "s3", "mode": "single" if size <= single_max else "multipart",
@@ -232,10 +234,15 @@ class BrightcoveAdapter(Adapter):
         hook = callback_url(ctx.settings, self.name, job.id)
         if hook:
             body["callbacks"] = [hook]
-        job.provider_ids["ingest_requested_at"] = time.time()
-        ctx.checkpoint()
+
+        def sending() -> None:
+            # Recorded once the budget lets the request go, never before: a deferred step
+            # comes back to send it (with its reserved token), not to look for a job first.
+            job.provider_ids["ingest_requested_at"] = time.time()
+            ctx.checkpoint()
+
         resp = self._api(ctx, "POST", self._di(ctx, f"/videos/{vid}/ingest-requests"), json=body,
-                         entity=f"video:{vid}", allow=(409,))
+                         entity=f"video:{vid}", allow=(409,), on_send=sending)
         ingest_id = resp.json().get("id") if resp.status_code != 409 else self._live_ingest_job(ctx, vid)
         if not ingest_id:
             raise TransientError(f"ingest request answered {resp.status_code} without a job id", provider=self.name)

@@ -44,6 +44,7 @@ import requests
 
 from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
+from tasks.transfer import single_put_max
 from tasks.providers.base import Adapter, Status, StepContext
 from workers.config import AccountConfig
 from workers.logging import register_secret
@@ -242,7 +243,8 @@ class IngestioAdapter(Adapter):
         if job.upload.get("type"):
             return  # resumed: the recorded upload goes on
         size = job.bytes_total or 0
-        single_max = int(float(ctx.account.setting("SINGLE_PUT_MAX", str(DEFAULT_SINGLE_PUT_MAX))))
+        single_max = single_put_max(ctx.settings, int(float(ctx.account.setting("SINGLE_PUT_MAX",
+                                                                                 str(DEFAULT_SINGLE_PUT_MAX)))))
         kind = "amazon" if size <= single_max else "amazonMP"
         resp = self._api(ctx, "POST", self._input_path(ctx, "/upload"), params={"type": kind},
                          body={"type": _mime(job.source), "size": size})

@@ -28,6 +28,7 @@ import requests
 
 from tasks.errors import PermanentError, UploadSessionLost
 from tasks.providers.base import Adapter, Status, StepContext
+from tasks.transfer import single_put_max
 from tasks.transfer.ranged import RangedUpload
 from tasks.transfer.s3 import forget_credentials, load_credentials, store_credentials
 from workers.config import AccountConfig
@@ -152,7 +153,7 @@ class IttybitAdapter(Adapter):
         content_type = mimetypes.guess_type(job.source)[0] or "video/mp4"
         with open(job.source, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size < CHUNKED_FROM and not job.upload.get("chunked"):
+            if size < single_put_max(ctx.settings, CHUNKED_FROM) and not job.upload.get("chunked"):
                 answer = ctx.http("upload").request("PUT", url, data=f, headers={"Content-Type": content_type})
                 return self._uploaded(ctx, unwrap(answer.json()), size)
             job.upload["chunked"] = True

@@ -1,26 +1,58 @@
--- GCRA rate limiter with a fleet-wide cooldown, one clock for the whole fleet (Redis TIME).
+-- GCRA rate limiter with a fleet-wide cooldown and reservations, one clock for the whole
+-- fleet (Redis TIME).
 -- KEYS[1] theoretical arrival time (microseconds) of the budget
 -- KEYS[2] cooldown-until (microseconds), set after a provider's 429
 -- KEYS[3] grant counter of the current minute (for `ingest-fleet budgets`)
+-- KEYS[4] the caller's reservation (microseconds at which its reserved token is due)
 -- ARGV[1] emission interval in microseconds (1e6 / rate)
 -- ARGV[2] burst: how many calls may go back to back
--- returns {1, 0} when granted, {0, wait_us} when the caller must wait
+-- ARGV[3] how long the caller may sleep for a token (microseconds; 0 = not at all)
+-- ARGV[4] 1: a wait longer than that reserves the token (the caller defers to its time)
+-- ARGV[5] reservation lifetime in milliseconds past its due time
+-- returns {1, sleep_us}: granted, send after sleeping sleep_us (the token is already taken)
+--         {0, wait_us}:  not granted, nothing taken; come back in wait_us
+--         {2, wait_us}:  reserved: the token is taken for now + wait_us and waits in KEYS[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cooldown = tonumber(redis.call('GET', KEYS[2]) or '0')
 if cooldown > now then
   return {0, cooldown - now}
 end
+local max_wait = tonumber(ARGV[3])
+local reserved = redis.call('GET', KEYS[4])
+if reserved then
+  -- This caller's token was taken earlier, for a time it deferred to: use it, never a new one.
+  local due = tonumber(reserved)
+  if due - now > max_wait then
+    return {0, due - now}
+  end
+  redis.call('DEL', KEYS[4])
+  if now > due then
+    -- Used late (the deferred step came back after its time): the next token is one
+    -- interval after this use, so calls never bunch up behind a late one.
+    local interval = tonumber(ARGV[1])
+    local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+    if tat < now + interval then
+      redis.call('SET', KEYS[1], string.format('%d', now + interval), 'PX', math.ceil(interval / 1000) + 1000)
+    end
+  end
+  return {1, math.max(0, due - now)}
+end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local allow_at = tat - (burst - 1) * interval
-if allow_at > now then
-  return {0, allow_at - now}
+local wait = math.max(0, allow_at - now)
+if wait > max_wait and ARGV[4] ~= '1' then
+  return {0, wait}
 end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], 120)
-return {1, 0}
+if wait > max_wait then
+  redis.call('SET', KEYS[4], string.format('%d', allow_at), 'PX', math.ceil(wait / 1000) + tonumber(ARGV[5]))
+  return {2, wait}
+end
+return {1, wait}
