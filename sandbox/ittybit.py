@@ -147,6 +147,21 @@ log = logging.getLogger(__name__)
 
 SHAPES = ("envelope", "bare")
 API_VERSION = "2025-01-01"  # the envelope era of the seed (providers.md §3)
+#: ``Accept-Version`` values and the shape each answers in: ``2025-01-01`` is the envelope
+#: era (ittybit.com/api/tasks/create, older page); ``2025-08-20`` and ``latest`` the values
+#: the 2025-08-20 reference lists for the header, answered bare (ittybit/sdk-php v1.0.0
+#: decodes bare objects and arrays under that pin). A request without the header gets the
+#: default version (ittybit.com/api/versioning), here the ``shape`` option or setting.
+VERSIONS = {"2025-01-01": "envelope", "2025-08-20": "bare", "latest": "bare"}
+#: Body fields per endpoint: the 2025-08-20 reference (POST /tasks) and SDK v1.0.0
+#: ``FilesCreateRequest`` (POST /files; ``label`` and ``async`` from SDK v0.7.4). Anything
+#: else is refused with 400 - strictness is *assumed*, Ittybit documents none.
+TASK_FIELDS = frozenset({"kind", "url", "filename", "folder", "ref"})
+FILE_FIELDS = frozenset({"url", "media_id", "folder", "filename", "ref", "metadata", "label", "async"})
+#: Webhook Endpoint topics (ittybit.com/docs/webhooks, changelog 2025-12-01).
+TOPICS = ("task.created", "task.updated", "task.succeeded", "task.failed",
+          "run.created", "run.updated", "run.succeeded", "run.failed")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ID_ALPHABET = string.ascii_lowercase + string.digits
 SIGNATURE_TTL = 3600  # "default +60 min" (I3)
 METHODS = ("get", "put")
@@ -180,6 +195,7 @@ class StoredFile:
     label: str | None
     created: str
     status: str = "ready"
+    ref: str | None = None
 
 
 @dataclass
@@ -188,8 +204,7 @@ class Task:
     url: str
     filename: str | None
     folder: str | None
-    metadata: dict[str, Any]
-    webhook_url: str | None
+    ref: str | None
     created: str
     updated: str
     status: str = "pending"  # pending, processing, completed, failed (the envelope's names)
@@ -197,6 +212,21 @@ class Task:
     error: str | None = None
     source: tuple[Path, int, str] | None = None  # fetched and checked: (path, size, type)
     file: StoredFile | None = None
+
+
+@dataclass
+class WebhookEndpoint:
+    """A Webhook Endpoint (``POST /webhooks/endpoints``): every event of its topics goes to ``url``."""
+
+    id: str
+    url: str
+    topics: list[str]
+    created_at: int
+    status: str = "active"
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "webhook_endpoint", "url": self.url, "topics": list(self.topics),
+                "status": self.status, "created_at": self.created_at, "updated_at": self.created_at}
 
 
 @dataclass
@@ -242,6 +272,7 @@ class IttybitEmulator(Emulator):
         "shape": Setting(None, str, SHAPES),  # null: the shape option
         "signature_ttl": Setting(None, int),  # null: signatures live as long as asked
         "webhook_duplicates": Setting(False, bool),
+        "create_file_answer_delay": Setting(0, int),  # seconds POST /files waits after creating the file
     }
 
     def __init__(self, ctx: Context, *, api_key: str = "sandbox-ittybit-key", shape: str = "envelope",
@@ -259,6 +290,8 @@ class IttybitEmulator(Emulator):
         self._uploads: dict[str, Upload] = {}
         self._signatures_issued: list[dict[str, Any]] = []
         self._webhooks_sent: list[dict[str, Any]] = []
+        self._endpoints: dict[str, WebhookEndpoint] = {}
+        self._versions_seen: dict[str, int] = {}  # API calls per Accept-Version ("" = without one)
         self._fetches = ThreadPoolExecutor(WORKERS, thread_name_prefix="ittybit-fetch")
         self._deliveries = ThreadPoolExecutor(WORKERS, thread_name_prefix="ittybit-webhook")
 
@@ -268,12 +301,19 @@ class IttybitEmulator(Emulator):
         p = self.name
         return [
             route("POST", r"/files/?", "ittybit.create_file", self._create_file, provider=p),
+            route("GET", r"/files/?", "ittybit.list_files", self._list_files, provider=p),
             route("GET", r"/files/(?P<file_id>[^/]+)", "ittybit.get_file", self._get_file, provider=p,
                   entity=lambda req: req.params["file_id"]),
             route("POST", r"/tasks/?", "ittybit.create_task", self._create_task, provider=p),
             route("GET", r"/tasks/?", "ittybit.list_tasks", self._list_tasks, provider=p),
             route("GET", r"/tasks/(?P<task_id>[^/]+)", "ittybit.get_task", self._get_task, provider=p,
                   entity=lambda req: req.params["task_id"]),
+            route("POST", r"/webhooks/endpoints/?", "ittybit.create_webhook_endpoint", self._create_endpoint,
+                  provider=p),
+            route("GET", r"/webhooks/endpoints/?", "ittybit.list_webhook_endpoints", self._list_endpoints,
+                  provider=p),
+            route("DELETE", r"/webhooks/endpoints/(?P<endpoint_id>[^/]+)", "ittybit.delete_webhook_endpoint",
+                  self._delete_endpoint, provider=p),
             route("POST", r"/signatures/?", "ittybit.create_signature", self._create_signature, provider=p),
             route("PUT", r"/upload/(?P<path>.+)", "ittybit.upload_put", self._upload_put, provider=p,
                   entity=_upload_path),
@@ -289,14 +329,16 @@ class IttybitEmulator(Emulator):
         ``signatures_issued`` and ``webhooks_sent``; task statuses are the envelope's names."""
         with self._lock:
             files = [({"id": f.id, "folder": f.folder, "filename": f.filename, "status": f.status,
-                       "filesize": f.filesize}, f.path) for f in self._files.values()]
+                       "filesize": f.filesize, "ref": f.ref}, f.path) for f in self._files.values()]
             out = {
                 "tasks": [{"id": t.id, "status": t.status, "input": _task_input(t), "error": t.error,
-                           "webhook_url": t.webhook_url} for t in self._tasks.values()],
+                           "ref": t.ref} for t in self._tasks.values()],
                 "uploads": [{"path": u.path, "received": u.received, "total": u.total,
                              "bytes_received_total": u.bytes_received_total} for u in self._uploads.values()],
                 "signatures_issued": [dict(s) for s in self._signatures_issued],
                 "webhooks_sent": [dict(w) for w in self._webhooks_sent],
+                "webhook_endpoints": [e.json() for e in self._endpoints.values()],
+                "api_versions": dict(self._versions_seen),
             }
         # Hash outside the lock: a 2 GiB file takes seconds and the API must keep answering.
         return {"files": [{**row, "sha256": file_sha256(path)} for row, path in files], **out}
@@ -308,6 +350,8 @@ class IttybitEmulator(Emulator):
             self._uploads.clear()
             self._signatures_issued.clear()
             self._webhooks_sent.clear()
+            self._endpoints.clear()
+            self._versions_seen.clear()
             shutil.rmtree(self.ctx.data_dir, ignore_errors=True)
             self.ctx.data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -353,7 +397,7 @@ class IttybitEmulator(Emulator):
             "id": f.id, "object": "file", "kind": "video", "type": f.type, "width": WIDTH, "height": HEIGHT,
             "duration": round(f.filesize / SOURCE_BYTES_PER_SECOND, 3), "fps": FPS, "filesize": f.filesize,
             "url": f"{self._base}/files-cdn/{quote(path)}", "folder": f.folder, "filename": f.filename,
-            "status": status or f.status, "metadata": f.metadata, "label": f.label, "created": f.created,
+            "status": status or f.status, "metadata": f.metadata, "label": f.label, "ref": f.ref, "created": f.created,
             "updated": f.created,
         }
 
@@ -366,8 +410,8 @@ class IttybitEmulator(Emulator):
         return {
             "id": t.id, "object": "task", "kind": "ingest", "status": status, "progress": t.progress,
             "error": {"message": t.error} if t.error else None, "input": _task_input(t),
-            "options": {"metadata": t.metadata}, "output": output, "results": None,
-            "webhook_url": t.webhook_url, "created": t.created, "updated": t.updated,
+            "options": {"ref": t.ref} if t.ref else {}, "output": output, "results": None,
+            "created": t.created, "updated": t.updated,
         }
 
     def _file_response(self, shape: str, f: StoredFile, status: int = 200) -> Response:
@@ -379,8 +423,14 @@ class IttybitEmulator(Emulator):
     # -- API handlers --------------------------------------------------------------
 
     def _api(self, req: Request) -> str:
-        """Authenticate an API call; returns the shape to answer it in."""
-        shape = self._shape()
+        """Authenticate an API call; returns the shape of the ``Accept-Version`` it asked for."""
+        version = (req.header("Accept-Version") or "").strip()
+        with self._lock:
+            self._versions_seen[version] = self._versions_seen.get(version, 0) + 1
+        shape = VERSIONS.get(version) if version else self._shape()
+        if shape is None:  # Ittybit documents no answer for an unknown version: assumed
+            raise self._error(self._shape(), 400, f"Accept-Version {version!r} is not an API version; use one of "
+                                                  f"{', '.join(VERSIONS)}", "request_invalid")
         scheme, _, token = (req.header("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
             raise self._error(shape, 401, "Invalid API key", "token_invalid")
@@ -389,16 +439,27 @@ class IttybitEmulator(Emulator):
     def _create_file(self, req: Request) -> Response:
         """``POST /files``: fetch and check the source while the client waits (seed, option 1)."""
         shape = self._api(req)
-        body = self._json_body(req, shape)
+        body = self._json_body(req, shape, FILE_FIELDS)
         url, filename, folder, metadata = self._ingest_fields(body, shape)
         label = _optional_str(body, "label", self._invalid(shape))
+        ref = _optional_str(body, "ref", self._invalid(shape))
         try:
             path, size, mime = self._acquire(url, lambda: True)
         except _Rejected as exc:
             raise self._error(shape, 400, str(exc), exc.kind) from None
-        f = self._add_file(path, size, mime, folder, filename or _default_filename(url), metadata, label)
+        f = self._add_file(path, size, mime, folder, filename or _default_filename(url), metadata, label, ref)
         req.entity = f.id
+        delay = self.ctx.setting("create_file_answer_delay")
+        if delay:  # the file exists; its answer is late (a client's read timeout, see Files)
+            self.ctx.stopping.wait(delay)
         return self._file_response(shape, f, 201)
+
+    def _list_files(self, req: Request) -> Response:
+        """``GET /files``: newest first, paged by ``limit`` and ``page`` (SDK v1.0.0 ``FilesListRequest``)."""
+        shape = self._api(req)
+        with self._lock:
+            files = [self._file_json(f) for f in reversed(self._files.values())]
+        return self._list_response(req, shape, files, "/files")
 
     def _get_file(self, req: Request) -> Response:
         shape = self._api(req)
@@ -411,24 +472,24 @@ class IttybitEmulator(Emulator):
     def _create_task(self, req: Request) -> Response:
         """``POST /tasks`` ``kind: "ingest"``: 201 ``pending``; the source is fetched in the background."""
         shape = self._api(req)
-        body = self._json_body(req, shape)
+        if "webhook_url" in (body := self._json_body(req, shape)):  # changelog 2025-12-01; the 400 is assumed
+            raise self._error(shape, 400, "webhook_url is no longer supported: register a webhook endpoint "
+                                          "(POST /webhooks/endpoints)", "request_invalid")
+        self._check_fields(body, TASK_FIELDS, shape)
         kind = body.get("kind")
         if kind is None:
             raise self._error(shape, 400, "kind is required", "request_invalid")
         if kind != "ingest":
             raise self._error(shape, 400, f"kind {kind!r} is not supported: the sandbox emulates 'ingest' tasks",
                               "request_invalid")
-        url, filename, folder, metadata = self._ingest_fields(body, shape)
-        webhook_url = _optional_str(body, "webhook_url", self._invalid(shape))
-        if webhook_url is not None and (urlsplit(webhook_url).scheme not in ("http", "https")
-                                        or not urlsplit(webhook_url).netloc):
-            raise self._error(shape, 400, "webhook_url must be an http(s) URL", "request_invalid")
+        url, filename, folder, _ = self._ingest_fields(body, shape)
+        ref = _optional_str(body, "ref", self._invalid(shape))
         now = _now()
-        task = Task(id=_new_id("task_"), url=url, filename=filename, folder=folder, metadata=metadata,
-                    webhook_url=webhook_url, created=now, updated=now)
+        task = Task(id=_new_id("task_"), url=url, filename=filename, folder=folder, ref=ref, created=now, updated=now)
         with self._lock:
             self._tasks[task.id] = task
             answer = self._task_payload(shape, task)
+            self._emit(task, "task.created")
         req.entity = task.id
         self._after(0.2, self._start, task)
         return json_response(answer, 201)
@@ -442,20 +503,27 @@ class IttybitEmulator(Emulator):
             return json_response(self._task_payload(shape, task))
 
     def _list_tasks(self, req: Request) -> Response:
-        """``GET /tasks``: newest first, paged by ``limit`` and ``page`` (envelope ``meta``/``links``)."""
+        """``GET /tasks``: newest first, paged by ``limit`` and ``page``."""
         shape = self._api(req)
+        with self._lock:
+            tasks = [self._task_json(t, shape) for t in reversed(self._tasks.values())]
+        return self._list_response(req, shape, tasks, "/tasks")
+
+    def _list_response(self, req: Request, shape: str, items: list[Any], path: str) -> Response:
+        """One page of ``items``: envelope ``meta``/``links``, or bare with ``Has-More``/``Limit``
+        headers (ittybit.com/api/responses; its ``Link`` header is left out)."""
         limit = self._int_arg(req, "limit", LIST_LIMIT, shape)
         page = self._int_arg(req, "page", 1, shape)
         if not 1 <= limit <= LIST_MAX or page < 1:
             raise self._error(shape, 400, f"limit must be 1..{LIST_MAX} and page >= 1", "request_invalid")
-        with self._lock:
-            tasks = list(self._tasks.values())[::-1]
-            data = [self._task_json(t, shape) for t in tasks[(page - 1) * limit: page * limit]]
-        total, pages = len(tasks), math.ceil(len(tasks) / limit)
+        data = items[(page - 1) * limit: page * limit]
+        total, pages = len(items), math.ceil(len(items) / limit)
 
         def page_url(n: int) -> str:
-            return f"{self._base}/tasks?limit={limit}&page={n}"
+            return f"{self._base}{path}?limit={limit}&page={n}"
 
+        if shape == "bare":
+            return json_response(data, headers={"Has-More": "true" if page < pages else "false", "Limit": str(limit)})
         links = {"first": page_url(1), "prev": page_url(page - 1) if page > 1 else None,
                  "next": page_url(page + 1) if page < pages else None, "last": page_url(max(pages, 1))}
         return json_response(self._envelope(shape, data, page_url(page), kind="list", links=links,
@@ -672,14 +740,14 @@ class IttybitEmulator(Emulator):
             raise _FetchFailed(str(exc) or type(exc).__name__) from None
 
     def _add_file(self, data: Path, size: int, mime: str, folder: str | None, filename: str,
-                  metadata: dict[str, Any], label: str | None) -> StoredFile:
+                  metadata: dict[str, Any], label: str | None, ref: str | None = None) -> StoredFile:
         """Move checked bytes into the project's files."""
         file_id = _new_id("file_")
         path = self.ctx.data_dir / "files" / file_id
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(data, path)  # same filesystem: a rename, even for 2 GiB
         f = StoredFile(id=file_id, folder=folder, filename=filename, type=mime, filesize=size, path=path,
-                       metadata=metadata, label=label, created=_now())
+                       metadata=metadata, label=label, created=_now(), ref=ref)
         with self._lock:
             self._files[f.id] = f
         return f
@@ -709,6 +777,7 @@ class IttybitEmulator(Emulator):
             if not self._alive(task):
                 return
             task.status, task.progress, task.updated = "processing", 10, _now()
+            self._emit(task, "task.updated")
         try:
             source = self._acquire(task.url, lambda: self._alive(task))
         except _Rejected as exc:
@@ -719,6 +788,7 @@ class IttybitEmulator(Emulator):
                 source[0].unlink(missing_ok=True)
                 return
             task.source, task.progress, task.updated = source, 50, _now()
+            self._emit(task, "task.updated")
         self._after(0.8, self._complete, task)
 
     def _complete(self, task: Task) -> None:
@@ -733,11 +803,11 @@ class IttybitEmulator(Emulator):
                 self._end(task, error="Processing failed")
                 return
             f = self._add_file(path, size, mime, task.folder, task.filename or _default_filename(task.url),
-                               task.metadata, None)
+                               {}, None, task.ref)
             self._end(task, file=f)
 
     def _end(self, task: Task, *, error: str | None = None, file: StoredFile | None = None) -> None:
-        """Terminal state, then the webhook."""
+        """Terminal state, then the events."""
         with self._lock:
             if not self._alive(task):
                 return
@@ -745,11 +815,57 @@ class IttybitEmulator(Emulator):
             if file is not None:
                 task.progress = 100
             task.error, task.file, task.source, task.updated = error, file, None, _now()
-            if not task.webhook_url or self.ctx.stopping.is_set():
-                return
-            payload = self._task_payload(self._shape(), task)
+            self._emit(task, "task.updated")
+            self._emit(task, "task.failed" if error else "task.succeeded")
+
+    def _emit(self, task: Task, kind: str) -> None:
+        """Send the task's ``kind`` event to every active endpoint subscribed to it; caller holds the lock.
+        The event is ``{id evt_…, object: "event", kind, data: <task>, created_at}`` with the task
+        in the later (bare) vocabulary, as ittybit.com/docs/webhooks shows it."""
+        urls = [e.url for e in self._endpoints.values() if e.status == "active" and kind in e.topics]
+        if not urls or self.ctx.stopping.is_set():
+            return
+        event = {"id": _new_id("evt_", 16), "object": "event", "kind": kind, "data": self._task_json(task, "bare"),
+                 "created_at": int(time.time())}
         copies = 2 if self.ctx.setting("webhook_duplicates") else 1
-        self._deliveries.submit(self._deliver, task.id, task.webhook_url, payload, copies)
+        for url in urls:
+            self._deliveries.submit(self._deliver, task.id, url, event, copies)
+
+    # -- webhook endpoints ---------------------------------------------------------
+
+    def _create_endpoint(self, req: Request) -> Response:
+        """``POST /webhooks/endpoints {url, topics}`` -> 201 Webhook Endpoint (ittybit.com/docs/webhooks)."""
+        shape = self._api(req)
+        body = self._json_body(req, shape, frozenset({"url", "topics"}))
+        invalid = self._invalid(shape)
+        url = body.get("url")
+        if not isinstance(url, str) or not url:
+            raise invalid("url is required")
+        parts = urlsplit(url)
+        # "HTTP endpoints will be rejected"; the sandbox lets a loopback receiver use http.
+        if not parts.netloc or not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
+            raise invalid("url must be an https URL")
+        topics = body.get("topics")
+        if not isinstance(topics, list) or not topics or any(t not in TOPICS for t in topics):
+            raise invalid(f"topics must be a non-empty list of: {', '.join(TOPICS)}")
+        endpoint = WebhookEndpoint(_new_id("we_", 16), url, list(dict.fromkeys(topics)), int(time.time()))
+        with self._lock:
+            self._endpoints[endpoint.id] = endpoint
+        return json_response(self._envelope(shape, endpoint.json(), f"{self._base}/webhooks/endpoints/{endpoint.id}"),
+                             201)
+
+    def _list_endpoints(self, req: Request) -> Response:
+        shape = self._api(req)
+        with self._lock:
+            endpoints = [e.json() for e in reversed(self._endpoints.values())]
+        return self._list_response(req, shape, endpoints, "/webhooks/endpoints")
+
+    def _delete_endpoint(self, req: Request) -> Response:
+        shape = self._api(req)
+        with self._lock:
+            if self._endpoints.pop(req.params["endpoint_id"], None) is None:
+                raise self._error(shape, 404, "Webhook endpoint not found", "webhook_endpoint_not_found")
+        return Response(204)
 
     def _alive(self, task: Task) -> bool:
         """False once the sandbox was reset after the task was created."""
@@ -776,7 +892,13 @@ class IttybitEmulator(Emulator):
     def _invalid(self, shape: str) -> Callable[[str], HttpError]:
         return lambda message: self._error(shape, 400, message, "request_invalid")
 
-    def _json_body(self, req: Request, shape: str) -> dict[str, Any]:
+    def _check_fields(self, body: dict[str, Any], allowed: frozenset[str], shape: str) -> None:
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise self._invalid(shape)(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                                       f"accepted: {', '.join(sorted(allowed))}")
+
+    def _json_body(self, req: Request, shape: str, allowed: frozenset[str] | None = None) -> dict[str, Any]:
         try:
             body = req.json()
         except HttpError as exc:
@@ -784,6 +906,8 @@ class IttybitEmulator(Emulator):
             raise self._error(shape, exc.status, message, "request_invalid") from None
         if not isinstance(body, dict):
             raise self._invalid(shape)("The request body must be a JSON object")
+        if allowed is not None:
+            self._check_fields(body, allowed, shape)
         return body
 
     def _ingest_fields(self, body: dict[str, Any], shape: str) -> tuple[str, str | None, str | None, dict[str, Any]]:
