@@ -12,10 +12,14 @@ Endpoints, by the names the request log and fault rules use:
 
 =========================  =================================  =======================================
 ittybit.create_file        ``POST /files``                    201 File (synchronous ingest) / 400
+ittybit.list_files         ``GET /files?limit=&page=``        200 list, newest first
 ittybit.get_file           ``GET /files/{id}``                200 File / 404
 ittybit.create_task        ``POST /tasks``                    201 Task ``pending`` / 400
 ittybit.list_tasks         ``GET /tasks?limit=&page=``        200 list, newest first (limit 20, max 100)
 ittybit.get_task           ``GET /tasks/{id}``                200 Task / 404
+ittybit.create_webhook_endpoint ``POST /webhooks/endpoints``  201 Webhook Endpoint / 400
+ittybit.list_webhook_endpoints  ``GET /webhooks/endpoints``   200 list, newest first
+ittybit.delete_webhook_endpoint ``DELETE /webhooks/endpoints/{id}`` 204 / 404
 ittybit.create_signature   ``POST /signatures``               201 signed URL
 ittybit.upload_put         ``PUT /upload/{folder/}{name}``    201 File, 202 chunk stored / 400 403 409
 ittybit.upload_head        ``HEAD /upload/{folder/}{name}``   200 + ``Upload-Offset`` / 403
@@ -30,7 +34,13 @@ next, last`` page URLs to ``links``; errors are ``{"meta": {"request_id", "type"
 "data": null, "error": {"message"}, "links": {}}``. ``bare`` (later versions) answers the
 object or array itself and errors as ``{"kind", "message"}`` (I2). The ``shape`` entry of
 the ittybit fault config switches at runtime. Only the shape of answers changes; requests
-are the same in both.
+are the same in both. ``Accept-Version`` selects the version of an API call (ittybit.com/api/
+versioning): ``2025-01-01`` answers in the envelope, ``2025-08-20`` and ``latest`` bare (the
+values the 2025-08-20 reference lists; sdk-php v1.0.0 decodes bare answers under that pin);
+without the header a call gets the default version, i.e. the ``shape`` above; any other
+value is 400 ``request_invalid`` (*assumed*: Ittybit documents no answer). The state's
+``api_versions`` counts API calls per value (``""`` = no header). Bare lists carry
+``Has-More`` and ``Limit`` headers (ittybit.com/api/responses).
 
 Authentication: ``Authorization: Bearer <key>`` on every API call, else 401 "Invalid API
 key" (bare kind ``token_invalid``). Uploads are authorised by their signed URL instead.
@@ -46,23 +56,34 @@ one, else the emulator's choice:
 * 403 ``Invalid signature`` (``signature_invalid``), ``Signature expired``
   (``signature_expired``);
 * 404 ``Task not found`` (``task_not_found``), ``File not found`` (``file_not_found``);
-* 409 chunk at the wrong offset (``upload_offset_mismatch``), see Uploads;
+* 409 chunk at the wrong offset (``upload_offset_mismatch``), see Uploads - *assumed*: only
+  ``Content-Range`` 202/201 is documented (I4), the 409 and ``HEAD`` resync are this emulator's;
 * injected errors: the status's reason phrase, ``Too many requests`` for 429 (kind
   ``rate_limited``; ``internal_error`` for 500, else the snake-cased status name).
 
-Files. ``POST /files`` ``{url, filename?, folder?, metadata?, label?}`` downloads the URL
+Request fields (*assumed* strictness: Ittybit documents none): ``POST /tasks`` accepts
+``kind, url, filename, folder, ref`` (the 2025-08-20 reference), ``POST /files`` ``url,
+media_id, folder, filename, ref, metadata, label, async`` (sdk-php v1.0.0 / v0.7.4), ``POST
+/webhooks/endpoints`` ``url, topics``; any other field is 400 ``unknown field …``. A task's
+``webhook_url`` is 400 "no longer supported" (changelog 2025-12-01 replaced it with Webhook
+Endpoints; the 400 itself is assumed).
+
+Files. ``POST /files`` ``{url, filename?, folder?, metadata?, label?, ref?}`` downloads the URL
 while the client waits (http/https, up to 3 attempts expecting 200, streamed to disk),
 checks the container and answers 201 with the File: ``id`` (``file_…``), ``object``,
 ``kind`` ``video``, ``type`` (``video/mp4``, or ``video/webm`` for Matroska), ``width``,
 ``height``, ``duration``, ``fps``, ``filesize``, ``url`` (``<sandbox>/files-cdn/{folder/}
 {filename}``; the sandbox does not serve it), ``folder``, ``filename`` (default: the URL's
-last path segment), ``status`` ``ready``, ``metadata``, ``label``, ``created``, ``updated``
-(ISO 8601, UTC, seconds).
+last path segment), ``status`` ``ready``, ``metadata``, ``label``, ``ref``, ``created``,
+``updated`` (ISO 8601, UTC, seconds). The ``create_file_answer_delay`` setting (seconds)
+makes ``POST /files`` answer that much later *after* the file exists, as when a client's
+read timeout fires while Ittybit finishes. ``GET /files`` lists files newest first (``limit``,
+``page``; sdk-php v1.0.0 ``FilesListRequest``).
 
-Tasks. ``POST /tasks`` ``{kind: "ingest", url, filename?, folder?, metadata?,
-webhook_url?}`` answers 201 with the Task (``id`` ``task_…``, ``object``, ``kind``,
-``status``, ``progress``, ``error``, ``input`` ``{url, filename, folder}``, ``options``
-``{metadata}``, ``output``, ``results``, ``webhook_url``, ``created``, ``updated``); other
+Tasks. ``POST /tasks`` ``{kind: "ingest", url, filename?, folder?, ref?}`` answers 201 with
+the Task (``id`` ``task_…``, ``object``, ``kind``, ``status``, ``progress``, ``error``,
+``input`` ``{url, filename, folder}``, ``options`` ``{ref}`` (as the reference's example
+echoes ``ref`` there), ``output``, ``results``, ``created``, ``updated``); other
 kinds are not emulated (400). Over ``processing_seconds`` (the Sandbox's, or the ittybit
 fault config's; 0 = instant) the task goes ``pending`` (progress 0) -> ``processing`` (10
 at 20 %, 50 once the source is fetched and checked) -> ``completed`` (100, 80 % later) with
@@ -72,10 +93,17 @@ fetch url``, ``Unsupported file type``, or ``Processing failed`` when the
 seed, ``output.status`` is ``complete`` in the envelope shape; the bare shape says
 ``succeeded`` for the task (I7) and ``ready`` for its File.
 
-Webhooks (I5, envelope era). When a task with a ``webhook_url`` ends, the emulator POSTs
-the task as ``GET /tasks/{id}`` would answer then, from a background thread: up to 3
-attempts (network error or non-2xx, 5 s timeout), 1 s then 2 s apart. Each delivery is
-recorded in the state's ``webhooks_sent``; ``webhook_duplicates: true`` sends each twice.
+Webhooks (ittybit.com/docs/webhooks, changelog 2025-12-01). ``POST /webhooks/endpoints
+{url, topics}`` answers 201 ``{id we_…, object: "webhook_endpoint", url, topics, status:
+"active", created_at, updated_at}`` (unix seconds); ``url`` must be https ("HTTP endpoints
+will be rejected"; the sandbox lets a loopback http URL through), ``topics`` a non-empty
+list of task.created|updated|succeeded|failed, run.* (runs are not emulated). A task's
+creation, status/progress changes and end send ``{id evt_…, object: "event", kind, data:
+<the task, bare vocabulary>, created_at}`` to every active endpoint subscribed to the kind,
+from a background thread: up to 3 attempts (network error or non-2xx, 5 s timeout), 1 s then
+2 s apart. No signature header (none is documented). Each delivery is recorded in the state's
+``webhooks_sent`` (and the endpoints in ``webhook_endpoints``); ``webhook_duplicates: true``
+sends each twice; a reset forgets the endpoints, as a provider that lost them.
 
 Uploads (I3, I4). ``POST /signatures`` ``{filename, folder?, expiry? (unix seconds, default
 an hour from now), method: "get"|"put" (default "get")}`` answers 201 ``{domain, filename,
@@ -98,9 +126,9 @@ then if it has expired):
   after the upload finished (its answer was lost), the last chunk gets the same File. Ittybit
   accepts chunks in parallel and out of order (I4); the emulator takes them in order only.
 
-``HEAD`` on a signed upload URL (``get`` or ``put``) answers 200 with ``Upload-Offset``
-(0 for a path never written) and, once known, ``Upload-Length``, so a client that lost
-track can resync. Bodies are streamed to disk in 1 MiB blocks. The state's ``uploads``
+*Assumed* (Ittybit documents no such call): ``HEAD`` on a signed upload URL (``get`` or
+``put``) answers 200 with ``Upload-Offset`` (0 for a path never written) and, once known,
+``Upload-Length``, so a client that lost track can resync. Bodies are streamed to disk in 1 MiB blocks. The state's ``uploads``
 count per path every body byte a ``PUT`` handler received (``bytes_received_total``),
 rejected and repeated chunks included; bodies answered by an injected fault show only in
 the request log. Gcore's TUS server shares the ``/upload/`` prefix: a ``HEAD`` to a
