@@ -30,3 +30,12 @@ def test_bad_numbers_name_the_variable() -> None:
 def test_unconfigured_account_says_what_to_set() -> None:
     with pytest.raises(ConfigError, match="INGEST_GCORE_API_KEY"):
         Settings.from_env({}).account("gcore")
+
+
+def test_ittybit_api_version_is_pinned_and_checked() -> None:
+    s = Settings.from_env({"INGEST_ITTYBIT_API_KEY": "k", "INGEST_ITTYBIT__B__API_KEY": "k2",
+                           "INGEST_ITTYBIT__B__API_VERSION": "latest"})
+    assert s.account("ittybit").setting("API_VERSION") == "2025-08-20"  # as ittybit/sdk-php v1.0.0 pins it
+    assert s.account("ittybit", "b").setting("API_VERSION") == "latest"
+    with pytest.raises(ConfigError, match="INGEST_ITTYBIT_API_VERSION='v2'"):
+        Settings.from_env({"INGEST_ITTYBIT_API_KEY": "k", "INGEST_ITTYBIT_API_VERSION": "v2"})
