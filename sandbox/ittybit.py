@@ -12,10 +12,14 @@ Endpoints, by the names the request log and fault rules use:
 
 =========================  =================================  =======================================
 ittybit.create_file        ``POST /files``                    201 File (synchronous ingest) / 400
+ittybit.list_files         ``GET /files?limit=&page=``        200 list, newest first
 ittybit.get_file           ``GET /files/{id}``                200 File / 404
 ittybit.create_task        ``POST /tasks``                    201 Task ``pending`` / 400
 ittybit.list_tasks         ``GET /tasks?limit=&page=``        200 list, newest first (limit 20, max 100)
 ittybit.get_task           ``GET /tasks/{id}``                200 Task / 404
+ittybit.create_webhook_endpoint ``POST /webhooks/endpoints``  201 Webhook Endpoint / 400
+ittybit.list_webhook_endpoints  ``GET /webhooks/endpoints``   200 list, newest first
+ittybit.delete_webhook_endpoint ``DELETE /webhooks/endpoints/{id}`` 204 / 404
 ittybit.create_signature   ``POST /signatures``               201 signed URL
 ittybit.upload_put         ``PUT /upload/{folder/}{name}``    201 File, 202 chunk stored / 400 403 409
 ittybit.upload_head        ``HEAD /upload/{folder/}{name}``   200 + ``Upload-Offset`` / 403
@@ -30,7 +34,13 @@ next, last`` page URLs to ``links``; errors are ``{"meta": {"request_id", "type"
 "data": null, "error": {"message"}, "links": {}}``. ``bare`` (later versions) answers the
 object or array itself and errors as ``{"kind", "message"}`` (I2). The ``shape`` entry of
 the ittybit fault config switches at runtime. Only the shape of answers changes; requests
-are the same in both.
+are the same in both. ``Accept-Version`` selects the version of an API call (ittybit.com/api/
+versioning): ``2025-01-01`` answers in the envelope, ``2025-08-20`` and ``latest`` bare (the
+values the 2025-08-20 reference lists; sdk-php v1.0.0 decodes bare answers under that pin);
+without the header a call gets the default version, i.e. the ``shape`` above; any other
+value is 400 ``request_invalid`` (*assumed*: Ittybit documents no answer). The state's
+``api_versions`` counts API calls per value (``""`` = no header). Bare lists carry
+``Has-More`` and ``Limit`` headers (ittybit.com/api/responses).
 
 Authentication: ``Authorization: Bearer <key>`` on every API call, else 401 "Invalid API
 key" (bare kind ``token_invalid``). Uploads are authorised by their signed URL instead.
@@ -46,23 +56,34 @@ one, else the emulator's choice:
 * 403 ``Invalid signature`` (``signature_invalid``), ``Signature expired``
   (``signature_expired``);
 * 404 ``Task not found`` (``task_not_found``), ``File not found`` (``file_not_found``);
-* 409 chunk at the wrong offset (``upload_offset_mismatch``), see Uploads;
+* 409 chunk at the wrong offset (``upload_offset_mismatch``), see Uploads - *assumed*: only
+  ``Content-Range`` 202/201 is documented (I4), the 409 and ``HEAD`` resync are this emulator's;
 * injected errors: the status's reason phrase, ``Too many requests`` for 429 (kind
   ``rate_limited``; ``internal_error`` for 500, else the snake-cased status name).
 
-Files. ``POST /files`` ``{url, filename?, folder?, metadata?, label?}`` downloads the URL
+Request fields (*assumed* strictness: Ittybit documents none): ``POST /tasks`` accepts
+``kind, url, filename, folder, ref`` (the 2025-08-20 reference), ``POST /files`` ``url,
+media_id, folder, filename, ref, metadata, label, async`` (sdk-php v1.0.0 / v0.7.4), ``POST
+/webhooks/endpoints`` ``url, topics``; any other field is 400 ``unknown field …``. A task's
+``webhook_url`` is 400 "no longer supported" (changelog 2025-12-01 replaced it with Webhook
+Endpoints; the 400 itself is assumed).
+
+Files. ``POST /files`` ``{url, filename?, folder?, metadata?, label?, ref?}`` downloads the URL
 while the client waits (http/https, up to 3 attempts expecting 200, streamed to disk),
 checks the container and answers 201 with the File: ``id`` (``file_…``), ``object``,
 ``kind`` ``video``, ``type`` (``video/mp4``, or ``video/webm`` for Matroska), ``width``,
 ``height``, ``duration``, ``fps``, ``filesize``, ``url`` (``<sandbox>/files-cdn/{folder/}
 {filename}``; the sandbox does not serve it), ``folder``, ``filename`` (default: the URL's
-last path segment), ``status`` ``ready``, ``metadata``, ``label``, ``created``, ``updated``
-(ISO 8601, UTC, seconds).
+last path segment), ``status`` ``ready``, ``metadata``, ``label``, ``ref``, ``created``,
+``updated`` (ISO 8601, UTC, seconds). The ``create_file_answer_delay`` setting (seconds)
+makes ``POST /files`` answer that much later *after* the file exists, as when a client's
+read timeout fires while Ittybit finishes. ``GET /files`` lists files newest first (``limit``,
+``page``; sdk-php v1.0.0 ``FilesListRequest``).
 
-Tasks. ``POST /tasks`` ``{kind: "ingest", url, filename?, folder?, metadata?,
-webhook_url?}`` answers 201 with the Task (``id`` ``task_…``, ``object``, ``kind``,
-``status``, ``progress``, ``error``, ``input`` ``{url, filename, folder}``, ``options``
-``{metadata}``, ``output``, ``results``, ``webhook_url``, ``created``, ``updated``); other
+Tasks. ``POST /tasks`` ``{kind: "ingest", url, filename?, folder?, ref?}`` answers 201 with
+the Task (``id`` ``task_…``, ``object``, ``kind``, ``status``, ``progress``, ``error``,
+``input`` ``{url, filename, folder}``, ``options`` ``{ref}`` (as the reference's example
+echoes ``ref`` there), ``output``, ``results``, ``created``, ``updated``); other
 kinds are not emulated (400). Over ``processing_seconds`` (the Sandbox's, or the ittybit
 fault config's; 0 = instant) the task goes ``pending`` (progress 0) -> ``processing`` (10
 at 20 %, 50 once the source is fetched and checked) -> ``completed`` (100, 80 % later) with
@@ -72,10 +93,17 @@ fetch url``, ``Unsupported file type``, or ``Processing failed`` when the
 seed, ``output.status`` is ``complete`` in the envelope shape; the bare shape says
 ``succeeded`` for the task (I7) and ``ready`` for its File.
 
-Webhooks (I5, envelope era). When a task with a ``webhook_url`` ends, the emulator POSTs
-the task as ``GET /tasks/{id}`` would answer then, from a background thread: up to 3
-attempts (network error or non-2xx, 5 s timeout), 1 s then 2 s apart. Each delivery is
-recorded in the state's ``webhooks_sent``; ``webhook_duplicates: true`` sends each twice.
+Webhooks (ittybit.com/docs/webhooks, changelog 2025-12-01). ``POST /webhooks/endpoints
+{url, topics}`` answers 201 ``{id we_…, object: "webhook_endpoint", url, topics, status:
+"active", created_at, updated_at}`` (unix seconds); ``url`` must be https ("HTTP endpoints
+will be rejected"; the sandbox lets a loopback http URL through), ``topics`` a non-empty
+list of task.created|updated|succeeded|failed, run.* (runs are not emulated). A task's
+creation, status/progress changes and end send ``{id evt_…, object: "event", kind, data:
+<the task, bare vocabulary>, created_at}`` to every active endpoint subscribed to the kind,
+from a background thread: up to 3 attempts (network error or non-2xx, 5 s timeout), 1 s then
+2 s apart. No signature header (none is documented). Each delivery is recorded in the state's
+``webhooks_sent`` (and the endpoints in ``webhook_endpoints``); ``webhook_duplicates: true``
+sends each twice; a reset forgets the endpoints, as a provider that lost them.
 
 Uploads (I3, I4). ``POST /signatures`` ``{filename, folder?, expiry? (unix seconds, default
 an hour from now), method: "get"|"put" (default "get")}`` answers 201 ``{domain, filename,
@@ -98,9 +126,9 @@ then if it has expired):
   after the upload finished (its answer was lost), the last chunk gets the same File. Ittybit
   accepts chunks in parallel and out of order (I4); the emulator takes them in order only.
 
-``HEAD`` on a signed upload URL (``get`` or ``put``) answers 200 with ``Upload-Offset``
-(0 for a path never written) and, once known, ``Upload-Length``, so a client that lost
-track can resync. Bodies are streamed to disk in 1 MiB blocks. The state's ``uploads``
+*Assumed* (Ittybit documents no such call): ``HEAD`` on a signed upload URL (``get`` or
+``put``) answers 200 with ``Upload-Offset`` (0 for a path never written) and, once known,
+``Upload-Length``, so a client that lost track can resync. Bodies are streamed to disk in 1 MiB blocks. The state's ``uploads``
 count per path every body byte a ``PUT`` handler received (``bytes_received_total``),
 rejected and repeated chunks included; bodies answered by an injected fault show only in
 the request log. Gcore's TUS server shares the ``/upload/`` prefix: a ``HEAD`` to a
@@ -147,6 +175,21 @@ log = logging.getLogger(__name__)
 
 SHAPES = ("envelope", "bare")
 API_VERSION = "2025-01-01"  # the envelope era of the seed (providers.md §3)
+#: ``Accept-Version`` values and the shape each answers in: ``2025-01-01`` is the envelope
+#: era (ittybit.com/api/tasks/create, older page); ``2025-08-20`` and ``latest`` the values
+#: the 2025-08-20 reference lists for the header, answered bare (ittybit/sdk-php v1.0.0
+#: decodes bare objects and arrays under that pin). A request without the header gets the
+#: default version (ittybit.com/api/versioning), here the ``shape`` option or setting.
+VERSIONS = {"2025-01-01": "envelope", "2025-08-20": "bare", "latest": "bare"}
+#: Body fields per endpoint: the 2025-08-20 reference (POST /tasks) and SDK v1.0.0
+#: ``FilesCreateRequest`` (POST /files; ``label`` and ``async`` from SDK v0.7.4). Anything
+#: else is refused with 400 - strictness is *assumed*, Ittybit documents none.
+TASK_FIELDS = frozenset({"kind", "url", "filename", "folder", "ref"})
+FILE_FIELDS = frozenset({"url", "media_id", "folder", "filename", "ref", "metadata", "label", "async"})
+#: Webhook Endpoint topics (ittybit.com/docs/webhooks, changelog 2025-12-01).
+TOPICS = ("task.created", "task.updated", "task.succeeded", "task.failed",
+          "run.created", "run.updated", "run.succeeded", "run.failed")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ID_ALPHABET = string.ascii_lowercase + string.digits
 SIGNATURE_TTL = 3600  # "default +60 min" (I3)
 METHODS = ("get", "put")
@@ -180,6 +223,7 @@ class StoredFile:
     label: str | None
     created: str
     status: str = "ready"
+    ref: str | None = None
 
 
 @dataclass
@@ -188,8 +232,7 @@ class Task:
     url: str
     filename: str | None
     folder: str | None
-    metadata: dict[str, Any]
-    webhook_url: str | None
+    ref: str | None
     created: str
     updated: str
     status: str = "pending"  # pending, processing, completed, failed (the envelope's names)
@@ -197,6 +240,21 @@ class Task:
     error: str | None = None
     source: tuple[Path, int, str] | None = None  # fetched and checked: (path, size, type)
     file: StoredFile | None = None
+
+
+@dataclass
+class WebhookEndpoint:
+    """A Webhook Endpoint (``POST /webhooks/endpoints``): every event of its topics goes to ``url``."""
+
+    id: str
+    url: str
+    topics: list[str]
+    created_at: int
+    status: str = "active"
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "webhook_endpoint", "url": self.url, "topics": list(self.topics),
+                "status": self.status, "created_at": self.created_at, "updated_at": self.created_at}
 
 
 @dataclass
@@ -242,6 +300,7 @@ class IttybitEmulator(Emulator):
         "shape": Setting(None, str, SHAPES),  # null: the shape option
         "signature_ttl": Setting(None, int),  # null: signatures live as long as asked
         "webhook_duplicates": Setting(False, bool),
+        "create_file_answer_delay": Setting(0, int),  # seconds POST /files waits after creating the file
     }
 
     def __init__(self, ctx: Context, *, api_key: str = "sandbox-ittybit-key", shape: str = "envelope",
@@ -259,6 +318,8 @@ class IttybitEmulator(Emulator):
         self._uploads: dict[str, Upload] = {}
         self._signatures_issued: list[dict[str, Any]] = []
         self._webhooks_sent: list[dict[str, Any]] = []
+        self._endpoints: dict[str, WebhookEndpoint] = {}
+        self._versions_seen: dict[str, int] = {}  # API calls per Accept-Version ("" = without one)
         self._fetches = ThreadPoolExecutor(WORKERS, thread_name_prefix="ittybit-fetch")
         self._deliveries = ThreadPoolExecutor(WORKERS, thread_name_prefix="ittybit-webhook")
 
@@ -268,12 +329,19 @@ class IttybitEmulator(Emulator):
         p = self.name
         return [
             route("POST", r"/files/?", "ittybit.create_file", self._create_file, provider=p),
+            route("GET", r"/files/?", "ittybit.list_files", self._list_files, provider=p),
             route("GET", r"/files/(?P<file_id>[^/]+)", "ittybit.get_file", self._get_file, provider=p,
                   entity=lambda req: req.params["file_id"]),
             route("POST", r"/tasks/?", "ittybit.create_task", self._create_task, provider=p),
             route("GET", r"/tasks/?", "ittybit.list_tasks", self._list_tasks, provider=p),
             route("GET", r"/tasks/(?P<task_id>[^/]+)", "ittybit.get_task", self._get_task, provider=p,
                   entity=lambda req: req.params["task_id"]),
+            route("POST", r"/webhooks/endpoints/?", "ittybit.create_webhook_endpoint", self._create_endpoint,
+                  provider=p),
+            route("GET", r"/webhooks/endpoints/?", "ittybit.list_webhook_endpoints", self._list_endpoints,
+                  provider=p),
+            route("DELETE", r"/webhooks/endpoints/(?P<endpoint_id>[^/]+)", "ittybit.delete_webhook_endpoint",
+                  self._delete_endpoint, provider=p),
             route("POST", r"/signatures/?", "ittybit.create_signature", self._create_signature, provider=p),
             route("PUT", r"/upload/(?P<path>.+)", "ittybit.upload_put", self._upload_put, provider=p,
                   entity=_upload_path),
@@ -289,14 +357,16 @@ class IttybitEmulator(Emulator):
         ``signatures_issued`` and ``webhooks_sent``; task statuses are the envelope's names."""
         with self._lock:
             files = [({"id": f.id, "folder": f.folder, "filename": f.filename, "status": f.status,
-                       "filesize": f.filesize}, f.path) for f in self._files.values()]
+                       "filesize": f.filesize, "ref": f.ref}, f.path) for f in self._files.values()]
             out = {
                 "tasks": [{"id": t.id, "status": t.status, "input": _task_input(t), "error": t.error,
-                           "webhook_url": t.webhook_url} for t in self._tasks.values()],
+                           "ref": t.ref} for t in self._tasks.values()],
                 "uploads": [{"path": u.path, "received": u.received, "total": u.total,
                              "bytes_received_total": u.bytes_received_total} for u in self._uploads.values()],
                 "signatures_issued": [dict(s) for s in self._signatures_issued],
                 "webhooks_sent": [dict(w) for w in self._webhooks_sent],
+                "webhook_endpoints": [e.json() for e in self._endpoints.values()],
+                "api_versions": dict(self._versions_seen),
             }
         # Hash outside the lock: a 2 GiB file takes seconds and the API must keep answering.
         return {"files": [{**row, "sha256": file_sha256(path)} for row, path in files], **out}
@@ -308,6 +378,8 @@ class IttybitEmulator(Emulator):
             self._uploads.clear()
             self._signatures_issued.clear()
             self._webhooks_sent.clear()
+            self._endpoints.clear()
+            self._versions_seen.clear()
             shutil.rmtree(self.ctx.data_dir, ignore_errors=True)
             self.ctx.data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -353,7 +425,7 @@ class IttybitEmulator(Emulator):
             "id": f.id, "object": "file", "kind": "video", "type": f.type, "width": WIDTH, "height": HEIGHT,
             "duration": round(f.filesize / SOURCE_BYTES_PER_SECOND, 3), "fps": FPS, "filesize": f.filesize,
             "url": f"{self._base}/files-cdn/{quote(path)}", "folder": f.folder, "filename": f.filename,
-            "status": status or f.status, "metadata": f.metadata, "label": f.label, "created": f.created,
+            "status": status or f.status, "metadata": f.metadata, "label": f.label, "ref": f.ref, "created": f.created,
             "updated": f.created,
         }
 
@@ -366,8 +438,8 @@ class IttybitEmulator(Emulator):
         return {
             "id": t.id, "object": "task", "kind": "ingest", "status": status, "progress": t.progress,
             "error": {"message": t.error} if t.error else None, "input": _task_input(t),
-            "options": {"metadata": t.metadata}, "output": output, "results": None,
-            "webhook_url": t.webhook_url, "created": t.created, "updated": t.updated,
+            "options": {"ref": t.ref} if t.ref else {}, "output": output, "results": None,
+            "created": t.created, "updated": t.updated,
         }
 
     def _file_response(self, shape: str, f: StoredFile, status: int = 200) -> Response:
@@ -379,8 +451,14 @@ class IttybitEmulator(Emulator):
     # -- API handlers --------------------------------------------------------------
 
     def _api(self, req: Request) -> str:
-        """Authenticate an API call; returns the shape to answer it in."""
-        shape = self._shape()
+        """Authenticate an API call; returns the shape of the ``Accept-Version`` it asked for."""
+        version = (req.header("Accept-Version") or "").strip()
+        with self._lock:
+            self._versions_seen[version] = self._versions_seen.get(version, 0) + 1
+        shape = VERSIONS.get(version) if version else self._shape()
+        if shape is None:  # Ittybit documents no answer for an unknown version: assumed
+            raise self._error(self._shape(), 400, f"Accept-Version {version!r} is not an API version; use one of "
+                                                  f"{', '.join(VERSIONS)}", "request_invalid")
         scheme, _, token = (req.header("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
             raise self._error(shape, 401, "Invalid API key", "token_invalid")
@@ -389,16 +467,27 @@ class IttybitEmulator(Emulator):
     def _create_file(self, req: Request) -> Response:
         """``POST /files``: fetch and check the source while the client waits (seed, option 1)."""
         shape = self._api(req)
-        body = self._json_body(req, shape)
+        body = self._json_body(req, shape, FILE_FIELDS)
         url, filename, folder, metadata = self._ingest_fields(body, shape)
         label = _optional_str(body, "label", self._invalid(shape))
+        ref = _optional_str(body, "ref", self._invalid(shape))
         try:
             path, size, mime = self._acquire(url, lambda: True)
         except _Rejected as exc:
             raise self._error(shape, 400, str(exc), exc.kind) from None
-        f = self._add_file(path, size, mime, folder, filename or _default_filename(url), metadata, label)
+        f = self._add_file(path, size, mime, folder, filename or _default_filename(url), metadata, label, ref)
         req.entity = f.id
+        delay = self.ctx.setting("create_file_answer_delay")
+        if delay:  # the file exists; its answer is late (a client's read timeout, see Files)
+            self.ctx.stopping.wait(delay)
         return self._file_response(shape, f, 201)
+
+    def _list_files(self, req: Request) -> Response:
+        """``GET /files``: newest first, paged by ``limit`` and ``page`` (SDK v1.0.0 ``FilesListRequest``)."""
+        shape = self._api(req)
+        with self._lock:
+            files = [self._file_json(f) for f in reversed(self._files.values())]
+        return self._list_response(req, shape, files, "/files")
 
     def _get_file(self, req: Request) -> Response:
         shape = self._api(req)
@@ -411,24 +500,24 @@ class IttybitEmulator(Emulator):
     def _create_task(self, req: Request) -> Response:
         """``POST /tasks`` ``kind: "ingest"``: 201 ``pending``; the source is fetched in the background."""
         shape = self._api(req)
-        body = self._json_body(req, shape)
+        if "webhook_url" in (body := self._json_body(req, shape)):  # changelog 2025-12-01; the 400 is assumed
+            raise self._error(shape, 400, "webhook_url is no longer supported: register a webhook endpoint "
+                                          "(POST /webhooks/endpoints)", "request_invalid")
+        self._check_fields(body, TASK_FIELDS, shape)
         kind = body.get("kind")
         if kind is None:
             raise self._error(shape, 400, "kind is required", "request_invalid")
         if kind != "ingest":
             raise self._error(shape, 400, f"kind {kind!r} is not supported: the sandbox emulates 'ingest' tasks",
                               "request_invalid")
-        url, filename, folder, metadata = self._ingest_fields(body, shape)
-        webhook_url = _optional_str(body, "webhook_url", self._invalid(shape))
-        if webhook_url is not None and (urlsplit(webhook_url).scheme not in ("http", "https")
-                                        or not urlsplit(webhook_url).netloc):
-            raise self._error(shape, 400, "webhook_url must be an http(s) URL", "request_invalid")
+        url, filename, folder, _ = self._ingest_fields(body, shape)
+        ref = _optional_str(body, "ref", self._invalid(shape))
         now = _now()
-        task = Task(id=_new_id("task_"), url=url, filename=filename, folder=folder, metadata=metadata,
-                    webhook_url=webhook_url, created=now, updated=now)
+        task = Task(id=_new_id("task_"), url=url, filename=filename, folder=folder, ref=ref, created=now, updated=now)
         with self._lock:
             self._tasks[task.id] = task
             answer = self._task_payload(shape, task)
+            self._emit(task, "task.created")
         req.entity = task.id
         self._after(0.2, self._start, task)
         return json_response(answer, 201)
@@ -442,20 +531,27 @@ class IttybitEmulator(Emulator):
             return json_response(self._task_payload(shape, task))
 
     def _list_tasks(self, req: Request) -> Response:
-        """``GET /tasks``: newest first, paged by ``limit`` and ``page`` (envelope ``meta``/``links``)."""
+        """``GET /tasks``: newest first, paged by ``limit`` and ``page``."""
         shape = self._api(req)
+        with self._lock:
+            tasks = [self._task_json(t, shape) for t in reversed(self._tasks.values())]
+        return self._list_response(req, shape, tasks, "/tasks")
+
+    def _list_response(self, req: Request, shape: str, items: list[Any], path: str) -> Response:
+        """One page of ``items``: envelope ``meta``/``links``, or bare with ``Has-More``/``Limit``
+        headers (ittybit.com/api/responses; its ``Link`` header is left out)."""
         limit = self._int_arg(req, "limit", LIST_LIMIT, shape)
         page = self._int_arg(req, "page", 1, shape)
         if not 1 <= limit <= LIST_MAX or page < 1:
             raise self._error(shape, 400, f"limit must be 1..{LIST_MAX} and page >= 1", "request_invalid")
-        with self._lock:
-            tasks = list(self._tasks.values())[::-1]
-            data = [self._task_json(t, shape) for t in tasks[(page - 1) * limit: page * limit]]
-        total, pages = len(tasks), math.ceil(len(tasks) / limit)
+        data = items[(page - 1) * limit: page * limit]
+        total, pages = len(items), math.ceil(len(items) / limit)
 
         def page_url(n: int) -> str:
-            return f"{self._base}/tasks?limit={limit}&page={n}"
+            return f"{self._base}{path}?limit={limit}&page={n}"
 
+        if shape == "bare":
+            return json_response(data, headers={"Has-More": "true" if page < pages else "false", "Limit": str(limit)})
         links = {"first": page_url(1), "prev": page_url(page - 1) if page > 1 else None,
                  "next": page_url(page + 1) if page < pages else None, "last": page_url(max(pages, 1))}
         return json_response(self._envelope(shape, data, page_url(page), kind="list", links=links,
@@ -672,14 +768,14 @@ class IttybitEmulator(Emulator):
             raise _FetchFailed(str(exc) or type(exc).__name__) from None
 
     def _add_file(self, data: Path, size: int, mime: str, folder: str | None, filename: str,
-                  metadata: dict[str, Any], label: str | None) -> StoredFile:
+                  metadata: dict[str, Any], label: str | None, ref: str | None = None) -> StoredFile:
         """Move checked bytes into the project's files."""
         file_id = _new_id("file_")
         path = self.ctx.data_dir / "files" / file_id
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(data, path)  # same filesystem: a rename, even for 2 GiB
         f = StoredFile(id=file_id, folder=folder, filename=filename, type=mime, filesize=size, path=path,
-                       metadata=metadata, label=label, created=_now())
+                       metadata=metadata, label=label, created=_now(), ref=ref)
         with self._lock:
             self._files[f.id] = f
         return f
@@ -709,6 +805,7 @@ class IttybitEmulator(Emulator):
             if not self._alive(task):
                 return
             task.status, task.progress, task.updated = "processing", 10, _now()
+            self._emit(task, "task.updated")
         try:
             source = self._acquire(task.url, lambda: self._alive(task))
         except _Rejected as exc:
@@ -719,6 +816,7 @@ class IttybitEmulator(Emulator):
                 source[0].unlink(missing_ok=True)
                 return
             task.source, task.progress, task.updated = source, 50, _now()
+            self._emit(task, "task.updated")
         self._after(0.8, self._complete, task)
 
     def _complete(self, task: Task) -> None:
@@ -733,11 +831,11 @@ class IttybitEmulator(Emulator):
                 self._end(task, error="Processing failed")
                 return
             f = self._add_file(path, size, mime, task.folder, task.filename or _default_filename(task.url),
-                               task.metadata, None)
+                               {}, None, task.ref)
             self._end(task, file=f)
 
     def _end(self, task: Task, *, error: str | None = None, file: StoredFile | None = None) -> None:
-        """Terminal state, then the webhook."""
+        """Terminal state, then the events."""
         with self._lock:
             if not self._alive(task):
                 return
@@ -745,11 +843,57 @@ class IttybitEmulator(Emulator):
             if file is not None:
                 task.progress = 100
             task.error, task.file, task.source, task.updated = error, file, None, _now()
-            if not task.webhook_url or self.ctx.stopping.is_set():
-                return
-            payload = self._task_payload(self._shape(), task)
+            self._emit(task, "task.updated")
+            self._emit(task, "task.failed" if error else "task.succeeded")
+
+    def _emit(self, task: Task, kind: str) -> None:
+        """Send the task's ``kind`` event to every active endpoint subscribed to it; caller holds the lock.
+        The event is ``{id evt_…, object: "event", kind, data: <task>, created_at}`` with the task
+        in the later (bare) vocabulary, as ittybit.com/docs/webhooks shows it."""
+        urls = [e.url for e in self._endpoints.values() if e.status == "active" and kind in e.topics]
+        if not urls or self.ctx.stopping.is_set():
+            return
+        event = {"id": _new_id("evt_", 16), "object": "event", "kind": kind, "data": self._task_json(task, "bare"),
+                 "created_at": int(time.time())}
         copies = 2 if self.ctx.setting("webhook_duplicates") else 1
-        self._deliveries.submit(self._deliver, task.id, task.webhook_url, payload, copies)
+        for url in urls:
+            self._deliveries.submit(self._deliver, task.id, url, event, copies)
+
+    # -- webhook endpoints ---------------------------------------------------------
+
+    def _create_endpoint(self, req: Request) -> Response:
+        """``POST /webhooks/endpoints {url, topics}`` -> 201 Webhook Endpoint (ittybit.com/docs/webhooks)."""
+        shape = self._api(req)
+        body = self._json_body(req, shape, frozenset({"url", "topics"}))
+        invalid = self._invalid(shape)
+        url = body.get("url")
+        if not isinstance(url, str) or not url:
+            raise invalid("url is required")
+        parts = urlsplit(url)
+        # "HTTP endpoints will be rejected"; the sandbox lets a loopback receiver use http.
+        if not parts.netloc or not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
+            raise invalid("url must be an https URL")
+        topics = body.get("topics")
+        if not isinstance(topics, list) or not topics or any(t not in TOPICS for t in topics):
+            raise invalid(f"topics must be a non-empty list of: {', '.join(TOPICS)}")
+        endpoint = WebhookEndpoint(_new_id("we_", 16), url, list(dict.fromkeys(topics)), int(time.time()))
+        with self._lock:
+            self._endpoints[endpoint.id] = endpoint
+        return json_response(self._envelope(shape, endpoint.json(), f"{self._base}/webhooks/endpoints/{endpoint.id}"),
+                             201)
+
+    def _list_endpoints(self, req: Request) -> Response:
+        shape = self._api(req)
+        with self._lock:
+            endpoints = [e.json() for e in reversed(self._endpoints.values())]
+        return self._list_response(req, shape, endpoints, "/webhooks/endpoints")
+
+    def _delete_endpoint(self, req: Request) -> Response:
+        shape = self._api(req)
+        with self._lock:
+            if self._endpoints.pop(req.params["endpoint_id"], None) is None:
+                raise self._error(shape, 404, "Webhook endpoint not found", "webhook_endpoint_not_found")
+        return Response(204)
 
     def _alive(self, task: Task) -> bool:
         """False once the sandbox was reset after the task was created."""
@@ -776,7 +920,13 @@ class IttybitEmulator(Emulator):
     def _invalid(self, shape: str) -> Callable[[str], HttpError]:
         return lambda message: self._error(shape, 400, message, "request_invalid")
 
-    def _json_body(self, req: Request, shape: str) -> dict[str, Any]:
+    def _check_fields(self, body: dict[str, Any], allowed: frozenset[str], shape: str) -> None:
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise self._invalid(shape)(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                                       f"accepted: {', '.join(sorted(allowed))}")
+
+    def _json_body(self, req: Request, shape: str, allowed: frozenset[str] | None = None) -> dict[str, Any]:
         try:
             body = req.json()
         except HttpError as exc:
@@ -784,6 +934,8 @@ class IttybitEmulator(Emulator):
             raise self._error(shape, exc.status, message, "request_invalid") from None
         if not isinstance(body, dict):
             raise self._invalid(shape)("The request body must be a JSON object")
+        if allowed is not None:
+            self._check_fields(body, allowed, shape)
         return body
 
     def _ingest_fields(self, body: dict[str, Any], shape: str) -> tuple[str, str | None, str | None, dict[str, Any]]:

@@ -42,3 +42,12 @@ def test_a_single_put_never_outgrows_one_slice_at_the_slowest_uplink() -> None:
     assert single_put_max(slow, 100_000_000) == 5_000_000
     with pytest.raises(ConfigError, match="INGEST_MIN_UPLOAD_RATE"):
         Settings.from_env({"INGEST_MIN_UPLOAD_RATE": "0"})
+
+
+def test_ittybit_api_version_is_pinned_and_checked() -> None:
+    s = Settings.from_env({"INGEST_ITTYBIT_API_KEY": "k", "INGEST_ITTYBIT__B__API_KEY": "k2",
+                           "INGEST_ITTYBIT__B__API_VERSION": "latest"})
+    assert s.account("ittybit").setting("API_VERSION") == "2025-08-20"  # as ittybit/sdk-php v1.0.0 pins it
+    assert s.account("ittybit", "b").setting("API_VERSION") == "latest"
+    with pytest.raises(ConfigError, match="INGEST_ITTYBIT_API_VERSION='v2'"):
+        Settings.from_env({"INGEST_ITTYBIT_API_KEY": "k", "INGEST_ITTYBIT_API_VERSION": "v2"})

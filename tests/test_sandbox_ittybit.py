@@ -213,7 +213,7 @@ def test_create_file_from_media_is_ready_with_identical_bytes(sandbox, api, medi
     assert data(api.get(f"{api.base}/files/{f['id']}", timeout=5)) == f
     [row] = state(sandbox)["files"]
     assert row == {"id": f["id"], "folder": "user_1/uploads", "filename": "intro.mp4", "status": "ready",
-                   "filesize": CLIP_SIZE, "sha256": sha256(media / "clip.mp4")}
+                   "filesize": CLIP_SIZE, "ref": None, "sha256": sha256(media / "clip.mp4")}
     assert create_file(api, f"{sandbox.url}/media/small.mp4")["filename"] == "small.mp4"  # named after the URL
     assert [e["status"] for e in log(sandbox, endpoint="ittybit.create_file")] == [201, 201]
     assert error_message(api.get(f"{api.base}/files/file_nope", timeout=5), 404) == "File not found"
@@ -241,43 +241,76 @@ def test_create_file_rejects_non_video_unfetchable_and_bad_bodies(sandbox, api):
 # -- tasks (asynchronous ingest) and webhooks ------------------------------------------
 
 
-def test_ingest_task_completes_and_calls_the_webhook(sandbox, api, media, receiver):
+def hook_endpoint(api, url: str, topics=("task.succeeded", "task.failed")) -> dict:
+    return data(api.post(f"{api.base}/webhooks/endpoints", json={"url": url, "topics": list(topics)}, timeout=5), 201)
+
+
+def test_ingest_task_completes_and_its_events_reach_the_endpoint(sandbox, api, media, receiver):
+    endpoint = hook_endpoint(api, receiver.url)
+    assert endpoint["id"].startswith("we_") and endpoint["object"] == "webhook_endpoint"
+    assert (endpoint["url"], endpoint["topics"], endpoint["status"]) == (
+        receiver.url, ["task.succeeded", "task.failed"], "active")
+    assert isinstance(endpoint["created_at"], int)
     url = f"{sandbox.url}/media/clip.mp4"
-    r = api.post(f"{api.base}/tasks", json={"kind": "ingest", "url": url, "folder": "in", "metadata": {"k": "v"},
-                                            "webhook_url": receiver.url}, timeout=5)
+    r = api.post(f"{api.base}/tasks", json={"kind": "ingest", "url": url, "folder": "in", "ref": "job-1"}, timeout=5)
     task = data(r, 201)
     assert task["id"].startswith("task_") and r.json()["links"] == {"self": f"{sandbox.url}/tasks/{task['id']}"}
     assert (task["object"], task["kind"], task["status"], task["progress"]) == ("task", "ingest", "pending", 0)
     assert (task["error"], task["output"], task["results"]) == (None, None, None)
-    assert task["input"] == {"url": url, "filename": None, "folder": "in"}
-    assert (task["options"], task["webhook_url"]) == ({"metadata": {"k": "v"}}, receiver.url)
+    assert task["input"] == {"url": url, "filename": None, "folder": "in"} and task["options"] == {"ref": "job-1"}
 
     done, seen = wait_task(api, task["id"])
     assert seen[0] == "pending" and seen[-1] == "completed" and set(seen) <= {"pending", "processing", "completed"}
     assert done["progress"] == 100 and done["error"] is None
     output = done["output"]
-    assert (output["status"], output["folder"], output["filename"], output["filesize"]) == (
-        "complete", "in", "clip.mp4", CLIP_SIZE)  # "complete" in the envelope, as in the seed
+    assert (output["status"], output["folder"], output["filename"], output["filesize"], output["ref"]) == (
+        "complete", "in", "clip.mp4", CLIP_SIZE, "job-1")  # "complete" in the envelope, as in the seed
     assert data(api.get(f"{api.base}/files/{output['id']}", timeout=5))["status"] == "ready"
     assert state(sandbox)["files"][0]["sha256"] == sha256(media / "clip.mp4")
 
-    [hook] = receiver.wait_for(1)
-    assert set(hook) == ENVELOPE_KEYS and hook["data"] == done  # the task as GET /tasks/{id} answers it
+    [event] = receiver.wait_for(1)  # subscribed to succeeded/failed only: no created/updated events
+    assert event["id"].startswith("evt_") and (event["object"], event["kind"]) == ("event", "task.succeeded")
+    assert isinstance(event["created_at"], int)
+    assert (event["data"]["id"], event["data"]["status"]) == (task["id"], "succeeded")  # the later vocabulary
     [sent] = state(sandbox)["webhooks_sent"]
     assert (sent["task_id"], sent["url"], sent["status"], sent["attempts"], sent["error"]) == (
         task["id"], receiver.url, 200, 1, None)
     [row] = state(sandbox)["tasks"]
-    assert (row["id"], row["status"], row["error"], row["webhook_url"]) == (task["id"], "completed", None, receiver.url)
+    assert (row["id"], row["status"], row["error"], row["ref"]) == (task["id"], "completed", None, "job-1")
+
+
+def test_webhook_endpoints_are_validated_listed_deleted_and_reset(sandbox, api, receiver):
+    for body, message in [({"topics": ["task.failed"]}, "url is required"),
+                          ({"url": "http://example.com/h", "topics": ["task.failed"]}, "url must be an https URL"),
+                          ({"url": receiver.url, "topics": []}, "topics must be"),
+                          ({"url": receiver.url, "topics": ["task.completed"]}, "topics must be"),
+                          ({"url": receiver.url, "topics": ["task.failed"], "secret": "x"}, "unknown field secret")]:
+        assert error_message(api.post(f"{api.base}/webhooks/endpoints", json=body, timeout=5), 400).startswith(
+            message), body
+    first = hook_endpoint(api, "https://hooks.example.com/a", ["task.created"])
+    second = hook_endpoint(api, receiver.url, ["task.created", "task.updated", "task.succeeded"])
+    assert [e["id"] for e in data(api.get(f"{api.base}/webhooks/endpoints", timeout=5))] == [second["id"], first["id"]]
+    assert api.delete(f"{api.base}/webhooks/endpoints/{first['id']}", timeout=5).status_code == 204
+    assert error_message(api.delete(f"{api.base}/webhooks/endpoints/{first['id']}", timeout=5), 404)
+    put_faults(sandbox, processing_seconds=0)
+    task = create_task(api, f"{sandbox.url}/media/small.mp4")
+    wait_task(api, task["id"])
+    kinds = [e["kind"] for e in receiver.wait_for(5)]
+    assert kinds[0] == "task.created" and kinds[-1] == "task.succeeded" and set(kinds[1:-1]) == {"task.updated"}
+    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=30).raise_for_status()
+    assert data(api.get(f"{api.base}/webhooks/endpoints", timeout=5)) == []  # the provider lost it
 
 
 def test_task_failures_report_the_reason(sandbox, api, receiver):
-    bad = create_task(api, f"{sandbox.url}/media/notes.txt", webhook_url=receiver.url)
+    hook_endpoint(api, receiver.url, ["task.failed"])
+    bad = create_task(api, f"{sandbox.url}/media/notes.txt")
     missing = create_task(api, f"{sandbox.url}/media/missing.mp4")
     for task_id, message in ((bad["id"], "Unsupported file type"), (missing["id"], "Could not fetch url")):
         task, _ = wait_task(api, task_id)
         assert (task["status"], task["error"], task["output"]) == ("failed", {"message": message}, None)
-    [hook] = receiver.wait_for(1)
-    assert (hook["data"]["status"], hook["data"]["error"]) == ("failed", {"message": "Unsupported file type"})
+    hooks = receiver.wait_for(2)
+    assert {(h["kind"], h["data"]["status"], h["data"]["error"]["message"]) for h in hooks} == {
+        ("task.failed", "failed", "Unsupported file type"), ("task.failed", "failed", "Could not fetch url")}
 
     put_faults(sandbox, rules=[{"endpoint": "ittybit.processing", "action": "fail", "times": 1}])
     failed = create_task(api, f"{sandbox.url}/media/small.mp4")
@@ -289,12 +322,15 @@ def test_task_failures_report_the_reason(sandbox, api, receiver):
     assert len(state(sandbox)["files"]) == 1
 
 
-def test_create_task_validates(api):
+def test_create_task_validates(api, receiver):
     for body, message in [({"url": "http://x/a.mp4"}, "kind is required"),
                           ({"kind": "video", "url": "http://x/a.mp4"}, "kind 'video' is not supported"),
                           ({"kind": "ingest"}, "url is required"),
-                          ({"kind": "ingest", "url": "http://x/a.mp4", "webhook_url": "mailto:a@b"},
-                           "webhook_url must be an http(s) URL")]:
+                          # changelog 2025-12-01: the per-task field was replaced by Webhook Endpoints
+                          ({"kind": "ingest", "url": "http://x/a.mp4", "webhook_url": receiver.url},
+                           "webhook_url is no longer supported"),
+                          ({"kind": "ingest", "url": "http://x/a.mp4", "metadata": {"a": "b"}},
+                           "unknown field metadata")]:
         r = api.post(f"{api.base}/tasks", json=body, timeout=5)
         assert error_message(r, 400).startswith(message), body
     assert error_message(api.get(f"{api.base}/tasks/task_nope", timeout=5), 404) == "Task not found"
@@ -302,12 +338,50 @@ def test_create_task_validates(api):
 
 def test_webhooks_are_retried_and_can_be_duplicated(sandbox, api, receiver):
     put_faults(sandbox, webhook_duplicates=True, processing_seconds=0)
+    hook_endpoint(api, receiver.url)
     receiver.fail_first = 1
-    task = create_task(api, f"{sandbox.url}/media/small.mp4", webhook_url=receiver.url)
+    task = create_task(api, f"{sandbox.url}/media/small.mp4")
     first, second = receiver.wait_for(2)
-    assert first == second and first["data"]["id"] == task["id"] and first["data"]["status"] == "completed"
+    assert first == second and first["data"]["id"] == task["id"] and first["kind"] == "task.succeeded"
     sent = state(sandbox)["webhooks_sent"]
     assert [(s["attempts"], s["status"]) for s in sent] == [(2, 200), (1, 200)]
+
+
+def test_accept_version_selects_the_shape(sandbox, api):
+    """ittybit.com/api/versioning: ``Accept-Version`` picks the version, none = the default."""
+    small = f"{sandbox.url}/media/small.mp4"
+    r = api.post(f"{api.base}/files", json={"url": small}, headers={"Accept-Version": "2025-08-20"}, timeout=30)
+    assert r.status_code == 201 and r.json()["object"] == "file" and "meta" not in r.json()  # bare
+    for version in ("2025-08-20", "latest"):
+        r = api.get(f"{api.base}/files", headers={"Accept-Version": version}, timeout=5)
+        assert isinstance(r.json(), list) and r.headers["Has-More"] == "false"
+    r = api.get(f"{api.base}/files", headers={"Accept-Version": "2025-01-01"}, timeout=5)
+    assert r.json()["meta"]["version"] == "2025-01-01"
+    assert isinstance(data(api.get(f"{api.base}/files", timeout=5)), list)  # no header: the default (envelope)
+    put_faults(sandbox, shape="bare")
+    assert isinstance(api.get(f"{api.base}/files", timeout=5).json(), list)  # ... or bare, as configured
+    r = api.get(f"{api.base}/files", headers={"Accept-Version": "2024-13-01"}, timeout=5)
+    assert r.status_code == 400 and r.json()["kind"] == "request_invalid" and "Accept-Version" in r.json()["message"]
+    assert state(sandbox)["api_versions"] == {"2025-08-20": 2, "latest": 1, "2025-01-01": 1, "": 2, "2024-13-01": 1}
+
+
+def test_files_are_listed_newest_first_with_their_ref(sandbox, api):
+    first = create_file(api, f"{sandbox.url}/media/small.mp4", ref="ingest-fleet:a")
+    second = create_file(api, f"{sandbox.url}/media/small.mp4")
+    r = api.get(f"{api.base}/files", params={"limit": 1}, timeout=5)
+    assert [f["id"] for f in data(r)] == [second["id"]] and r.json()["meta"]["pages"] == 2
+    [listed] = data(api.get(r.json()["links"]["next"], timeout=5))
+    assert (listed["id"], listed["ref"]) == (first["id"], "ingest-fleet:a")
+    r = api.post(f"{api.base}/files", json={"url": f"{sandbox.url}/media/small.mp4", "colour": "red"}, timeout=5)
+    assert error_message(r, 400).startswith("unknown field colour")
+
+
+def test_a_slow_create_file_answer_comes_after_the_file_exists(sandbox, api):
+    put_faults(sandbox, create_file_answer_delay=2)
+    with pytest.raises(requests.ReadTimeout):
+        api.post(f"{api.base}/files", json={"url": f"{sandbox.url}/media/small.mp4", "ref": "r1"}, timeout=(5, 0.5))
+    [row] = state(sandbox)["files"]
+    assert row["ref"] == "r1"
 
 
 def test_list_tasks_pages_newest_first(sandbox, api):
@@ -491,7 +565,8 @@ def test_reset_forgets_everything(sandbox, api, media):
     create_task(api, f"{sandbox.url}/media/small.mp4")
     requests.put(sign(api)["url"], data=(media / "small.mp4").read_bytes(), timeout=10)
     requests.post(f"{sandbox.url}/_sandbox/reset", timeout=30).raise_for_status()
-    assert state(sandbox) == {"files": [], "tasks": [], "uploads": [], "signatures_issued": [], "webhooks_sent": []}
+    assert state(sandbox) == {"files": [], "tasks": [], "uploads": [], "signatures_issued": [], "webhooks_sent": [],
+                              "webhook_endpoints": [], "api_versions": {}}
 
 
 # -- settings and CLI ------------------------------------------------------------------

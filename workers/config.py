@@ -40,7 +40,9 @@ PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
     # No published numbers: conservative defaults, to be set per account.
     "once": {"base_url": "https://api.unicornmedia.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0",
              "required": "DOMAIN_ID,CATALOG_ID"},
-    "ittybit": {"base_url": "https://api.ittybit.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0"},
+    # API_VERSION: the Accept-Version every call pins (ittybit/sdk-php v1.0.0 pins 2025-08-20).
+    "ittybit": {"base_url": "https://api.ittybit.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0",
+                "api_version": "2025-08-20"},
     # Server-defined limit announced in X-RateLimit-* on every answer: learned, not configured.
     # PROFILE: the encoding profile (a UUID from GET /encoding/profiles) every job uses.
     "ingestio": {"base_url": "https://api.ingest.io", "rate": "0", "burst": "1", "slots": "0", "entity_rate": "0",
@@ -52,7 +54,7 @@ PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
 ACCOUNT_SETTINGS = ("API_KEY", "CLIENT_SECRET", "CLIENT_ID", "ACCOUNT_ID", "BASE_URL", "OAUTH_URL", "INGEST_URL",
                     "S3_ENDPOINT", "PROFILE", "CAPTURE_IMAGES", "SINGLE_PUT_MAX", "PART_SIZE", "CHUNK_SIZE",
                     "DOMAIN_ID", "CATALOG_ID", "STAGING_BUCKET", "STAGING_REGION", "STAGING_ACCESS_KEY_ID",
-                    "STAGING_SECRET_ACCESS_KEY", "MEDIA_POLL", "NOTIFY_DEADLINE",
+                    "STAGING_SECRET_ACCESS_KEY", "MEDIA_POLL", "NOTIFY_DEADLINE", "API_VERSION",
                     "RATE", "BURST", "SLOTS", "ENTITY_RATE")
 _BUDGET_SETTINGS = ("RATE", "BURST", "SLOTS", "ENTITY_RATE")
 _META = ("CREDENTIAL", "REQUIRED")
@@ -220,6 +222,9 @@ def _accounts(env: Mapping[str, str]) -> dict[tuple[str, str], AccountConfig]:
         for required in filter(None, merged.get("REQUIRED", "").split(",")):
             if not merged.get(required):
                 raise ConfigError(f"{var}{required} is not set; {provider} needs it with {var}{credential}")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}|latest", merged.get("API_VERSION", "latest")):
+            raise ConfigError(f"{var}API_VERSION={merged['API_VERSION']!r} is not an API version; set a date such as "
+                              f"{PROVIDER_DEFAULTS[provider].get('api_version', '2025-08-20')}, or latest")
         try:
             rate, burst = float(merged["RATE"]), int(float(merged["BURST"]))
             slots, entity_rate = int(float(merged["SLOTS"])), float(merged["ENTITY_RATE"])

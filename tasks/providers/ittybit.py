@@ -1,15 +1,29 @@
 """Ittybit: URL ingest (async task, or sync ``POST /files``) and resumable signed uploads.
 
-Contract: shared/design/providers.md §3 and the seed ``ittybit-ingest.txt``. Ittybit's API
-changed shape during 2025: the ``{meta, data, error, links}`` envelope of the seed and, later,
-bare objects with ``{kind, message}`` errors. Both are read here.
+Contract: docs/providers/ittybit.md (every call and field with its public source),
+shared/design/providers.md §3 and the seed ``ittybit-ingest.txt``. Ittybit's API changed shape
+during 2025: the ``{meta, data, error, links}`` envelope of the seed and, later, bare objects
+with ``{kind, message}`` errors. Every API call pins ``Accept-Version`` (setting
+``INGEST_ITTYBIT_API_VERSION``, default ``2025-08-20`` as ittybit/sdk-php v1.0.0 pins it; a
+value that is no date or ``latest`` is refused at submit); both shapes are read.
 
-* pull (default): submit = ``POST /tasks {kind: "ingest", url, filename?, folder?,
-  metadata?, webhook_url?}``; await = ``GET /tasks/{id}`` until completed / ready /
+* pull (default): submit = ``POST /tasks {kind: "ingest", url, filename?, folder?, ref}``
+  (``ref`` = ``ingest-fleet:<job id>``; no ``metadata``: the task documents none, so the job
+  history says it was not sent); await = ``GET /tasks/{id}`` until completed / ready /
   succeeded (success) or failed / error / cancelled (failure, with the task's error).
   Ittybit has no idempotency key: a re-run after a crash between the request and its
-  checkpoint looks for the task among the newest ones before asking again.
-* pull with option ``sync``: submit = ``POST /files`` (small files; the answer is the file).
+  checkpoint looks for the task (by ``ref``, else by source) among the newest before asking again.
+  Webhooks: the per-task ``webhook_url`` was retired (changelog 2025-12-01); with
+  ``INGEST_WEBHOOK_URL`` set, the account's first async job registers one Webhook Endpoint
+  (``POST /webhooks/endpoints {url, topics}``, the account path of the receiver, after
+  looking for it in ``GET /webhooks/endpoints``; remembered in Redis for 10 minutes, then
+  looked up again, so one the provider lost is registered again). Events
+  ``{kind: task.succeeded|task.failed, data: {task}}`` make the job's poll due; Ittybit
+  documents no signature, so the path's token is the only check (*assumed*).
+* pull with option ``sync``: submit = ``POST /files {url, filename?, folder?, ref, metadata?}``
+  (small files; the answer is the file). Not idempotent: the request is checkpointed first,
+  and a re-run (e.g. after a read timeout) looks for the file by its ``ref`` in ``GET /files``
+  before posting again.
 * push: target = ``POST /signatures {filename, folder, method: "put"}`` (the signed URL is a
   secret: its own expiring Redis key); upload = one PUT below ``CHUNKED_FROM`` bytes, else
   chunks with ``Content-Range`` (202 each, 201 with the file at the end), the acknowledged
@@ -22,6 +36,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -32,12 +47,20 @@ from tasks.transfer import single_put_max
 from tasks.transfer.ranged import RangedUpload
 from tasks.transfer.s3 import forget_credentials, load_credentials, store_credentials
 from workers.config import AccountConfig
-from workers.webhooks import callback_url
+from workers.webhooks import account_callback_url, remember_ref
 
 CHUNKED_FROM = 100 * 1000 * 1000  # Ittybit: files of 100 MB and more go in chunks
 DEFAULT_CHUNK = 16 * 1024 * 1024
 SUCCESS = frozenset({"completed", "complete", "ready", "succeeded"})
 FAILURE = frozenset({"failed", "error", "cancelled"})
+HOOK_TOPICS = ["task.succeeded", "task.failed"]
+HOOK_CACHE_SECONDS = 600
+LIST_LIMIT, MARKER_PAGES = 100, 3  # a marker search reads the newest 300 at most
+
+
+def marker(job_id: str) -> str:
+    """The ``ref`` that names the job's task or file at Ittybit."""
+    return f"ingest-fleet:{job_id}"
 
 
 def unwrap(body: Any) -> Any:
@@ -50,9 +73,59 @@ def unwrap(body: Any) -> Any:
 class IttybitAdapter(Adapter):
     name = "ittybit"
     intent_options = {"folder": str, "filename": str, "sync": bool}
+    account_webhooks = True
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:
-        return {"Authorization": f"Bearer {account.secret}"}
+        # The version is checked when the account's settings are read (workers.config).
+        return {"Authorization": f"Bearer {account.secret}", "Accept-Version": account.setting("API_VERSION")}
+
+    # -- webhooks (Webhook Endpoints, per account) -------------------------------------
+    def webhook_is_relevant(self, payload: Any) -> bool:
+        return isinstance(payload, dict) and payload.get("kind") in HOOK_TOPICS
+
+    def webhook_verified(self, secret: str, headers: dict[str, str], raw: bytes) -> bool:
+        """Ittybit documents no signature header and gives an endpoint no secret: the token in
+        the account path (checked by the receiver) is what authenticates (*assumed*)."""
+        return True
+
+    def webhook_refs(self, payload: Any) -> list[str]:
+        data = payload.get("data") if isinstance(payload, dict) else None
+        task_id = data.get("id") if isinstance(data, dict) else None
+        return [task_id] if isinstance(task_id, str) and task_id else []
+
+    def _ensure_hook(self, ctx: StepContext) -> None:
+        """Register the account's Webhook Endpoint once for the fleet (best effort: polling remains)."""
+        url = account_callback_url(ctx.settings, self.name, ctx.account.name)
+        if not url:
+            return
+        key = f"if:ittybit:hook:{ctx.account.name}"
+        if ctx.redis.get(key) or not ctx.redis.set(f"{key}:lock", 1, nx=True, ex=30):
+            return
+        try:
+            found = next(self._search(ctx, "/webhooks/endpoints", lambda e: e.get("url") == url and e.get(
+                "status", "active") == "active" and set(HOOK_TOPICS) <= set(e.get("topics") or [])), None)
+            if found is None:
+                found = unwrap(ctx.http("api").request("POST", self._url(ctx, "/webhooks/endpoints"),
+                                                       json={"url": url, "topics": HOOK_TOPICS}).json())
+                ctx.job.note("webhook.registered", endpoint_id=found.get("id") if isinstance(found, dict) else None)
+            ctx.redis.set(key, (found.get("id") if isinstance(found, dict) else None) or "1", ex=HOOK_CACHE_SECONDS)
+        except PermanentError as exc:  # e.g. an http:// receiver ("HTTP endpoints will be rejected")
+            ctx.job.note("webhook.unavailable", error=str(exc))
+            ctx.redis.set(key, "unavailable", ex=HOOK_CACHE_SECONDS)
+        finally:
+            ctx.redis.delete(f"{key}:lock")
+
+    def _search(self, ctx: StepContext, path: str, match: Callable[[dict], bool]) -> Iterator[dict]:
+        """Items of a list (newest first) that ``match``: at most ``MARKER_PAGES`` pages."""
+        for page in range(1, MARKER_PAGES + 1):
+            resp = ctx.http("api").request("GET", self._url(ctx, path), params={"limit": LIST_LIMIT, "page": page})
+            items = unwrap(resp.json())
+            if not isinstance(items, list):
+                ctx.job.note("provider.unexpected", call=f"GET {path}", answer=str(items)[:200])
+                return
+            yield from (item for item in items if isinstance(item, dict) and match(item))
+            if len(items) < LIST_LIMIT or resp.headers.get("Has-More") == "false":
+                return
 
     def error_text(self, resp: requests.Response) -> str:
         """``{"error": {"message"}}`` (envelope) or ``{"kind", "message"}`` (bare)."""
@@ -87,41 +160,59 @@ class IttybitAdapter(Adapter):
 
     # -- pull ------------------------------------------------------------------------
     def submit_ingest(self, ctx: StepContext) -> None:
-        job, api = ctx.job, ctx.http("api")
-        if job.provider_ids.get("task_id") or job.provider_ids.get("file_id"):
+        job, ids = ctx.job, ctx.job.provider_ids
+        if ids.get("task_id") or ids.get("file_id"):
             return
-        body: dict[str, Any] = {"url": job.source, **self._names(job)}
-        if job.metadata:
-            body["metadata"] = job.metadata
+        body: dict[str, Any] = {"url": job.source, **self._names(job), "ref": marker(job.id)}
         if job.options.get("sync"):
-            found = unwrap(api.request("POST", self._url(ctx, "/files"), json=body).json())
-            job.provider_ids["file_id"] = found["id"]
-            job.note("file.created", file_id=found["id"])
+            self._create_file(ctx, body)
             return
-        if job.provider_ids.get("task_requested_at"):
-            adopted = self._find_task(ctx, body["filename"])
+        self._ensure_hook(ctx)
+        if ids.get("task_requested_at"):
+            adopted = next(self._search(ctx, "/tasks", lambda t: self._is_ours(t, body)), None)
             if adopted:
-                job.provider_ids["task_id"] = adopted
-                job.note("task.adopted", task_id=adopted)
+                ids["task_id"] = adopted["id"]
+                remember_ref(ctx.redis, self.name, ctx.account.name, adopted["id"], job.id)
+                job.note("task.adopted", task_id=adopted["id"])
                 return
-        hook = callback_url(ctx.settings, self.name, job.id)
-        if hook:
-            body["webhook_url"] = hook
-        job.provider_ids["task_requested_at"] = time.time()
+        if job.metadata and not ids.get("task_requested_at"):
+            job.note("metadata.not_sent", reason="Ittybit's ingest task documents no metadata field")
+        ids["task_requested_at"] = time.time()
         ctx.checkpoint()
-        task = unwrap(api.request("POST", self._url(ctx, "/tasks"), json={"kind": "ingest", **body}).json())
-        job.provider_ids["task_id"] = task["id"]
-        job.note("task.created", task_id=task["id"], webhook=bool(hook))
+        task = unwrap(ctx.http("api").request("POST", self._url(ctx, "/tasks"), json={"kind": "ingest", **body}).json())
+        ids["task_id"] = task["id"]
+        remember_ref(ctx.redis, self.name, ctx.account.name, task["id"], job.id)
+        job.note("task.created", task_id=task["id"])
 
-    def _find_task(self, ctx: StepContext, filename: str) -> str | None:
-        """The ingest task a crashed run created for this source, if any (newest first)."""
-        listed = unwrap(ctx.http("api").request("GET", self._url(ctx, "/tasks"), params={"limit": 50}).json())
-        for task in listed or []:
-            given = task.get("input") or {}
-            if task.get("kind") == "ingest" and given.get("url") == ctx.job.source \
-                    and given.get("filename") in (None, filename):
-                return task["id"]
-        return None
+    def _create_file(self, ctx: StepContext, body: dict[str, Any]) -> None:
+        """``POST /files`` once per job: a re-run first looks for the file by its ``ref``."""
+        job, ids = ctx.job, ctx.job.provider_ids
+        if ids.get("file_requested_at"):
+            found = next(self._search(ctx, "/files", lambda f: f.get("ref") == body["ref"]), None)
+            if found:
+                ids["file_id"] = found["id"]
+                job.note("file.adopted", file_id=found["id"])
+                return
+            job.note("file.not_found", ref=body["ref"])  # the earlier request made none: ask again
+        if job.metadata:
+            body["metadata"] = job.metadata  # documented for files (sdk-php v1.0.0 FilesCreateRequest)
+        ids["file_requested_at"] = time.time()
+        ctx.checkpoint()
+        found = unwrap(ctx.http("api").request("POST", self._url(ctx, "/files"), json=body).json())
+        ids["file_id"] = found["id"]
+        job.note("file.created", file_id=found["id"])
+
+    @staticmethod
+    def _is_ours(task: dict, body: dict[str, Any]) -> bool:
+        """The ingest task a crashed run created for this job: by ``ref`` where the provider
+        echoes it (``options.ref``), else by source URL and file name."""
+        options = task.get("options") if isinstance(task.get("options"), dict) else {}
+        refs = {r for r in (task.get("ref"), options.get("ref")) if r}
+        if refs:
+            return body["ref"] in refs
+        given = task.get("input") if isinstance(task.get("input"), dict) else {}
+        return task.get("kind") == "ingest" and given.get("url") == body["url"] \
+            and given.get("filename") in (None, body["filename"])
 
     # -- push ------------------------------------------------------------------------
     def obtain_upload_target(self, ctx: StepContext) -> None:
