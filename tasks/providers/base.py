@@ -56,6 +56,19 @@ class StepContext:
         """Write the job record now (fenced; raises StaleLease if the job was taken over)."""
         self._checkpoint()
 
+    def sending(self, marker: str, value: Any = None) -> Callable[[], None]:
+        """An ``on_send`` hook for a call that is not idempotent: once the budget lets the
+        request go (never before), record ``job.provider_ids[marker]`` (the time, or
+        ``value``) and checkpoint, so a re-run knows to look for what it may have created.
+        Recorded earlier, a deferred step would come back to a lookup it need not make and
+        spend the token it waited for on it (issue 11)."""
+
+        def mark() -> None:
+            self.job.provider_ids[marker] = time.time() if value is None else value
+            self.checkpoint()
+
+        return mark
+
     def time_left(self) -> float:
         """Seconds this step may still work; 0 once the worker is shutting down, so a slice
         ends at its next chunk and hands the job on."""

@@ -234,15 +234,8 @@ class BrightcoveAdapter(Adapter):
         hook = callback_url(ctx.settings, self.name, job.id)
         if hook:
             body["callbacks"] = [hook]
-
-        def sending() -> None:
-            # Recorded once the budget lets the request go, never before: a deferred step
-            # comes back to send it (with its reserved token), not to look for a job first.
-            job.provider_ids["ingest_requested_at"] = time.time()
-            ctx.checkpoint()
-
         resp = self._api(ctx, "POST", self._di(ctx, f"/videos/{vid}/ingest-requests"), json=body,
-                         entity=f"video:{vid}", allow=(409,), on_send=sending)
+                         entity=f"video:{vid}", allow=(409,), on_send=ctx.sending("ingest_requested_at"))
         ingest_id = resp.json().get("id") if resp.status_code != 409 else self._live_ingest_job(ctx, vid)
         if not ingest_id:
             raise TransientError(f"ingest request answered {resp.status_code} without a job id", provider=self.name)

@@ -177,9 +177,8 @@ class IttybitAdapter(Adapter):
                 return
         if job.metadata and not ids.get("task_requested_at"):
             job.note("metadata.not_sent", reason="Ittybit's ingest task documents no metadata field")
-        ids["task_requested_at"] = time.time()
-        ctx.checkpoint()
-        task = unwrap(ctx.http("api").request("POST", self._url(ctx, "/tasks"), json={"kind": "ingest", **body}).json())
+        task = unwrap(ctx.http("api").request("POST", self._url(ctx, "/tasks"), json={"kind": "ingest", **body},
+                                              on_send=ctx.sending("task_requested_at")).json())
         ids["task_id"] = task["id"]
         remember_ref(ctx.redis, self.name, ctx.account.name, task["id"], job.id)
         job.note("task.created", task_id=task["id"])
@@ -196,9 +195,8 @@ class IttybitAdapter(Adapter):
             job.note("file.not_found", ref=body["ref"])  # the earlier request made none: ask again
         if job.metadata:
             body["metadata"] = job.metadata  # documented for files (sdk-php v1.0.0 FilesCreateRequest)
-        ids["file_requested_at"] = time.time()
-        ctx.checkpoint()
-        found = unwrap(ctx.http("api").request("POST", self._url(ctx, "/files"), json=body).json())
+        found = unwrap(ctx.http("api").request("POST", self._url(ctx, "/files"), json=body,
+                                               on_send=ctx.sending("file_requested_at")).json())
         ids["file_id"] = found["id"]
         job.note("file.created", file_id=found["id"])
 
