@@ -32,12 +32,25 @@ the emulator's choice, always ``{"error": "<text>"}``:
 
 TUS errors are plain text, the seed's "Most common TUS errors":
 
-* 405 bad session parameters: a missing ``filename``/``filetype``/``video_id``/``client_id``
-  in ``Upload-Metadata``, a non-integer id, a bad ``Upload-Length``;
+* 405 bad session parameters: a missing ``filename``/``filetype``/``video_id`` in
+  ``Upload-Metadata``, a non-integer ``video_id``, a bad ``Upload-Length``;
 * 500 ``token invalid (null)`` (no token), ``token invalid (eyJhbGciOi...)`` (first ten
   characters; bad signature or expired), ``token video (A) does not match this video (B)``,
   ``token client (A) does not match this client (B)`` - A from the token, B from the
-  metadata; and, the emulator's choice, ``video (B) not found`` for a deleted video.
+  metadata; an absent or empty ``client_id`` is B = "" (the account's id is required, seed
+  Step 3 "must provide these 3 fields"); and, the emulator's choice, ``video (B) not
+  found`` for a deleted video;
+* 423 ``file currently locked``: a PATCH, HEAD or DELETE while another connection holds the
+  upload (tusd's ``ErrFileLocked``; Gcore's uploader is assumed to lock like tusd).
+
+Create: ``client_user_id`` must fit a signed 32-bit integer (*assumed*: the SDK types it
+``int`` with no width; the strict reading is emulated), else 400; ``priority`` -10..10
+(SDK ``create_video_param.py``), else 400; ``origin_http_headers`` must be one
+``Authorization: ...`` line (SDK), else 400, and the pull sends it to the origin.
+
+Fault settings (``PUT /_sandbox/faults``): ``video_client_id`` false leaves ``client_id``
+out of every video answer; ``tus_lock_hold_seconds`` N keeps an upload locked N seconds
+after its first unfinished PATCH, as a paused client's open connection would.
 
 Lifecycle (seed, "Video upload and processing statuses"; SDK ``Video.status``)::
 
@@ -78,6 +91,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .emulator import Context, Emulator
+from .faults import Setting
 from .media import file_sha256, is_video_container
 from .tus import TusServer, TusUpload, tus_error
 from .web import BLOCK_SIZE, HttpError, Request, Response, Route, json_response, route
@@ -93,6 +107,7 @@ PULL_WORKERS = 8  # pulls are queued, "each one will be processed as soon as pos
 RENDITIONS = (("vod360n", 640, 360), ("vod480n", 854, 480), ("vod720p", 1280, 720))
 SOURCE_BYTES_PER_SECOND = 500_000  # to derive a plausible duration from the source size
 VIDEO_PATH = r"/streaming/videos/(?P<video_id>\d+)"
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 class UploadTokens:
@@ -150,6 +165,7 @@ class Video:
     pull_path: Path | None = None  # where a pull is being written
     pulled: int = 0  # bytes of the origin downloaded so far
     pull_size: int | None = None  # the origin's Content-Length
+    origin_auth: bool = False  # created with origin_http_headers (the value is never kept in state)
 
 
 class _PullFailed(Exception):
@@ -165,6 +181,14 @@ class GcoreEmulator(Emulator):
         "client_id": (4242, "the account's client id (videos' client_id, TUS metadata client_id)"),
     }
     stages = ("gcore.processing",)
+    settings = {
+        # false: video answers leave out ``client_id`` (Optional in the SDK's Video), so a
+        # client must know its account's id some other way.
+        "video_client_id": Setting(True, bool),
+        # > 0: after a PATCH that leaves an upload unfinished, its lock stays held that many
+        # seconds (once per upload), as by a paused client whose connection is still open.
+        "tus_lock_hold_seconds": Setting(0, int),
+    }
 
     def __init__(self, ctx: Context, *, api_key: str = "sandbox-gcore-key", client_id: int = 4242):
         super().__init__(ctx)
@@ -178,7 +202,8 @@ class GcoreEmulator(Emulator):
         self._tokens_issued: list[str] = []  # so tests can prove no token leaks into logs or Redis
         self._tus = TusServer(provider=self.name, address=ctx.address, directory=ctx.data_dir / "uploads",
                               max_size=TUS_MAX_SIZE, authorize=self._authorize_upload,
-                              complete=self._upload_complete)
+                              complete=self._upload_complete, after_patch=self._after_patch, lock_timeout=0)
+        self._held: set[str] = set()  # uploads whose lock a "paused client" already held once
         self._pulls = ThreadPoolExecutor(PULL_WORKERS, thread_name_prefix="gcore-pull")
 
     # -- Emulator ------------------------------------------------------------------
@@ -196,7 +221,8 @@ class GcoreEmulator(Emulator):
         ]
 
     def env(self, base_url: str) -> dict[str, str]:
-        return {"INGEST_GCORE_BASE_URL": base_url, "INGEST_GCORE_API_KEY": self.api_key}
+        return {"INGEST_GCORE_BASE_URL": base_url, "INGEST_GCORE_API_KEY": self.api_key,
+                "INGEST_GCORE_CLIENT_ID": str(self.client_id)}
 
     def state(self) -> dict[str, Any]:
         """``videos`` (with the sha256 of the stored bytes), TUS ``uploads``, ``tokens_issued``."""
@@ -214,8 +240,9 @@ class GcoreEmulator(Emulator):
                     path, received, size = upload.path, upload.offset, upload.length
                 else:
                     path, received, size = None, 0, None
-                rows.append(({"id": v.id, "name": v.name, "status": v.status, "error": v.error,
-                              "client_user_id": v.client_user_id, "origin_url": v.origin_url,
+                rows.append(({"id": v.id, "name": v.name, "description": v.description, "status": v.status,
+                              "error": v.error, "client_user_id": v.client_user_id, "priority": v.priority,
+                              "origin_url": v.origin_url, "origin_auth": v.origin_auth,
                               "bytes_received": received, "size": size}, path))
             tokens = list(self._tokens_issued)
         # Hash outside the lock: a 2 GiB file takes seconds and the API must keep answering.
@@ -231,6 +258,7 @@ class GcoreEmulator(Emulator):
         with self._lock:
             self._videos.clear()
             self._tokens_issued.clear()
+            self._held.clear()
             self._next_id = FIRST_VIDEO_ID
             self._tus.reset()
             shutil.rmtree(self.ctx.data_dir, ignore_errors=True)
@@ -253,15 +281,16 @@ class GcoreEmulator(Emulator):
             raise HttpError(400, {"error": "video.name must be a string of 1..255 characters"})
         description = _optional(fields, "description", str) or ""
         origin_url = _optional(fields, "origin_url", str) or None
+        client_user_id = _int32(_optional(fields, "client_user_id", int), "video.client_user_id")
         origin_headers = _parse_origin_headers(_optional(fields, "origin_http_headers", str))
-        client_user_id = _optional(fields, "client_user_id", int)
         priority = _optional(fields, "priority", int) or 0
         if not -10 <= priority <= 10:
             raise HttpError(400, {"error": "video.priority must be in -10..10"})
         now = _now()
         with self._lock:
             video = Video(id=self._next_id, name=name, description=description, client_user_id=client_user_id,
-                          origin_url=origin_url, priority=priority, slug=_slug(), created_at=now, updated_at=now)
+                          origin_url=origin_url, priority=priority, slug=_slug(), created_at=now, updated_at=now,
+                          origin_auth=bool(origin_headers))
             self._next_id += 1
             self._videos[video.id] = video
             answer = self._to_json(video)
@@ -273,7 +302,7 @@ class GcoreEmulator(Emulator):
     def _list(self, req: Request) -> Response:
         """``GET /streaming/videos``: the fleet's find-or-create looks videos up by ``client_user_id``."""
         self._authenticate(req)
-        client_user_id = _int_arg(req, "client_user_id")
+        client_user_id = _int32(_int_arg(req, "client_user_id"), "client_user_id")
         status = req.arg("status")
         ids = req.arg("id")
         try:
@@ -337,13 +366,16 @@ class GcoreEmulator(Emulator):
 
     def _authorize_upload(self, req: Request, length: int, metadata: dict[str, str]) -> int:
         """Check a session's metadata and token, with Gcore's documented error texts."""
-        missing = [k for k in ("filename", "filetype", "video_id", "client_id") if not metadata.get(k)]
+        missing = [k for k in ("filename", "filetype", "video_id") if not metadata.get(k)]
         if missing:
             raise tus_error(405, f"missing Upload-Metadata: {', '.join(missing)}")
         try:
-            video_id, client_id = int(metadata["video_id"]), int(metadata["client_id"])
+            video_id = int(metadata["video_id"])
         except ValueError:
-            raise tus_error(405, "Upload-Metadata video_id and client_id must be integers") from None
+            raise tus_error(405, "Upload-Metadata video_id must be an integer") from None
+        # An absent, empty or non-numeric client_id is "not this client": the seed's 500 text.
+        raw_client = (metadata.get("client_id") or "").strip()
+        client_id: int | str = int(raw_client) if raw_client.isdigit() else raw_client
         token = metadata.get("token")
         if not token:
             raise tus_error(500, "token invalid (null)")
@@ -359,6 +391,15 @@ class GcoreEmulator(Emulator):
             if video_id not in self._videos:
                 raise tus_error(500, f"video ({video_id}) not found")
         return video_id
+
+    def _after_patch(self, upload: TusUpload) -> None:
+        """The ``tus_lock_hold_seconds`` fault: hold the lock on, as an open connection would."""
+        seconds = self.ctx.setting("tus_lock_hold_seconds")
+        if not seconds or upload.complete or upload.id in self._held:
+            return
+        if upload.lock.acquire(blocking=False):
+            self._held.add(upload.id)
+            self.ctx.scheduler.call_later(seconds, upload.lock.release)
 
     def _upload_complete(self, upload: TusUpload) -> None:
         with self._lock:
@@ -511,7 +552,8 @@ class GcoreEmulator(Emulator):
         """The video as ``GET /streaming/videos/{id}`` returns it (SDK ``Video``); caller holds the lock."""
         public = self._public(v)
         return {
-            "id": v.id, "name": v.name, "description": v.description, "client_id": self.client_id,
+            "id": v.id, "name": v.name, "description": v.description,
+            **({"client_id": self.client_id} if self.ctx.setting("video_client_id") else {}),
             "client_user_id": v.client_user_id, "status": v.status, "error": v.error, "slug": v.slug,
             "origin_url": v.origin_url, "origin_size": v.origin_size, "origin_video_duration": v.duration,
             "duration": v.duration, "priority": v.priority, "projection": "regular",
@@ -544,14 +586,23 @@ def _int_arg(req: Request, name: str) -> int | None:
         raise HttpError(400, {"error": f"{name} must be an integer"}) from None
 
 
+def _int32(value: int | None, name: str) -> int | None:
+    """*Assumed*: the SDK types ``client_user_id`` as a plain ``int``; the emulator is strict
+    and refuses what a signed 32-bit column could not hold (400, its own text)."""
+    if value is not None and not INT32_MIN <= value <= INT32_MAX:
+        raise HttpError(400, {"error": f"{name} must be a 32-bit integer ({INT32_MIN}..{INT32_MAX})"})
+    return value
+
+
 def _parse_origin_headers(raw: str | None) -> dict[str, str]:
-    """``origin_http_headers`` is one ``"Name: value"`` line, e.g. ``Authorization: Bearer ABC``."""
+    """``origin_http_headers`` is one ``Authorization: <type> <credentials>`` line (SDK
+    ``create_video_param.py``: "Authorization HTTP request header"); nothing else is accepted."""
     if not raw:
         return {}
     name, sep, value = raw.partition(":")
-    if not sep or not name.strip():
+    if not sep or name.strip().lower() != "authorization" or not value.strip() or "\n" in raw or "\r" in raw:
         raise HttpError(400, {"error": 'video.origin_http_headers must look like "Authorization: Bearer ..."'})
-    return {name.strip(): value.strip()}
+    return {"Authorization": value.strip()}
 
 
 def _slug() -> str:

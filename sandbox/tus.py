@@ -18,7 +18,9 @@ means (``complete``); this module only speaks the protocol:
   that would run past ``Upload-Length`` → 413. The body is streamed to the file; if the
   client disconnects mid-body, what arrived is kept and the offset advances by it. → 204
   + new ``Upload-Offset``. A PATCH that arrives while another is still writing the same
-  upload waits up to ``lock_timeout`` seconds for it, then gets 423.
+  upload waits up to ``lock_timeout`` seconds for it, then gets 423 ``file currently
+  locked``; with ``lock_timeout`` 0 (Gcore's server) it gets 423 at once, as from tusd
+  (tus/tusd ``pkg/handler/unrouted_handler.go`` ``ErrFileLocked``), and so does a HEAD.
 * ``DELETE <prefix><id>`` → 204; then the upload is unknown (404).
 
 Files: an unfinished upload's file belongs to this server; once the upload is complete
@@ -68,10 +70,14 @@ class TusServer:
     def __init__(self, *, provider: str, address: str, directory: Path, max_size: int,
                  authorize: Callable[[Request, int, dict[str, str]], Any],
                  complete: Callable[[TusUpload], None],
-                 prefix: str = "/upload/", lock_timeout: float = 10.0):
+                 prefix: str = "/upload/", lock_timeout: float = 10.0,
+                 after_patch: Callable[[TusUpload], None] | None = None):
         """
         ``authorize(request, length, metadata)`` returns the new upload's owner or raises
-        :class:`HttpError`; ``complete(upload)`` runs once the last byte is stored.
+        :class:`HttpError`; ``complete(upload)`` runs once the last byte is stored;
+        ``after_patch(upload)`` after each stored PATCH, before its answer (a fault hook).
+        ``lock_timeout`` 0 answers 423 at once when the upload is locked (tusd's
+        ``ErrFileLocked``), for PATCH, HEAD and DELETE alike.
         ``address`` ("host:port") builds ``Location`` when a request has no ``Host``.
         """
         self.provider = provider
@@ -82,6 +88,7 @@ class TusServer:
         self._authorize = authorize
         self._complete = complete
         self._lock_timeout = lock_timeout
+        self._after_patch = after_patch
         self._uploads: dict[str, TusUpload] = {}
         self._lock = threading.Lock()
 
@@ -146,6 +153,9 @@ class TusServer:
     def _head(self, req: Request) -> Response:
         _require_version(req)
         upload = self._find(req)
+        if self._lock_timeout == 0:  # a locking server reads the offset under the lock (tusd)
+            self._acquire(upload)
+            upload.lock.release()
         headers = {"Upload-Offset": str(upload.offset), "Upload-Length": str(upload.length),
                    "Cache-Control": "no-store"}
         if upload.metadata:
@@ -160,8 +170,7 @@ class TusServer:
         if (req.header("Content-Type") or "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
             raise tus_error(415, f"Content-Type must be {OFFSET_CONTENT_TYPE}")
         offset = _int_header(req, "Upload-Offset", missing=400)
-        if not upload.lock.acquire(timeout=self._lock_timeout):
-            raise tus_error(423, "upload is locked by another request")
+        self._acquire(upload)
         try:
             if offset != upload.offset:
                 raise tus_error(409, f"Upload-Offset {offset} does not match the upload's offset {upload.offset}",
@@ -172,13 +181,14 @@ class TusServer:
             self._store(req, upload)
         finally:
             upload.lock.release()
+        if self._after_patch is not None:
+            self._after_patch(upload)
         return _tus(204, {"Upload-Offset": str(upload.offset)})
 
     def _delete(self, req: Request) -> Response:
         _require_version(req)
         upload = self._find(req)
-        if not upload.lock.acquire(timeout=self._lock_timeout):
-            raise tus_error(423, "upload is locked by another request")
+        self._acquire(upload)
         try:
             with self._lock:
                 self._uploads.pop(upload.id, None)
@@ -189,6 +199,13 @@ class TusServer:
         return _tus(204)
 
     # -- helpers -------------------------------------------------------------------
+
+    def _acquire(self, upload: TusUpload) -> None:
+        """Take the upload's lock, or 423 "file currently locked" (tusd ``ErrFileLocked``)."""
+        got = upload.lock.acquire(blocking=False) if self._lock_timeout == 0 else \
+            upload.lock.acquire(timeout=self._lock_timeout)
+        if not got:
+            raise tus_error(423, "file currently locked")
 
     def _store(self, req: Request, upload: TusUpload) -> None:
         """Append the body at the upload's offset; keep whatever arrived if the client vanishes."""

@@ -297,13 +297,14 @@ def test_flower_refuses_to_run_without_basic_auth() -> None:
 
 def test_a_video_created_before_a_crash_is_found_not_created_again(start_fleet, sandbox) -> None:
     """A worker that died after Gcore created the video but before the checkpoint: the
-    step's next run finds the video by its natural key (client_user_id)."""
-    from tasks.providers.gcore import natural_key
+    step's next run finds the video by its marker (client_user_id) and its job tag."""
+    from tasks.providers.gcore import job_tag, marker
 
     src = make_source("push-crash-create.mp4", 3 * MiB)
     job_id = submit({"provider": "gcore", "source": str(src), "title": "created once"})  # no worker yet
     orphan = requests.post(f"{SANDBOX_URL}/streaming/videos", headers={"Authorization": f"APIKey {GCORE_KEY}"},
-                           json={"video": {"name": "created once", "client_user_id": natural_key(job_id)}},
+                           json={"video": {"name": "created once", "client_user_id": marker(job_id),
+                                           "description": job_tag(job_id)}},
                            timeout=5).json()
     start_fleet(workers=1)
     job = wait(job_id, 60)
@@ -311,3 +312,119 @@ def test_a_video_created_before_a_crash_is_found_not_created_again(start_fleet, 
     assert job["provider_ids"]["video_id"] == orphan["id"]
     assert len(sandbox.state()["videos"]) == 1
     assert len(sandbox.log("gcore.create_video")) == 1  # the "crashed" worker's call only
+
+
+# -- provider audit (issue 11): G1-G4 and priority ----------------------------------------
+
+
+def test_a_colliding_marker_is_not_adopted_only_the_jobs_own_video(start_fleet, sandbox) -> None:
+    """G1: the marker fits int32, so it may collide; the lookup adopts a video only if its
+    description carries this job's tag."""
+    from tasks.providers.gcore import job_tag, marker
+
+    src = make_source("push-collide.mp4", 3 * MiB)
+    job_id = submit({"provider": "gcore", "source": str(src), "title": "collide"})  # no worker yet
+    assert 0 <= marker(job_id) < 2**31
+    post = lambda body: requests.post(f"{SANDBOX_URL}/streaming/videos", headers={"Authorization": f"APIKey {GCORE_KEY}"},
+                                      json={"video": body}, timeout=5)
+    stranger = post({"name": "collide", "client_user_id": marker(job_id), "description": "another job's video"})
+    assert stranger.status_code == 201, stranger.text
+    start_fleet(workers=1)
+    job = wait(job_id, 60)
+    assert job["state"] == "ready", job
+    assert job["provider_ids"]["video_id"] != stranger.json()["id"]
+    mine = _video(sandbox, job)
+    assert mine["client_user_id"] == marker(job_id) and mine["description"].endswith(job_tag(job_id))
+    assert "entity.marker_collision" in [h["event"] for h in job["history"]]
+
+
+@pytest.mark.parametrize("client_id, outcome", [(None, "failed"), ("999", "failed"), ("4242", "ready")])
+def test_the_tus_client_id_is_the_accounts_and_never_empty(start_fleet, sandbox, client_id, outcome) -> None:
+    """G2: with video answers that leave ``client_id`` out, the TUS session takes it from
+    INGEST_GCORE_CLIENT_ID; missing or wrong, the job fails at once naming the variable."""
+    import os
+
+    sandbox.faults(video_client_id=False)
+    env = {k: v for k, v in os.environ.items() if k != "INGEST_GCORE_CLIENT_ID"}
+    if client_id:
+        env["INGEST_GCORE_CLIENT_ID"] = client_id
+    start_fleet(workers=1, env=env)
+    src = make_source("push-client-id.mp4", 3 * MiB)
+    job = wait(submit({"provider": "gcore", "source": str(src), "title": "client id"}), 60)
+    assert job["state"] == outcome, job
+    sessions = sandbox.log("gcore.tus_create")
+    if outcome == "failed":
+        assert job["error"]["step"] == "target" and job["error"]["kind"] == "permanent", job["error"]
+        assert "INGEST_GCORE_CLIENT_ID" in job["error"]["message"]
+        assert len(sessions) == (1 if client_id else 0)  # no retry loop; none sent with an empty id
+    else:
+        assert _video(sandbox, job)["sha256"] == sha256_of(src)
+
+
+def test_an_authenticated_pull_sends_origin_http_headers_and_keeps_them_secret(start_fleet, sandbox, rt) -> None:
+    """G3: ``--opt origin_http_headers="Authorization: ..."`` reaches Gcore's pull; the value
+    leaves the job record once the video exists and never reaches a log."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    secret = "Bearer origin-secret-Zq81xT"
+    body = make_source("pull-auth.mp4", 1 * MiB, folder=MEDIA).read_bytes()
+
+    class Origin(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            ok = self.headers.get("Authorization") == secret
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body) if ok else 0))
+            self.end_headers()
+            if ok:
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{origin.server_port}/private/a.mp4"
+    try:
+        fleet = start_fleet(workers=1)
+        plain = wait(submit({"provider": "gcore", "source": url, "title": "no auth"}), 60)
+        assert plain["state"] == "failed" and "HTTP 401" in plain["error"]["message"], plain
+        job_id = submit({"provider": "gcore", "source": url, "title": "auth",
+                         "options": {"origin_http_headers": f"Authorization: {secret}"}})
+        job = wait(job_id, 60)
+    finally:
+        origin.shutdown()
+    assert job["state"] == "ready", job
+    assert _video(sandbox, job)["origin_auth"] is True
+    assert "origin_http_headers" not in job["options"]
+    for key in rt.redis.scan_iter("if:*"):
+        if rt.redis.type(key) == b"string":
+            assert secret.encode() not in rt.redis.get(key), key
+    assert secret not in fleet.logs()
+
+
+def test_a_locked_upload_is_a_wait_not_a_failure(start_fleet, sandbox) -> None:
+    """G4: 423 on a TUS PATCH/HEAD (another connection holds the upload) defers the step
+    without spending attempts, and the upload completes once the lock is free."""
+    sandbox.faults(tus_lock_hold_seconds=2)
+    start_fleet(workers=1)
+    src = make_source("push-locked.mp4", 24 * MiB)
+    job = wait(submit({"provider": "gcore", "source": str(src), "title": "locked"}), 90)
+    assert job["state"] == "ready", job
+    locked = [e for e in sandbox.log() if e.get("endpoint") in ("gcore.tus_patch", "gcore.tus_head")
+              and e.get("status") == 423]
+    assert locked, "the sandbox never answered 423: the test proves nothing"
+    events = [h for h in job["history"] if h.get("step") == "upload"]
+    assert any(h["event"] == "throttled" for h in events), job["history"]
+    assert not any(h["event"] == "retry" for h in events), job["history"]
+    assert _video(sandbox, job)["sha256"] == sha256_of(src)
+
+
+def test_intent_priority_maps_to_gcore_priority(start_fleet, sandbox) -> None:
+    start_fleet(workers=1)
+    pulled = make_source("pull-prio.mp4", 256 * 1024, folder=MEDIA)
+    ids = {p: submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": p, "priority": p})
+           for p in ("low", "normal", "high")}
+    jobs = {p: wait(i, 60) for p, i in ids.items()}
+    assert all(j["state"] == "ready" for j in jobs.values()), jobs
+    assert {p: _video(sandbox, j)["priority"] for p, j in jobs.items()} == {"low": -5, "normal": 0, "high": 5}

@@ -104,7 +104,10 @@ def test_provider_options_are_checked_by_the_provider(tmp_path: Path) -> None:
     assert valid.options == {"sync": True, "folder": "news"}
     with pytest.raises(IntentError) as info:
         Intent(provider="gcore", source=url, options={"folder": "x"}).validate(settings)
-    assert info.value.field == "options.folder" and "options: none" in info.value.message
+    assert info.value.field == "options.folder" and "options: origin_http_headers" in info.value.message
+    with pytest.raises(IntentError) as info:
+        Intent(provider="gcore", source=url, options={"origin_http_headers": "X-Key: 1"}).validate(settings)
+    assert info.value.field == "options.origin_http_headers"
     with pytest.raises(IntentError) as info:
         Intent(provider="ittybit", source=url, options={"sync": 3}).validate(settings)
     assert info.value.field == "options.sync"

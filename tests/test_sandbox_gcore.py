@@ -209,6 +209,12 @@ def test_rest_calls_need_the_api_key(sandbox, api):
     ({"name": "not wrapped"}, 'body must be {"video": {...}}'),
     ({"video": {"name": "x", "client_user_id": "12"}}, "video.client_user_id must be an integer"),
     ({"video": {"name": "x", "priority": 11}}, "video.priority must be in -10..10"),
+    ({"video": {"name": "x", "priority": -11}}, "video.priority must be in -10..10"),
+    # G1 (assumed width): a marker above int32 is refused, as a 32-bit column would.
+    ({"video": {"name": "x", "client_user_id": 2**31}},
+     "video.client_user_id must be a 32-bit integer (-2147483648..2147483647)"),
+    ({"video": {"name": "x", "origin_url": "http://h/a.mp4", "origin_http_headers": "X-Token: abc"}},
+     'video.origin_http_headers must look like "Authorization: Bearer ..."'),
 ])
 def test_create_validates_fields(api, body, message):
     r = api.post(f"{api.base}/videos", json=body, timeout=5)
@@ -229,6 +235,7 @@ def test_list_filters_and_pages_and_delete_forgets(api):
     page2 = api.get(f"{api.base}/videos", params={"per_page": 1, "page": 2}, timeout=5).json()
     assert [v["id"] for v in page2] == [b["id"]]
     assert api.get(f"{api.base}/videos", params={"client_user_id": 3}, timeout=5).json() == []
+    assert api.get(f"{api.base}/videos", params={"client_user_id": 2**31}, timeout=5).status_code == 400
 
     assert api.delete(f"{api.base}/videos/{a['id']}", timeout=5).status_code == 204
     r = api.get(f"{api.base}/videos/{a['id']}", timeout=5)
@@ -293,10 +300,43 @@ def test_tus_patch_rules_409_415_404_and_termination(sandbox, api):
 
 def test_tus_create_needs_all_metadata(api):
     endpoint, metadata = upload_session(api, create_video(api)["id"])
-    for missing in ("filename", "filetype", "video_id", "client_id"):
+    for missing in ("filename", "filetype", "video_id"):
         r = tus_post(endpoint, {k: v for k, v in metadata.items() if k != missing})
         assert r.status_code == 405 and missing in r.text
     assert tus_post(endpoint, metadata, **{"Upload-Length": "-1"}).status_code == 405
+    # G2: an absent or empty client_id is "not this client", with the seed's 500 text.
+    for meta in ({k: v for k, v in metadata.items() if k != "client_id"}, {**metadata, "client_id": ""}):
+        r = tus_post(endpoint, meta)
+        assert (r.status_code, r.text) == (500, f"token client ({CLIENT_ID}) does not match this client ()")
+
+
+def test_video_answers_can_leave_out_client_id(sandbox, api):
+    put_faults(sandbox, video_client_id=False)
+    video = create_video(api)
+    assert "client_id" not in video and "client_id" not in get_video(api, video["id"])
+    body = api.get(f"{api.base}/videos/{video['id']}/upload", timeout=5).json()
+    assert "client_id" not in body["video"] and body["token"]
+
+
+def test_a_locked_upload_answers_423_to_another_connection(sandbox, api):
+    """G4: while one connection holds the upload (tus_lock_hold_seconds), PATCH, HEAD and
+    DELETE from another answer 423 at once, as tusd's ErrFileLocked; then the lock frees."""
+    put_faults(sandbox, tus_lock_hold_seconds=1)
+    endpoint, metadata = upload_session(api, create_video(api)["id"])
+    url = tus_post(endpoint, metadata, length=1000).headers["Location"]
+    patch = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    r = requests.patch(url, data=b"x" * 100, headers={**patch, "Upload-Offset": "0"}, timeout=5)
+    assert r.status_code == 204
+    started = time.monotonic()
+    r = requests.patch(url, data=b"x" * 100, headers={**patch, "Upload-Offset": "100"}, timeout=5)
+    assert (r.status_code, r.text) == (423, "file currently locked")
+    assert time.monotonic() - started < 0.5, "423 must come at once, not after a wait"
+    assert tus_head(url).status_code == 423
+    assert requests.delete(url, headers={"Tus-Resumable": "1.0.0"}, timeout=5).status_code == 423
+    time.sleep(1.2)
+    assert tus_head(url).headers["Upload-Offset"] == "100"
+    r = requests.patch(url, data=b"x" * 100, headers={**patch, "Upload-Offset": "100"}, timeout=5)
+    assert (r.status_code, r.headers["Upload-Offset"]) == (204, "200")  # held once per upload only
 
 
 def test_tus_token_errors_use_gcore_texts(api):

@@ -27,10 +27,22 @@ from tusclient.client import TusClient
 from tusclient.request import TusRequest
 from tusclient.uploader import Uploader
 
-from tasks.errors import PermanentError, TransientError, UploadSessionLost
-from tasks.http import ProviderClient
+from tasks.errors import PermanentError, Throttled, TransientError, UploadSessionLost
+from tasks.http import ProviderClient, parse_retry_after
 
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
+LOCKED_RETRY = 1.0  # seconds before asking a locked upload again (no Retry-After from tusd)
+
+
+class UploadLocked(Throttled):
+    """423: another connection holds the upload (e.g. a paused worker's PATCH after a
+    takeover). Not a failure: come back shortly; the caller bounds the total wait."""
+
+
+def _locked(retry_after: str | None) -> UploadLocked:
+    wait = parse_retry_after(retry_after)
+    return UploadLocked("upload locked by another connection (HTTP 423)", retry_after=wait or LOCKED_RETRY,
+                        status=423)
 
 
 class _FleetTusRequest(TusRequest):
@@ -38,7 +50,8 @@ class _FleetTusRequest(TusRequest):
 
     def perform(self) -> None:  # noqa: D401 - tuspy's interface
         chunk = self.file.read(self._content_length)
-        resp = self._http.request("PATCH", self._url, data=chunk, headers=self._request_headers, allow=(404, 409, 410))
+        resp = self._http.request("PATCH", self._url, data=chunk, headers=self._request_headers,
+                                  allow=(404, 409, 410, 423))
         self.status_code = resp.status_code
         self.response_content = b""
         self.response_headers = {k.lower(): v for k, v in resp.headers.items()}
@@ -50,7 +63,9 @@ class _FleetUploader(Uploader):
         super().__init__(**kwargs)
 
     def get_offset(self) -> int:
-        resp = self.http.request("HEAD", self.url, headers=self.get_headers(), allow=(403, 404, 410))
+        resp = self.http.request("HEAD", self.url, headers=self.get_headers(), allow=(403, 404, 410, 423))
+        if resp.status_code == 423:
+            raise _locked(resp.headers.get("Retry-After"))
         if resp.status_code in (403, 404, 410):
             raise UploadSessionLost(f"upload session gone (HTTP {resp.status_code})", status=resp.status_code)
         offset = resp.headers.get("Upload-Offset")
@@ -69,6 +84,8 @@ class _FleetUploader(Uploader):
         request._http = self.http
         request.perform()
         self.request = request
+        if request.status_code == 423:  # nothing was taken; the next request seeks to the offset again
+            raise _locked(request.response_headers.get("retry-after"))
         if request.status_code in (404, 410):
             raise UploadSessionLost(f"upload session gone (HTTP {request.status_code})", status=request.status_code)
 
