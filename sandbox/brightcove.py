@@ -14,10 +14,11 @@ Endpoints, by the names the request log and fault rules use (``{a}`` = account i
 ===========================  ==================================================  ============================
 brightcove.oauth_token       ``POST /v4/access_token``                           200 token / 401 invalid_client
 brightcove.create_video      ``POST /v1/accounts/{a}/videos``                    201 video / 409 / 422 / 400
+brightcove.video_fields      ``GET /v1/accounts/{a}/video_fields``               200 custom/standard fields
 brightcove.get_video         ``GET /v1/accounts/{a}/videos/{v}``                 200 video / 404
 brightcove.list_ingest_jobs  ``GET .../videos/{v}/ingest_jobs``                  200 [job]
 brightcove.get_ingest_job    ``GET .../videos/{v}/ingest_jobs/{job_id}``         200 job / 404
-brightcove.upload_urls       ``GET .../videos/{v}/upload-urls/{source_name}``    200 S3 target / 404
+brightcove.upload_urls       ``GET .../videos/{v}/upload-urls/{source_name}``    200 S3 target / 404 / 415
 brightcove.ingest_request    ``POST .../videos/{v}/ingest-requests``             200 ``{"id": job}`` / 409 / 4xx
 brightcove.processing        (no HTTP) the transcoding stage                     target of ``action: "fail"``
 ===========================  ==================================================  ============================
@@ -35,10 +36,17 @@ ones too (B1/B2/B9); codes and messages follow Brightcove's CMS and DI error ref
 
 * 401 ``UNAUTHORIZED`` "Permission denied." (no, unknown or malformed token) or "Access
   token expired."; 403 ``ACCESS_DENIED`` for an account other than the configured one;
-* CMS: 404 ``RESOURCE_NOT_FOUND`` "Resource does not exist."; 409 ``REFERENCE_ID_IN_USE``
+* CMS: 422 ``VALIDATION_ERROR`` "custom_fields.<f>: ILLEGAL_FIELD" for a custom field the
+  account does not define (the CMS reference's example body; ``ILLEGAL_VALUE`` for a value
+  outside an enum field's ``enum_values``, *assumed*); the defined fields are the
+  ``custom_fields`` option (CLI ``--brightcove-custom-fields``, default
+  :data:`DEFAULT_CUSTOM_FIELDS`), served by ``GET /video_fields`` in the reference's shape;
+  404 ``RESOURCE_NOT_FOUND`` "Resource does not exist."; 409 ``REFERENCE_ID_IN_USE``
   "reference id <x> is already in use"; 400 ``BAD_VALUE`` (unparsable body, or
   "Unrecognized field in the submitted data: <f>"); 422 ``ILLEGAL_FIELD`` "<field>: <rule>";
-* DI: 404 ``NO_SUCH_VIDEO`` "Unable to find the referenced video"; 400 ``BAD_REQUEST``
+* DI: 415 ``UNSUPPORTED_MEDIA_TYPE`` for ``upload-urls`` without ``Content-Type:
+  application/json`` (the reference lists the header; the 415 is *assumed*);
+  404 ``NO_SUCH_VIDEO`` "Unable to find the referenced video"; 400 ``BAD_REQUEST``
   (unparsable body, unknown field, bad ``source_name``), ``NO_SOURCE`` "Unable to find a
   source to use", ``BAD_CALLBACKS`` "Callbacks were not in expected format"; 422
   ``MALFORMED_SOURCE_URL``, ``BAD_PROTOCOL_SOURCE_URL``, ``TYPE_VIOLATION``; 409
@@ -50,8 +58,10 @@ ones too (B1/B2/B9); codes and messages follow Brightcove's CMS and DI error ref
 Upload targets (B1, B7). Each ``upload-urls`` call mints a new key
 ``{account}/{video}/{uuid}/{source_name}`` in :data:`BUCKET` and fresh random STS-like
 credentials, and answers ``bucket``, ``object_key``, ``access_key_id``,
-``secret_access_key``, ``session_token``, ``signed_url`` (a presigned SigV4 ``PUT`` on the
-sandbox's S3, valid 24 h) and ``api_request_url`` (path-style ``<s3 url>/<bucket>/<key>``,
+``secret_access_key``, ``session_token``, ``signed_url`` (a signature-v2 presigned ``PUT``
+on the sandbox's S3 - ``AWSAccessKeyId``, ``Expires``, ``Signature`` as in the DI
+reference's example - signed with no Content-Type, valid 24 h; the S3 proxy answers 403
+``SignatureDoesNotMatch`` to a PUT with any Content-Type) and ``api_request_url`` (path-style ``<s3 url>/<bucket>/<key>``,
 where Brightcove gives ``https://<bucket>.s3.amazonaws.com/<key>``). ``source_name`` must
 be a file name without spaces or ``? & #``.
 
@@ -77,8 +87,8 @@ The video becomes ``complete: true`` (with ``duration``, ``images``) when its jo
 Notifications (B5). For each URL in ``callbacks`` the emulator POSTs, from a background
 thread, one JSON notification per rendition (``entityType: "DYNAMIC_RENDITION"``) when
 the job is published, then a final ``entityType: "TITLE"`` one (``status`` ``SUCCESS``,
-or ``FAILED`` with ``errorMessage``); the TITLE notification is providers.md's inference
-from third-party code. A job's notifications go out in order; a POST that fails (network
+or ``FAILED`` with ``errorMessage``); TITLE is documented for legacy ingest only, so
+``title_notifications: false`` sends the documented Dynamic Delivery renditions alone. A job's notifications go out in order; a POST that fails (network
 error or non-2xx, 5 s timeout) is tried up to 3 times, 1 s then 2 s apart (Brightcove's own
 DI retry policy is not documented). Each delivery is recorded in the state's
 ``callbacks_sent``.
@@ -128,7 +138,7 @@ CREDENTIAL_ALPHABET = string.ascii_uppercase + string.digits
 ACCOUNT_PATH = r"/v1/accounts/(?P<account_id>[^/]+)"
 VIDEO_PATH = ACCOUNT_PATH + r"/videos/(?P<video_id>[^/]+)"
 #: Every endpoint but OAuth: what the 20 requests/s account limit counts (B6).
-REST_ENDPOINTS = ("brightcove.create_video", "brightcove.get_video", "brightcove.list_ingest_jobs",
+REST_ENDPOINTS = ("brightcove.create_video", "brightcove.video_fields", "brightcove.get_video", "brightcove.list_ingest_jobs",
                   "brightcove.get_ingest_job", "brightcove.upload_urls", "brightcove.ingest_request")
 RATE_LIMIT_RPS = 20
 #: CMS create-video fields (providers.md §1, B2); anything else is "Unrecognized".
@@ -138,6 +148,9 @@ VIDEO_FIELDS = ("name", "description", "long_description", "reference_id", "stat
 INGEST_FIELDS = ("master", "profile", "capture-images", "callbacks", "poster", "thumbnail", "text_tracks",
                  "audio_tracks", "priority")
 TERMINAL = ("finished", "failed")
+#: The account's defined custom fields (``GET /video_fields``); the CMS refuses any other.
+DEFAULT_CUSTOM_FIELDS = "team,subject=Reptiles|Mammals|Birds|Other"
+MAX_CUSTOM_FIELDS = 10  # the reference example's max_custom_fields
 #: Renditions of the default Dynamic Delivery profile, as notified (B5 sample).
 RENDITIONS = ("default/audio64", "default/audio128", "default/video360", "default/video720", "default/video1080")
 SOURCE_BYTES_PER_SECOND = 500_000  # to derive a plausible duration from the source size
@@ -221,24 +234,28 @@ class BrightcoveEmulator(Emulator):
         "client_secret": ("sandbox-bc-secret", "OAuth client secret"),
         "account_id": ("6200000000001", "the Video Cloud account id in the API paths"),
         "token_ttl": (TOKEN_TTL, "seconds an access token lives"),
+        "custom_fields": (DEFAULT_CUSTOM_FIELDS, "the account's defined custom fields: comma-separated ids, an "
+                                                 "enum's values after '=' separated by '|'"),
     }
     stages = ("brightcove.processing",)
     settings = {  # see "Authentication" and "Limits" above
         "token_ttl": Setting(None, int),  # null: the token_ttl option
         "per_video_per_minute": Setting(0, int),  # 0: no limit
         "callback_duplicates": Setting(False, bool),
+        "title_notifications": Setting(True, bool),  # false: DYNAMIC_RENDITION notifications only
     }
     fault_defaults = {"rate_limit_rps": RATE_LIMIT_RPS, "rate_limit_endpoints": list(REST_ENDPOINTS)}
     error_format = staticmethod(_fault_error)
 
     def __init__(self, ctx: Context, *, client_id: str = "sandbox-bc-client",
                  client_secret: str = "sandbox-bc-secret", account_id: str = "6200000000001",
-                 token_ttl: int = TOKEN_TTL):
+                 token_ttl: int = TOKEN_TTL, custom_fields: str = DEFAULT_CUSTOM_FIELDS):
         super().__init__(ctx)
         self.client_id = client_id
         self.client_secret = client_secret
         self.account_id = str(account_id)
         self.token_ttl = int(token_ttl)
+        self.custom_fields = _parse_custom_fields(custom_fields)
         self._base = f"http://{ctx.address}"
         self._lock = threading.RLock()
         self._videos: dict[str, Video] = {}
@@ -259,6 +276,8 @@ class BrightcoveEmulator(Emulator):
         return [
             route("POST", r"/v4/access_token", "brightcove.oauth_token", self._oauth_token, provider=p),
             route("POST", ACCOUNT_PATH + r"/videos/?", "brightcove.create_video", self._create_video, provider=p),
+            route("GET", ACCOUNT_PATH + r"/video_fields/?", "brightcove.video_fields", self._video_fields,
+                  provider=p),
             route("GET", VIDEO_PATH + r"/?", "brightcove.get_video", self._get_video, provider=p, entity=_video_param),
             route("GET", VIDEO_PATH + r"/ingest_jobs/?", "brightcove.list_ingest_jobs", self._list_jobs, provider=p,
                   entity=_video_param),
@@ -376,6 +395,13 @@ class BrightcoveEmulator(Emulator):
         if unknown:
             raise bc_error(400, "BAD_VALUE", f"Unrecognized field in the submitted data: {', '.join(unknown)}")
         fields = _video_fields(body)
+        for name, value in fields["custom_fields"].items():
+            defined = self.custom_fields.get(name)
+            # The CMS reference's 422 example: error_code VALIDATION_ERROR, "<field>: ILLEGAL_FIELD".
+            if defined is None:
+                raise bc_error(422, "VALIDATION_ERROR", f"custom_fields.{name}: ILLEGAL_FIELD")
+            if defined["type"] == "enum" and value not in defined["enum_values"]:
+                raise bc_error(422, "VALIDATION_ERROR", f"custom_fields.{name}: ILLEGAL_VALUE")
         now = _now()
         with self._lock:
             reference_id = fields["reference_id"]
@@ -388,6 +414,16 @@ class BrightcoveEmulator(Emulator):
             answer = self._video_json(video)
         req.entity = video.id
         return json_response(answer, 201)
+
+    def _video_fields(self, req: Request) -> Response:
+        """``GET /v1/accounts/{a}/video_fields``: the account's custom fields, in the CMS reference's shape."""
+        self._authorize(req)
+        return json_response({
+            "custom_fields": [dict(f) for f in self.custom_fields.values()],
+            "max_custom_fields": MAX_CUSTOM_FIELDS,
+            "standard_fields": [{"description": None, "id": name, "required": False}
+                                for name in ("description", "long_description", "tags", "reference_id")],
+        })
 
     def _get_video(self, req: Request) -> Response:
         video = self._video_for(req, "RESOURCE_NOT_FOUND", "Resource does not exist.")
@@ -450,6 +486,8 @@ class BrightcoveEmulator(Emulator):
     def _upload_urls(self, req: Request) -> Response:
         """``GET .../upload-urls/{source_name}``: a new S3 key and credentials on every call (B1)."""
         video = self._video_for(req, "NO_SUCH_VIDEO", "Unable to find the referenced video")
+        if (req.header("Content-Type") or "").split(";")[0].strip().lower() != "application/json":
+            raise bc_error(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
         source_name = unquote(req.params["source_name"])
         if not source_name or any(c in source_name for c in " ?&#"):
             raise bc_error(400, "BAD_REQUEST", "source_name must be a file name without spaces or ? & #")
@@ -463,7 +501,7 @@ class BrightcoveEmulator(Emulator):
             self._credentials_issued.append({"video_id": video.id, "object_key": key, **credentials})
         return json_response({
             "bucket": BUCKET, "object_key": key, **credentials,
-            "signed_url": self.ctx.s3.presign_put(BUCKET, key),
+            "signed_url": self.ctx.s3.presign_put_v2(BUCKET, key),
             "api_request_url": self.ctx.s3.object_url(BUCKET, key),
         })
 
@@ -639,7 +677,7 @@ class BrightcoveEmulator(Emulator):
                 return
             job.state, job.updated_at = "finished", _now()
             note = self._title_notification(job, "SUCCESS")
-        self._notify(video, job, [note] * (2 if self.ctx.setting("callback_duplicates") else 1))
+        self._notify_title(video, job, note)
 
     def _fail(self, video: Video, job: Job, code: str, message: str) -> None:
         with self._lock:
@@ -647,7 +685,11 @@ class BrightcoveEmulator(Emulator):
                 return
             job.state, job.error_code, job.error_message, job.updated_at = "failed", code, message, _now()
             note = self._title_notification(job, "FAILED", message)
-        self._notify(video, job, [note] * (2 if self.ctx.setting("callback_duplicates") else 1))
+        self._notify_title(video, job, note)
+
+    def _notify_title(self, video: Video, job: Job, note: dict[str, Any]) -> None:
+        if self.ctx.setting("title_notifications"):
+            self._notify(video, job, [note] * (2 if self.ctx.setting("callback_duplicates") else 1))
 
     def _alive(self, video: Video) -> bool:
         """False once the sandbox was reset after the video was created."""
@@ -705,7 +747,8 @@ class BrightcoveEmulator(Emulator):
 
     def _video_row(self, v: Video) -> dict[str, Any]:
         return {"id": v.id, "name": v.fields["name"], "reference_id": v.reference_id, "state": v.fields["state"],
-                "complete": v.complete, "duration": v.duration, "ingest_requests": v.ingest_requests, "jobs": []}
+                "complete": v.complete, "duration": v.duration, "ingest_requests": v.ingest_requests,
+                "custom_fields": dict(v.fields["custom_fields"]), "jobs": []}
 
     def _job_row(self, j: Job) -> dict[str, Any]:
         return {**j.to_json(self.account_id), "source_url": j.source_url, "source_size": j.source_size,
@@ -762,6 +805,19 @@ def _video_fields(body: dict[str, Any]) -> dict[str, Any]:
         "cue_points": cue_points, "geo": body.get("geo"), "schedule": body.get("schedule"), "economics": economics,
         "drm_disabled": drm_disabled,
     }
+
+
+def _parse_custom_fields(spec: str) -> dict[str, dict[str, Any]]:
+    """``"team,subject=A|B"`` -> the CMS ``video_fields`` entries by id (string, or enum with values)."""
+    fields: dict[str, dict[str, Any]] = {}
+    for item in filter(None, (part.strip() for part in str(spec).split(","))):
+        name, _, values = item.partition("=")
+        entry: dict[str, Any] = {"description": None, "display_name": name.strip().title(), "id": name.strip(),
+                                 "required": False, "type": "enum" if values else "string"}
+        if values:
+            entry["enum_values"] = [v for v in values.split("|") if v]
+        fields[entry["id"]] = entry
+    return fields
 
 
 def _now() -> str:

@@ -33,16 +33,26 @@ error format (``<Error><Code>SlowDown</Code>...``), which boto3 parses and retri
 the real thing. A request body without ``Content-Length`` gets 411
 ``MissingContentLength``: boto3 always sends the length over plain HTTP.
 
+Signature-v2 query-string URLs (:meth:`S3Server.presign_put_v2`, Brightcove's
+``signed_url``: ``?AWSAccessKeyId=..&Expires=..&Signature=..``, HMAC-SHA1 over the v2
+string-to-sign ``PUT\n<Content-MD5>\n<Content-Type>\n<Expires>\n<x-amz-* headers><resource>``)
+are checked by the proxy itself, as S3 does: a request whose Content-Type (or Content-MD5)
+differs from what was signed gets 403 ``SignatureDoesNotMatch``, an expired one 403
+``AccessDenied`` "Request has expired"; the signature parameters are removed before the
+request goes on to moto.
+
 moto's behaviour, kept as is (``design/uploads.md`` §4): parts under 5 MiB, except the
 last, fail ``CompleteMultipartUpload`` with ``EntityTooSmall``; any credentials are
-accepted and neither signatures nor presigned-URL expiry are checked; a completed
-multipart object is assembled in memory. moto keeps its state per process, so two
+accepted and neither SigV4 signatures nor SigV4 presigned-URL expiry are checked; a
+completed multipart object is assembled in memory. moto keeps its state per process, so two
 sandboxes in one process share buckets.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import http.client
 import logging
 import threading
@@ -51,7 +61,7 @@ from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from xml.sax.saxutils import escape
 
 import boto3
@@ -91,10 +101,11 @@ S3_ERRORS = {
 _SANDBOX_KEY, _SANDBOX_SECRET = "SANDBOXACCESSKEY0001", "sandbox-secret-key"
 
 
-def s3_error(status: int) -> Response:
-    """An S3-style XML error for ``status``."""
+def s3_error(status: int, code: str | None = None, message: str | None = None) -> Response:
+    """An S3-style XML error for ``status`` (S3's usual code and message unless given)."""
     phrase = HTTPStatus(status).phrase
-    code, message = S3_ERRORS.get(status, (phrase.replace(" ", ""), phrase))
+    default_code, default_message = S3_ERRORS.get(status, (phrase.replace(" ", ""), phrase))
+    code, message = code or default_code, message or default_message
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code>'
             f"<Message>{escape(message)}</Message><RequestId>sandbox</RequestId></Error>")
     return Response(status, body.encode(), {"Content-Type": "application/xml"})
@@ -204,6 +215,38 @@ class S3Server:
         return self._presigner.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key},
                                                       ExpiresIn=expires)
 
+    def presign_put_v2(self, bucket: str, key: str, expires: int = PRESIGN_TTL, content_type: str = "") -> str:
+        """A signature-v2 presigned ``PUT`` URL for ``bucket/key`` that signs ``content_type``
+        ("" = the request must carry no Content-Type), as Brightcove's ``signed_url``."""
+        resource = f"/{bucket}/{quote(key)}"
+        until = int(time.time()) + expires
+        signature = _v2_signature(_SANDBOX_SECRET, "PUT", "", content_type, str(until), {}, resource)
+        query = urlencode({"AWSAccessKeyId": _SANDBOX_KEY, "Expires": until, "Signature": signature})
+        return f"{self.url}{resource}?{query}"
+
+    def _check_v2(self, req: Request, target: str) -> tuple[Response | None, str]:
+        """A v2 query-signed request: (403 if its signature or expiry fails, target without the signature)."""
+        parts = urlsplit(target)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        given = dict(pairs)
+        if "Signature" not in given or "AWSAccessKeyId" not in given:
+            return None, target
+        rest = urlencode([(k, v) for k, v in pairs if k not in ("AWSAccessKeyId", "Expires", "Signature")])
+        stripped = parts.path + (f"?{rest}" if rest else "")
+        if given["AWSAccessKeyId"] != _SANDBOX_KEY:
+            return s3_error(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our "
+                                                       "records."), stripped
+        amz = {k.lower(): v.strip() for k, v in req.headers.items() if k.lower().startswith("x-amz-")}
+        expected = _v2_signature(_SANDBOX_SECRET, req.method, req.header("Content-MD5") or "",
+                                 req.header("Content-Type") or "", given.get("Expires", ""), amz, parts.path)
+        if not hmac.compare_digest(expected.encode(), given["Signature"].encode()):
+            return s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the "
+                                                          "signature you provided. Check your key and signing "
+                                                          "method."), stripped
+        if not given.get("Expires", "").isdigit() or int(given["Expires"]) < time.time():
+            return s3_error(403, "AccessDenied", "Request has expired"), stripped
+        return None, stripped
+
     def probe(self, bucket: str, key: str, head_bytes: int = 12) -> tuple[int, bytes] | None:
         """``(size, first head_bytes bytes)`` of an object, or None if there is no such object."""
         try:
@@ -266,9 +309,14 @@ class S3Server:
                     self._stopping.wait(decision.hang)
                     raise ClientGone("hang fault: closing without an answer")
                 else:
-                    if decision.drop_after is not None:
-                        req.cut_after(decision.drop_after)
-                    response = self._forward(h.path, req)
+                    refused, target = self._check_v2(req, h.path)
+                    if refused is not None:
+                        response = refused
+                        req.drain()
+                    else:
+                        if decision.drop_after is not None:
+                            req.cut_after(decision.drop_after)
+                        response = self._forward(target, req)
             except ClientGone:
                 response = None
         # Logged before answering, as the sandbox's own requests are: a client that has its
@@ -348,6 +396,14 @@ def _send(h: _ProxyHandler, req: Request, response: Response) -> None:
         if hasattr(body, "close"):
             body.close()  # a relayed body closes its upstream connection even if never iterated
 
+
+
+def _v2_signature(secret: str, method: str, md5: str, content_type: str, expires: str, amz: dict[str, str],
+                  resource: str) -> str:
+    """S3 signature version 2: base64 HMAC-SHA1 of the string-to-sign."""
+    amz_lines = "".join(f"{k}:{amz[k]}\n" for k in sorted(amz))
+    string_to_sign = f"{method}\n{md5}\n{content_type}\n{expires}\n{amz_lines}{resource}"
+    return base64.b64encode(hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha1).digest()).decode()
 
 
 def _address(host: str, port: int) -> str:

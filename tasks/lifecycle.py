@@ -31,7 +31,7 @@ def slot_score(job: Job) -> float:
 
 def release_holdings(rt: Runtime, job: Job) -> None:
     """Give back the job's slot (or its place in line) and wake whoever may take it."""
-    for woken in rt.slots(job.provider, job.account).release(job.id):
+    for woken in rt.slots(job.provider, job.account, job).release(job.id):
         rt.store.schedule(woken, 0)
     rt.redis.zrem(rt.store.active_key(job.provider, job.account), job.id)
     forget_credentials(rt.redis, job.id)
@@ -51,16 +51,17 @@ def reap(rt: Runtime) -> int:
     Returns how many entries it reclaimed; the scheduler runs it periodically."""
     reclaimed = 0
     for provider, account in rt.settings.accounts:
-        slots = rt.slots(provider, account)
+        pools = rt.slot_pools(provider, account)
         active = rt.store.active_key(provider, account)
-        members = set(slots.holders()) | set(slots.waiters())
+        members = {m for slots in pools for m in (*slots.holders(), *slots.waiters())}
         members |= {m.decode() for m in rt.redis.zrange(active, 0, -1)}
         for job_id in members:
             job = rt.store.get(job_id)
             if job is not None and not job.terminal:
                 continue
-            for woken in slots.release(job_id):
-                rt.store.schedule(woken, 0)
+            for slots in pools:
+                for woken in slots.release(job_id):
+                    rt.store.schedule(woken, 0)
             rt.redis.zrem(active, job_id)
             reclaimed += 1
     return reclaimed

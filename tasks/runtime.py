@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from typing import Any
 
 import redis
 
@@ -50,9 +51,20 @@ class Runtime:
         return ProviderBudget(self.redis, f"{cfg.budget_key}:entity:{entity}", rate=cfg.entity_rate, burst=1,
                               headroom=self.settings.budget_headroom, cooldown_cap=self.settings.backoff_cap)
 
-    def slots(self, provider: str, account: str) -> ProviderSlots:
+    def slots(self, provider: str, account: str, job: Any = None) -> ProviderSlots:
+        """The slot pool of ``job`` (the adapter's ``slot_pool``), or the account's default pool."""
+        from tasks.providers import ADAPTERS
+
         cfg = self.settings.account(provider, account)
-        return ProviderSlots(self.redis, cfg.budget_key, limit=cfg.slots)
+        pool, limit = ADAPTERS[provider].slot_pool(job, cfg) if job is not None else ("", cfg.slots)
+        return ProviderSlots(self.redis, f"{cfg.budget_key}:{pool}" if pool else cfg.budget_key, limit=limit)
+
+    def slot_pools(self, provider: str, account: str) -> list[ProviderSlots]:
+        from tasks.providers import ADAPTERS
+
+        cfg = self.settings.account(provider, account)
+        return [ProviderSlots(self.redis, f"{cfg.budget_key}:{pool}" if pool else cfg.budget_key, limit=limit)
+                for pool, limit in ADAPTERS[provider].slot_pools(cfg)]
 
     def client(self, provider: str, account: str, kind: str = "api") -> ProviderClient:
         key = (provider, account, kind)

@@ -219,8 +219,8 @@ def _slot_held(rt: Any, job: Job, step: str) -> bool:
     slot_step = ADAPTERS[job.provider].slot_step(job)
     if STEPS.index(step) < STEPS.index(slot_step):
         return True
-    return rt.slots(job.provider, job.account).acquire(job.id, score=slot_score(job),
-                                                       wake_with=job.dispatch["member"])
+    return rt.slots(job.provider, job.account, job).acquire(job.id, score=slot_score(job),
+                                                            wake_with=job.dispatch["member"])
 
 
 def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:

@@ -4,6 +4,7 @@ Dynamic Ingest and S3 (moto behind a logging proxy) over sockets."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -43,29 +44,38 @@ def test_small_push_large_push_and_pull_reach_ready(start_fleet, sandbox) -> Non
         assert video["ingest_requests"] == 1
         assert video["reference_id"] == jobs[name]["idempotency_key"]
     assert len(sandbox.log("s3.upload_part")) == 4
-    assert len(sandbox.log("s3.put_object")) == 1
+    # The v2 signed_url signs no Content-Type: the PUT must carry none (B1).
+    assert [e["status"] for e in sandbox.log("s3.put_object")] == [200]
+    # upload-urls carries Content-Type: application/json, else 415 (B4).
+    assert {e["status"] for e in sandbox.log("brightcove.upload_urls")} == {200}
 
 
-def test_kill_9_mid_multipart_resends_no_completed_part(start_fleet, sandbox) -> None:
-    size = 60 * MiB  # 12 parts of 5 MiB
-    src = make_source("bc-kill.mp4", size)
-    sandbox.faults("s3", latency_ms=400, latency_endpoints=["s3.upload_part"])
+def _kill_mid_multipart(start_fleet, sandbox, src, *, parts_before_kill: int, timeout: float, **s3_faults):
+    """Push ``src`` (5 MiB parts, slowed down), kill -9 the worker once ``parts_before_kill`` parts
+    are checkpointed, start another; returns the final job. Asserts no checkpointed part is sent
+    twice and every part is sent."""
+    sandbox.faults("s3", latency_ms=400, latency_endpoints=["s3.upload_part"], **s3_faults)
     fleet = start_fleet(workers=1, concurrency=1)
     job_id = submit({"provider": "brightcove", "source": str(src), "title": "killed mid-multipart"})
     deadline = time.monotonic() + 90
-    while len(status(job_id)["upload"].get("parts", [])) < 3:
+    while len(status(job_id)["upload"].get("parts", [])) < parts_before_kill:
         assert time.monotonic() < deadline, status(job_id)
         time.sleep(0.05)
     recorded = {p["n"] for p in status(job_id)["upload"]["parts"]}
     fleet.workers[0].kill9()
     fleet.start_worker(concurrency=1)
-
-    job = wait(job_id, 240)
+    job = wait(job_id, timeout)
     assert job["state"] == "ready", job
     sent = [e["part_number"] for e in sandbox.log("s3.upload_part") if e.get("status") == 200]
     for n in recorded:
-        assert sent.count(n) == 1, f"part {n} was completed before the kill and sent again"
-    assert sorted(set(sent)) == list(range(1, 13))
+        assert sent.count(n) == 1, f"part {n} was checkpointed before the kill and sent again"
+    assert sorted(set(sent)) == list(range(1, src.stat().st_size // (5 * MiB) + 1))
+    return job
+
+
+def test_kill_9_mid_multipart_resends_no_completed_part(start_fleet, sandbox) -> None:
+    src = make_source("bc-kill.mp4", 60 * MiB)  # 12 parts of 5 MiB
+    _kill_mid_multipart(start_fleet, sandbox, src, parts_before_kill=3, timeout=240)
     assert len(sandbox.log("s3.create_multipart_upload")) == 1
     state = sandbox.state("brightcove")
     assert len(state["videos"]) == 1 and state["ingest_requests"][state["videos"][0]["id"]] == 1
@@ -171,3 +181,95 @@ def test_calls_on_one_video_keep_the_per_video_budget(start_fleet, sandbox) -> N
     assert len(calls) >= 4  # create, upload-urls, ingest request, polls
     gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
     assert min(gaps) >= 0.9, [(e["endpoint"], e["t"]) for e in entries]
+
+
+def test_only_defined_custom_fields_are_sent(start_fleet, sandbox, rt) -> None:
+    """Metadata goes to CMS custom_fields only where the account defines the field (GET video_fields);
+    an undefined key fails the job at once, naming it, without creating a video (B2)."""
+    start_fleet(workers=1)
+    pulled = make_source("bc-fields.mp4", 1 * MiB, folder=MEDIA)
+    url = f"{SANDBOX_URL}/media/{pulled.name}"
+    good = wait(submit({"provider": "brightcove", "source": url, "metadata": {"team": "video", "subject": "Birds"}}),
+                60)
+    assert good["state"] == "ready", good
+    assert _bc_video(sandbox, good)["custom_fields"] == {"team": "video", "subject": "Birds"}
+    bad = wait(submit({"provider": "brightcove", "source": url, "metadata": {"team": "video", "mood": "calm"}}), 60)
+    assert bad["state"] == "failed", bad
+    assert "mood" in bad["error"]["message"] and "INGEST_BRIGHTCOVE_CUSTOM_FIELDS" in bad["error"]["message"]
+    assert bad["attempts"].get("create", 0) <= 1 and "video_id" not in bad["provider_ids"]
+    enum = wait(submit({"provider": "brightcove", "source": url, "metadata": {"subject": "Rocks"}}), 60)
+    assert enum["state"] == "failed" and "subject" in enum["error"]["message"], enum
+    assert len(sandbox.state("brightcove")["videos"]) == 1
+    # The definitions are cached per account: one GET for the three jobs, plus one fresh look
+    # for each unknown key or value before failing.
+    assert len(sandbox.log("brightcove.video_fields")) <= 3
+
+
+def test_a_custom_field_mapping_renames_and_limits_metadata(start_fleet, sandbox) -> None:
+    env = {"INGEST_BRIGHTCOVE_CUSTOM_FIELDS": "dept:team"}
+    start_fleet(workers=1, env=env)
+    pulled = make_source("bc-map.mp4", 1 * MiB, folder=MEDIA)
+    url = f"{SANDBOX_URL}/media/{pulled.name}"
+    job = wait(submit({"provider": "brightcove", "source": url, "metadata": {"dept": "video"}}), 60)
+    assert job["state"] == "ready", job
+    assert _bc_video(sandbox, job)["custom_fields"] == {"team": "video"}
+    # A key the mapping does not name is refused at submit, naming the key and the setting.
+    from tasks.intent import Intent, IntentError
+    from workers.config import Settings
+
+    settings = Settings.from_env({**os.environ, **env})
+    with pytest.raises(IntentError) as info:
+        Intent.from_dict({"provider": "brightcove", "source": url, "metadata": {"mood": "calm"}}).validate(settings)
+    assert "metadata.mood" in str(info.value) and "INGEST_BRIGHTCOVE_CUSTOM_FIELDS" in str(info.value)
+
+
+def test_multipart_resumes_from_checkpointed_parts_when_list_parts_is_denied(start_fleet, sandbox) -> None:
+    """Brightcove's temporary credentials are documented for multipart uploads, not for ListParts:
+    a denied ListParts must not restart the upload (B3)."""
+    src = make_source("bc-noparts.mp4", 30 * MiB)  # 6 parts of 5 MiB
+    job = _kill_mid_multipart(start_fleet, sandbox, src, parts_before_kill=2, timeout=180,
+                              rules=[{"endpoint": "s3.list_parts", "status": 403}])
+    assert len(sandbox.log("s3.create_multipart_upload")) == 1
+    assert len(sandbox.state("brightcove")["credentials_issued"]) == 1  # the upload target was kept
+    assert _bc_video(sandbox, job)["jobs"][0]["source_sha256"] == sha256_of(src)
+    assert any(h["event"] == "upload.list_parts_denied" for h in job["history"])
+
+
+def test_rendition_callbacks_make_the_poll_due(start_fleet, sandbox) -> None:
+    """Dynamic Delivery documents DYNAMIC_RENDITION notifications; each one about the job's
+    video makes the poll due, and the CMS ingest job decides the state (B5)."""
+    sandbox.faults("brightcove", processing_seconds=6, title_notifications=False)
+    start_fleet(workers=1, webhooks=True, env={"INGEST_POLL_INITIAL": "40", "INGEST_POLL_MAX": "40"})
+    pulled = make_source("bc-rendition.mp4", 1 * MiB, folder=MEDIA)
+    job_id = submit({"provider": "brightcove", "source": f"{SANDBOX_URL}/media/{pulled.name}"})
+    deadline = time.monotonic() + 25
+    while not any(h.get("event") == "provider.status" and h.get("status") == "published"
+                  for h in status(job_id)["history"]):
+        assert time.monotonic() < deadline, status(job_id)["history"]
+        time.sleep(0.1)
+    sent = [c for c in sandbox.state("brightcove")["callbacks_sent"]]
+    assert sent and {c["payload"]["entityType"] for c in sent} == {"DYNAMIC_RENDITION"}
+
+
+def test_low_priority_jobs_have_their_own_smaller_pool(start_fleet, sandbox) -> None:
+    """Brightcove runs at most 100 low-priority jobs at once per account, apart from the 200 normal
+    ones (ingest priority queueing page); scaled down here to 2 low and 3 normal (B6)."""
+    sandbox.faults("brightcove", processing_seconds=3)
+    start_fleet(workers=1, concurrency=4, env={"INGEST_BRIGHTCOVE_SLOTS": "3", "INGEST_BRIGHTCOVE_LOW_SLOTS": "2",
+                                               "INGEST_POLL_INITIAL": "0.3", "INGEST_POLL_MAX": "0.5"})
+    pulled = make_source("bc-low.mp4", 1 * MiB, folder=MEDIA)
+    url = f"{SANDBOX_URL}/media/{pulled.name}"
+    ids = [submit({"provider": "brightcove", "source": url, "title": f"low {i}", "priority": "low"}) for i in range(5)]
+    ids += [submit({"provider": "brightcove", "source": url, "title": f"normal {i}"}) for i in range(3)]
+    most = {"low": 0, "normal": 0}
+    deadline = time.monotonic() + 120
+    while not all(status(i)["state"] in ("ready", "failed") for i in ids):
+        assert time.monotonic() < deadline, [status(i)["state"] for i in ids]
+        running = [j for v in sandbox.state("brightcove")["videos"] for j in v["jobs"]
+                   if j["state"] not in ("finished", "failed")]
+        for priority in most:
+            most[priority] = max(most[priority], sum(j["priority"] == priority for j in running))
+        time.sleep(0.1)
+    assert [status(i)["state"] for i in ids] == ["ready"] * len(ids)
+    assert most["low"] == 2, most  # never more than the low pool, and it was used
+    assert most["normal"] == 3, most  # the normal pool is not taken by low-priority jobs

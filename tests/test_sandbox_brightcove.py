@@ -20,6 +20,8 @@ import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from urllib.parse import parse_qs, urlsplit
+
 from sandbox import Sandbox, make_invalid_file, make_video_file
 from tests.receiver import Receiver
 
@@ -75,6 +77,7 @@ def bc(sandbox):
     """A session that talks to the CMS and DI APIs like the fleet does."""
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {get_token(sandbox).json()['access_token']}"
+    s.headers["Content-Type"] = "application/json"  # the DI and CMS references list it on every call
     s.base = f"{sandbox.url}/v1/accounts/{ACCOUNT}"
     yield s
     s.close()
@@ -190,12 +193,12 @@ def test_calls_need_a_valid_unexpired_token(sandbox, bc):
 
 def test_create_video_409_on_reference_id_and_ref_lookup(bc):
     video = create_video(bc, reference_id="intent-42", description="d", tags=["a", "b"],
-                         custom_fields={"source": "fleet"})
+                         custom_fields={"team": "fleet"})
     assert len(video["id"]) == 13 and video["id"].isdigit() and video["account_id"] == ACCOUNT
     assert (video["name"], video["reference_id"], video["description"], video["tags"]) == ("clip", "intent-42", "d",
                                                                                           ["a", "b"])
     assert (video["complete"], video["state"], video["duration"], video["custom_fields"]) == (
-        False, "ACTIVE", None, {"source": "fleet"})
+        False, "ACTIVE", None, {"team": "fleet"})
     assert video["created_at"].endswith("Z") and video["updated_at"] == video["created_at"]
 
     r = bc.post(f"{bc.base}/videos", json={"name": "again", "reference_id": "intent-42"}, timeout=5)
@@ -236,7 +239,9 @@ def test_presigned_put_then_ingest_finishes_and_calls_back(sandbox, bc, media, r
     assert (account, video_id, len(uid), name) == (ACCOUNT, video["id"], 36, "small.mp4")
     s3_url = sandbox.env()["INGEST_BRIGHTCOVE_S3_ENDPOINT"]
     assert target["api_request_url"] == f"{s3_url}/{BUCKET}/{target['object_key']}"
-    assert target["signed_url"].startswith(target["api_request_url"] + "?X-Amz-Algorithm=AWS4-HMAC-SHA256")
+    # Signature v2, as the DI reference's example: AWSAccessKeyId, Expires, Signature.
+    assert target["signed_url"].startswith(target["api_request_url"] + "?AWSAccessKeyId=")
+    assert {"Expires", "Signature"} <= set(parse_qs(urlsplit(target["signed_url"]).query))
     again = upload_urls(bc, video["id"], "small.mp4")
     assert again["object_key"] != target["object_key"] and again["access_key_id"] != target["access_key_id"]
 
@@ -522,3 +527,49 @@ def test_cli_takes_brightcove_options(tmp_path):
         assert proc.wait(timeout=10) == 0
     finally:
         proc.kill()
+
+
+def test_signed_url_is_v2_and_refuses_a_content_type_it_did_not_sign(sandbox, bc, media):
+    """V2 signs Content-Type: the URL was signed with none, so a PUT with one is 403 SignatureDoesNotMatch."""
+    small = media / "small.mp4"
+    video = create_video(bc)
+    target = upload_urls(bc, video["id"], "small.mp4")
+    refused = requests.put(target["signed_url"], data=small.read_bytes(), headers={"Content-Type": "video/mp4"},
+                           timeout=10)
+    assert refused.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in refused.text
+    tampered = target["signed_url"].replace("Expires=", "Expires=1")
+    assert requests.put(tampered, data=b"x", timeout=10).status_code == 403
+    with open(small, "rb") as f:  # a file body: requests adds no Content-Type
+        assert requests.put(target["signed_url"], data=f, timeout=10).status_code == 200
+    [obj] = state(sandbox)["objects"]
+    assert obj["sha256"] == sha256(small)
+
+
+def test_upload_urls_needs_json_content_type(bc):
+    video = create_video(bc)
+    r = bc.get(f"{bc.base}/videos/{video['id']}/upload-urls/clip.mp4", headers={"Content-Type": None}, timeout=5)
+    assert r.status_code == 415 and r.json()[0]["error_code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
+def test_video_fields_and_undefined_custom_fields(bc):
+    fields = bc.get(f"{bc.base}/video_fields", timeout=5).json()
+    by_id = {f["id"]: f for f in fields["custom_fields"]}
+    assert by_id["team"]["type"] == "string" and by_id["subject"]["type"] == "enum"
+    assert "Mammals" in by_id["subject"]["enum_values"] and fields["max_custom_fields"] >= len(by_id)
+    assert {"id", "required"} <= set(fields["standard_fields"][0])
+    create_video(bc, custom_fields={"team": "video", "subject": "Mammals"})
+    r = bc.post(f"{bc.base}/videos", json={"name": "x", "custom_fields": {"mood": "calm"}}, timeout=5)
+    assert r.status_code == 422 and r.json() == [{"error_code": "VALIDATION_ERROR",
+                                                  "message": "custom_fields.mood: ILLEGAL_FIELD"}]
+    r = bc.post(f"{bc.base}/videos", json={"name": "x", "custom_fields": {"subject": "Rocks"}}, timeout=5)
+    assert r.status_code == 422 and "subject" in r.json()[0]["message"]
+
+
+def test_title_notifications_can_be_turned_off(sandbox, bc, media, receiver):
+    put_faults(sandbox, title_notifications=False)
+    video = create_video(bc)
+    job_id = ingest(bc, video["id"], f"{sandbox.url}/media/small.mp4", callbacks=[receiver.url])
+    wait_job(bc, video["id"], job_id)
+    notes = receiver.wait_for(len(RENDITIONS))
+    time.sleep(0.5)
+    assert {n["entityType"] for n in receiver.hooks} == {"DYNAMIC_RENDITION"} and len(receiver.hooks) == len(notes)

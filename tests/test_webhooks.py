@@ -37,13 +37,15 @@ def test_a_notification_makes_the_pending_poll_due_now(rt, receiver) -> None:
     job = _awaiting_job(rt)
     url = f"http://127.0.0.1:{receiver.port}/brightcove/{job.id}/{token_for('s' * 32, 'brightcove', job.id)}"
     before = rt.redis.zscore(SCHEDULE_KEY, job.dispatch["member"])
-    rendition = requests.post(url, json={"entityType": "DYNAMIC_RENDITION", "status": "SUCCESS"}, timeout=5)
-    assert rendition.status_code == 200
+    unrelated = requests.post(url, json={"status": "SUCCESS"}, timeout=5)  # not a DI notification
+    assert unrelated.status_code == 200
     assert rt.redis.zscore(SCHEDULE_KEY, job.dispatch["member"]) == before  # not worth a poll
-    title = {"entityType": "TITLE", "status": "SUCCESS", "videoId": "1"}
-    assert requests.post(url, json=title, timeout=5).json() == {"ok": True}
+    # Brightcove: any DI notification about the job's video (the documented DYNAMIC_RENDITION
+    # ones too) makes the poll due; the ingest job's state decides.
+    rendition = {"entityType": "DYNAMIC_RENDITION", "status": "SUCCESS", "videoId": "1", "entity": "default/audio64"}
+    assert requests.post(url, json=rendition, timeout=5).json() == {"ok": True}
     assert rt.redis.zscore(SCHEDULE_KEY, job.dispatch["member"]) < before - 500
-    assert requests.post(url, json=title, timeout=5).json() == {"ok": True, "duplicate": True}
+    assert requests.post(url, json=rendition, timeout=5).json() == {"ok": True, "duplicate": True}
 
 
 def test_forged_and_malformed_notifications_are_refused(rt, receiver) -> None:

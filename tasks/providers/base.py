@@ -129,6 +129,18 @@ class Adapter:
     def validate(self, intent: "ValidatedIntent") -> None:
         """Provider-specific checks at submit; raise IntentError naming the field."""
 
+    def validate_for_account(self, intent: "ValidatedIntent", account: "AccountConfig") -> None:
+        """Checks at submit that need the account's configuration; raise IntentError naming the field."""
+
+    def slot_pool(self, job: "Job", account: "AccountConfig") -> tuple[str, int]:
+        """The provider-side slot pool ``job`` takes: (suffix of the pool's key, its limit).
+        Default: one pool per account of ``account.slots`` (e.g. Brightcove keeps low priority apart)."""
+        return "", account.slots
+
+    def slot_pools(self, account: "AccountConfig") -> list[tuple[str, int]]:
+        """Every pool :meth:`slot_pool` may answer for the account (the reaper visits each)."""
+        return [("", account.slots)]
+
     def needs(self, step: str, job: "Job") -> bool:
         if job.mode == "pull" and step in ("target", "upload"):
             return False

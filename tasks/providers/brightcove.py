@@ -7,19 +7,35 @@ Contract: shared/design/providers.md §1 and the seed ``brightcove-dynamic-inges
   one worker at a time, and refreshed once when an API answers 401.
 * create: CMS ``POST /v1/accounts/{a}/videos`` with ``reference_id`` = the job's idempotency
   key; 409 ``REFERENCE_ID_IN_USE`` means a crashed run created it: ``GET /videos/ref:{key}``.
+  Metadata goes to ``custom_fields``, which the CMS accepts only for fields defined on the
+  account (else 422 ``ILLEGAL_FIELD``): the definitions come from ``GET /video_fields``, cached
+  per account in Redis for ``FIELDS_TTL`` seconds and looked up afresh once before a job fails
+  on an unknown field or enum value. ``INGEST_BRIGHTCOVE_CUSTOM_FIELDS=key:field,...`` maps
+  intent metadata keys to field ids; when set, a key it does not name is refused at submit.
 * target (push): DI ``GET …/videos/{id}/upload-urls/{source_name}`` -> bucket, key, temporary
   credentials, ``signed_url``, ``api_request_url``. The credentials and the signed URL go to
   their own expiring Redis key (tasks.transfer.s3); the record keeps bucket, key and mode.
-* upload: below ``SINGLE_PUT_MAX`` one streamed PUT to ``signed_url``; above it an S3
-  multipart upload with the temporary credentials, resumable part by part.
+* upload: below ``SINGLE_PUT_MAX`` one streamed PUT to ``signed_url``, a signature-v2 URL
+  signed with no Content-Type, so the PUT carries none; above it an S3 multipart upload with
+  the temporary credentials, resumable part by part (from the checkpoint alone where the
+  credentials may not ``ListParts``).
 * submit: DI ``POST …/ingest-requests`` with ``master.url`` = ``api_request_url`` (push) or the
   source URL (pull), ``profile``/``capture-images`` from configuration and ``callbacks`` to the
   fleet's webhook receiver. Brightcove forbids two jobs on one video: a re-run after a crash
   first looks at the video's ``ingest_jobs`` and adopts the live one.
 * await: CMS ``GET …/videos/{id}/ingest_jobs/{job}``: processing -> publishing -> published ->
-  finished, or failed with ``error_code``/``error_message``. Callbacks end the wait early.
+  finished, or failed with ``error_code``/``error_message``. Any callback (DYNAMIC_RENDITION,
+  TITLE, ...) only makes that poll due; the ingest job decides the state.
 * limits: 20 req/s per account across CMS and DI, <= 10 requests a minute on one video,
-  200 concurrent jobs per account (the slot is taken at submit) - see workers.config.
+  200 concurrent normal-priority jobs per account (``INGEST_BRIGHTCOVE_SLOTS``) and apart
+  from them 100 low-priority ones (``INGEST_BRIGHTCOVE_LOW_SLOTS``); the slot is taken at
+  submit - see workers.config and docs/providers/brightcove.md.
+
+Every CMS and DI call carries ``Content-Type: application/json`` as the references list it.
+
+Settings (besides the credentials and URLs): ``INGEST_BRIGHTCOVE_CUSTOM_FIELDS`` (above),
+``INGEST_BRIGHTCOVE_LOW_SLOTS`` (default 100), ``PROFILE``, ``CAPTURE_IMAGES``,
+``SINGLE_PUT_MAX``, ``PART_SIZE``, ``S3_ENDPOINT``.
 """
 
 from __future__ import annotations
@@ -33,12 +49,15 @@ from urllib.parse import quote
 
 import requests
 
+import json
+
 from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer import single_put_max
 from tasks.transfer.s3 import (abort_multipart, forget_credentials, load_credentials, part_size_for, s3_client,
                                store_credentials, upload_multipart_slice)
+from workers.config import ConfigError
 from workers.logging import register_secret
 from workers.webhooks import callback_url
 
@@ -47,12 +66,41 @@ DEFAULT_PART_SIZE = 16 * 1024 * 1024
 CREDENTIALS_TTL = 23 * 3600  # Brightcove's temporary credentials and URLs last 24 h
 TOKEN_LOCK_SECONDS = 10
 PROGRESS = {"processing": 10, "publishing": 50, "published": 90}
+FIELDS_TTL = 300  # seconds the account's custom field definitions are trusted
+DEFAULT_LOW_SLOTS = 100  # low-priority jobs at once per account (ingest priority queueing page)
+JSON = {"Content-Type": "application/json"}
 
 
 def _source_name(path: str) -> str:
     """The file name Brightcove accepts in upload-urls: no ``? & #`` or spaces."""
     name = re.sub(r"[?&#\s]+", "_", os.path.basename(path)) or "source"
     return name[:200]
+
+
+def _field_map(account: Any) -> dict[str, str] | None:
+    """``INGEST_BRIGHTCOVE_CUSTOM_FIELDS`` as {metadata key: custom field id}, or None when unset."""
+    raw = account.setting("CUSTOM_FIELDS").strip()
+    if not raw:
+        return None
+    mapping = {}
+    for item in raw.split(","):
+        key, sep, field_id = (part.strip() for part in item.partition(":"))
+        if not key or not field_id or not sep:
+            raise ConfigError(f"INGEST_BRIGHTCOVE_CUSTOM_FIELDS: {item.strip()!r} is not key:field_id; "
+                              "write e.g. team:department,topic:subject")
+        mapping[key] = field_id
+    return mapping
+
+
+def _field_problems(fields: dict[str, str], defined: dict[str, list[str] | None]) -> list[str]:
+    """What the CMS would refuse: undefined fields and values outside an enum field's values."""
+    problems = []
+    for name, value in fields.items():
+        if name not in defined:
+            problems.append(f"{name!r} is not a custom field defined on the account")
+        elif defined[name] is not None and value not in defined[name]:
+            problems.append(f"{value!r} is not one of the values of custom field {name!r}: {', '.join(defined[name])}")
+    return problems
 
 
 class BrightcoveAdapter(Adapter):
@@ -74,15 +122,48 @@ class BrightcoveAdapter(Adapter):
         return str(body)[:300]
 
     def webhook_is_relevant(self, payload: Any) -> bool:
-        # Rendition events arrive by the dozen; the job's end is the TITLE notification.
-        return isinstance(payload, dict) and (payload.get("entityType") == "TITLE"
-                                              or payload.get("status") == "FAILED")
+        # Each job has its own callback URL, so any DI notification on it is about the job's
+        # video: DYNAMIC_RENDITION (documented for Dynamic Delivery), TITLE, ASSET, ... It only
+        # makes the poll due; the CMS ingest job decides the state.
+        return isinstance(payload, dict) and bool(payload.get("entityType") or payload.get("jobId")
+                                                  or payload.get("videoId"))
 
     def validate(self, intent: ValidatedIntent) -> None:
         if len(intent.description) > 5000:
             raise IntentError("description", "Brightcove accepts at most 5000 characters (long_description)")
         if intent.idempotency_key and len(intent.idempotency_key) > 150:
             raise IntentError("idempotency_key", "Brightcove reference ids are at most 150 characters")
+
+    def validate_for_account(self, intent: ValidatedIntent, account: Any) -> None:
+        try:
+            mapping = _field_map(account)
+            if intent.priority == "low":
+                self._low_slots(account)
+        except ConfigError as exc:
+            raise IntentError("account", str(exc)) from None
+        for key in intent.metadata:
+            if mapping is not None and key not in mapping:
+                raise IntentError(f"metadata.{key}", "is not mapped to a Brightcove custom field; add it to "
+                                                     f"INGEST_BRIGHTCOVE_CUSTOM_FIELDS (now {account.setting('CUSTOM_FIELDS')!r})")
+
+    def slot_pool(self, job: Any, account: Any) -> tuple[str, int]:
+        if job.priority == "low":
+            return "low", self._low_slots(account)
+        return "", account.slots
+
+    def slot_pools(self, account: Any) -> list[tuple[str, int]]:
+        return [("", account.slots), ("low", self._low_slots(account))]
+
+    @staticmethod
+    def _low_slots(account: Any) -> int:
+        raw = account.setting("LOW_SLOTS", str(DEFAULT_LOW_SLOTS))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"INGEST_BRIGHTCOVE_LOW_SLOTS must be a whole number (0 = no limit), not {raw!r}") from None
+        if value < 0:
+            raise ConfigError("INGEST_BRIGHTCOVE_LOW_SLOTS must not be negative (0 = no limit)")
+        return value
 
     # -- OAuth -----------------------------------------------------------------------
     def _token(self, ctx: StepContext, *, stale: str | None = None) -> str:
@@ -125,12 +206,12 @@ class BrightcoveAdapter(Adapter):
         """A CMS or DI call with the fleet's token; a 401 refreshes the token once."""
         token = self._token(ctx)
         try:
-            return ctx.http("api").request(method, url, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+            return ctx.http("api").request(method, url, headers={"Authorization": f"Bearer {token}", **JSON}, **kwargs)
         except PermanentError as exc:
             if exc.status != 401:
                 raise
         token = self._token(ctx, stale=token)
-        return ctx.http("api").request(method, url, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        return ctx.http("api").request(method, url, headers={"Authorization": f"Bearer {token}", **JSON}, **kwargs)
 
     def _cms(self, ctx: StepContext, path: str) -> str:
         return f"{ctx.account.base_url}/v1/accounts/{ctx.account.setting('ACCOUNT_ID')}{path}"
@@ -149,7 +230,7 @@ class BrightcoveAdapter(Adapter):
         if job.tags:
             body["tags"] = job.tags
         if job.metadata:
-            body["custom_fields"] = job.metadata
+            body["custom_fields"] = self._custom_fields(ctx)
         resp = self._api(ctx, "POST", self._cms(ctx, "/videos"), json=body, allow=(409,))
         if resp.status_code == 409:
             if "REFERENCE_ID_IN_USE" not in self.error_text(resp):
@@ -161,6 +242,47 @@ class BrightcoveAdapter(Adapter):
         job.provider_ids["video_id"] = resp.json()["id"]
         # The call that created (or found) the video counts against its per-video budget too.
         ctx.http("api").charge_entity(f"video:{job.provider_ids['video_id']}")
+
+    def _custom_fields(self, ctx: StepContext) -> dict[str, str]:
+        """The job's metadata as the account's defined custom fields; PermanentError naming any other."""
+        try:
+            mapping = _field_map(ctx.account)
+        except ConfigError as exc:
+            raise PermanentError(str(exc), provider=self.name) from None
+        fields = {}
+        for key, value in ctx.job.metadata.items():
+            if mapping is not None and key not in mapping:
+                raise PermanentError(f"metadata key {key!r} is not mapped to a Brightcove custom field; add it to "
+                                     "INGEST_BRIGHTCOVE_CUSTOM_FIELDS", provider=self.name)
+            fields[mapping[key] if mapping is not None else key] = value
+        problems = _field_problems(fields, self._defined_fields(ctx))
+        if problems:  # perhaps defined since the definitions were cached: look once more
+            problems = _field_problems(fields, self._defined_fields(ctx, fresh=True))
+        if problems:
+            raise PermanentError("metadata cannot be sent as Brightcove custom fields: " + "; ".join(problems) +
+                                 ". Define the field in Video Cloud (Admin > Video Fields), map the key to a "
+                                 "defined field with INGEST_BRIGHTCOVE_CUSTOM_FIELDS=key:field_id, or drop it",
+                                 provider=self.name)
+        return fields
+
+    def _defined_fields(self, ctx: StepContext, *, fresh: bool = False) -> dict[str, list[str] | None]:
+        """The account's custom fields (id -> enum values, None for free text), cached in Redis."""
+        key = f"if:brightcove:video_fields:{ctx.account.name}"
+        cached = None if fresh else ctx.redis.get(key)
+        if cached:
+            return json.loads(cached)
+        body = self._api(ctx, "GET", self._cms(ctx, "/video_fields")).json()
+        entries = body.get("custom_fields") if isinstance(body, dict) else None
+        defined: dict[str, list[str] | None] = {}
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                values = entry.get("enum_values")
+                enum = entry.get("type") == "enum" and isinstance(values, list)
+                defined[entry["id"]] = [str(v) for v in values] if enum else None
+        if not isinstance(entries, list):
+            ctx.job.note("video_fields.unexpected", answer=str(body)[:200])
+        ctx.redis.set(key, json.dumps(defined), ex=FIELDS_TTL)
+        return defined
 
     # -- target ----------------------------------------------------------------------
     def obtain_upload_target(self, ctx: StepContext) -> None:
@@ -196,12 +318,14 @@ class BrightcoveAdapter(Adapter):
     def upload_slice(self, ctx: StepContext) -> bool:
         job = ctx.job
         creds = load_credentials(ctx.redis, job.id)
-        content_type = mimetypes.guess_type(job.source)[0] or "video/mp4"
         if job.upload["mode"] == "multipart":
+            content_type = mimetypes.guess_type(job.source)[0] or "video/mp4"
             return upload_multipart_slice(ctx, client=self._s3(ctx, creds), bucket=job.upload["bucket"],
                                           key=job.upload["key"], content_type=content_type)
+        # The signed_url is signature v2, which signs Content-Type: Brightcove signs none, so
+        # the PUT sends none (a file body gets none from requests; None drops any default).
         with open(job.source, "rb") as f:  # streamed by requests, never read whole
-            ctx.http("upload").request("PUT", creds["signed_url"], data=f, headers={"Content-Type": content_type})
+            ctx.http("upload").request("PUT", creds["signed_url"], data=f, headers={"Content-Type": None})
         job.bytes_done = job.bytes_total or 0
         return True
 

@@ -6,7 +6,8 @@ A managed boto3 transfer (``upload_file``) cannot resume in another process
 ``upload_id``, ``part_size`` and every finished part's number, size and ETag, checkpointed
 after each part. A new worker reconciles that record with ``ListParts`` (a part that was
 uploaded but not yet checkpointed when a worker died is adopted, not sent again), uploads the
-missing parts, and completes with the parts sorted by number.
+missing parts, and completes with the parts sorted by number. Where ``ListParts`` is denied
+(upload-only credentials) it resumes from the checkpointed parts alone.
 
 Temporary credentials and presigned URLs are secrets: they live only in a Redis key of their
 own that expires with them (:func:`store_credentials`), never in the job record, a message or
@@ -110,12 +111,20 @@ def _call(what: str, fn: Any, **kwargs: Any) -> Any:
         raise classify(exc, what) from None
 
 
-def _listed_parts(client: Any, bucket: str, key: str, upload_id: str) -> dict[int, tuple[int, str]]:
+def _listed_parts(client: Any, bucket: str, key: str, upload_id: str) -> dict[int, tuple[int, str]] | None:
+    """The parts S3 holds, or None when ListParts is denied (credentials scoped to the upload
+    calls, as Brightcove's temporary ones may be): the caller then trusts its checkpoint."""
     parts: dict[int, tuple[int, str]] = {}
     marker = 0
     while True:
-        page = _call("ListParts", client.list_parts, Bucket=bucket, Key=key, UploadId=upload_id,
-                     PartNumberMarker=marker)
+        try:
+            page = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "AccessDenied":
+                return None
+            raise classify(exc, "ListParts") from None
+        except BotoCoreError as exc:
+            raise classify(exc, "ListParts") from None
         for p in page.get("Parts", []):
             parts[p["PartNumber"]] = (p["Size"], p["ETag"])
         if not page.get("IsTruncated"):
@@ -136,7 +145,15 @@ def upload_multipart_slice(ctx: Any, *, client: Any, bucket: str, key: str, cont
             up["upload_id"], up["parts"] = created["UploadId"], []
             job.note("upload.multipart", parts=total, part_size=part_size)
             ctx.checkpoint()
-        listed = _listed_parts(client, bucket, key, up["upload_id"])
+        listed = None if up.get("list_parts") == "denied" else _listed_parts(client, bucket, key, up["upload_id"])
+        if listed is None:
+            # Resume from the checkpoint alone: a part sent but not checkpointed is sent again
+            # (same number, so S3 keeps the newer copy). A session that is really lost fails
+            # its next UploadPart with AccessDenied and the target is obtained anew.
+            if up.get("list_parts") != "denied":
+                up["list_parts"] = "denied"
+                job.note("upload.list_parts_denied", parts=len(up.get("parts", [])))
+            listed = {p["n"]: (p["size"], p["etag"]) for p in up.get("parts", [])}
         expected = {n: min(part_size, size - (n - 1) * part_size) for n in range(1, total + 1)}
         done = {n: (s, etag) for n, (s, etag) in listed.items() if expected.get(n) == s}
         adopted = sorted(set(done) - {p["n"] for p in up.get("parts", [])})
