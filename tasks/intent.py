@@ -171,6 +171,7 @@ class Intent:
             options=options,
         )
         adapter.validate(validated)
+        adapter.check_account(validated, settings.account(provider, account))
         return validated
 
     def _check_url(self, adapter: Any) -> str:

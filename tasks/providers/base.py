@@ -95,6 +95,10 @@ class Adapter:
         """Whether a notification is worth an immediate status poll (default: any)."""
         return True
 
+    def webhook_refusal(self, raw: bytes, payload: Any) -> tuple[int, str] | None:
+        """``(4xx status, reason)`` to refuse a per-job notification outright, or None (default)."""
+        return None
+
     def webhook_verified(self, secret: str, headers: dict[str, str], raw: bytes) -> bool:
         """An account-wide hook's notification carries the provider's valid signature."""
         return False
@@ -115,6 +119,10 @@ class Adapter:
 
     def validate(self, intent: "ValidatedIntent") -> None:
         """Provider-specific checks at submit; raise IntentError naming the field."""
+
+    def check_account(self, intent: "ValidatedIntent", account: "AccountConfig") -> None:
+        """Settings of the account this intent needs, checked at submit; raise IntentError naming
+        the variable and the fix."""
 
     def needs(self, step: str, job: "Job") -> bool:
         if job.mode == "pull" and step in ("target", "upload"):
