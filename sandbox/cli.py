@@ -16,9 +16,18 @@ for the last line::
     export INGEST_BRIGHTCOVE_S3_ENDPOINT=http://127.0.0.1:41873
     export INGEST_ITTYBIT_API_KEY=sandbox-ittybit-key
     export INGEST_ITTYBIT_BASE_URL=http://127.0.0.1:8900
+    export INGEST_ONCE_API_KEY=sandbox-once-key
+    export INGEST_ONCE_DOMAIN_ID=b207b479-c841-4095-8918-978be9e18dee
+    export INGEST_ONCE_CATALOG_ID=bc6cb7d4-be99-471b-adf3-7c501172b317
+    export INGEST_ONCE_BASE_URL=http://127.0.0.1:8900
+    export INGEST_ONCE_STAGING_BUCKET=once-staging
+    export INGEST_ONCE_STAGING_ACCESS_KEY_ID=SANDBOXONCESTAGING01
+    export INGEST_ONCE_STAGING_SECRET_ACCESS_KEY=sandbox-once-staging-secret
+    export INGEST_ONCE_S3_ENDPOINT=http://127.0.0.1:41873
     sandbox listening on http://127.0.0.1:8900
 
-The S3 endpoint (Brightcove's upload bucket) is on a port of its own, always a free one.
+The S3 endpoint (Brightcove's upload bucket, Once's staging bucket) is on a port of its own,
+always a free one. (Other providers' lines are left out above.)
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Endpoints, by the names the request log and fault rules use:
 =================  ==================================================================  ==========================
 once.ingest        ``POST /ingest-api/{domainId}/catalogs/{catalogId}``                 200 ``{requestId}`` / 400
 once.media_items   ``GET /media-management-api/domains/{d}/catalogs/{c}/mediaItems``    200 page of items
+once.media_item    ``GET /media-management-api/domains/{d}/catalogs/{c}/mediaItems/{id}``  200 item / 404
 once.processing    (no HTTP) transcoding of a fetched source                            ``action: "fail"`` target
 =================  ==================================================================  ==========================
 
@@ -42,29 +43,38 @@ An invalid body answers 400 ``{"requestId": "<uuid>", "error": "Validation Error
 object). A valid one answers 200 ``{"requestId": "<uuid>"}`` and is processed in the
 background. Every request, valid or not, is recorded in the state's ``requests``.
 
-Media items. The item is created under its ``foreignKey`` at once (``status``
-``processing``, ``draftVersion`` 1); posting the same ``foreignKey`` again makes a new
-version of that item (``draftVersion`` + 1), never a second item. Over
-``processing_seconds`` (the Sandbox's, or the once fault config's; 0 = instant) the
-version's source is fetched (at 10 %): ``http(s)`` URLs with up to 3 attempts expecting
-200, ``s3://BUCKET/KEY`` read from the sandbox's S3 (:mod:`sandbox.s3`; the staging bucket
-``once-staging`` exists from the start), then checked to be a video container
-(:func:`sandbox.media.is_video_container`) - event ``ingest``; transcoded (50 % later) -
-event ``transcode``; published (40 % later: ``publishedVersion`` = the version, status
-``published``) - event ``publish``. A failure - the source cannot be fetched, is no video,
-or the ``once.processing`` stage fails (a ``fail`` rule or ``processing_fail_rate``) - sets
-the item's status ``error`` with its ``error`` message - event ``error``. Only the item's
-newest version moves its ``status``; an older version still in flight only updates its own
-record (the state's ``versions``). ``sourceSha256`` is the sha256 of the newest version's
-fetched source.
+Media items. The item is created under its ``foreignKey`` at once (``draftVersion`` 1,
+``publishedVersion`` 0); posting the same ``foreignKey`` again makes a new version of that
+item (``draftVersion`` + 1), never a second item. Over ``processing_seconds`` (the Sandbox's,
+or the once fault config's; 0 = instant) the version's source is fetched (at 10 %):
+``http(s)`` URLs with up to 3 attempts expecting 200, ``s3://BUCKET/KEY`` read from the
+sandbox's S3 (:mod:`sandbox.s3`; the staging bucket ``once-staging`` exists from the start),
+then checked to be a video container (:func:`sandbox.media.is_video_container`) - event
+``ingest``; transcoded (50 % later) - event ``transcode``; published (40 % later:
+``publishedVersion`` = the version) - event ``publish``. A failure - the source cannot be
+fetched, is no video, or the ``once.processing`` stage fails (a ``fail`` rule or
+``processing_fail_rate``) - leaves ``publishedVersion`` as it was and sends event ``error``.
+The sandbox's state keeps each version's ``status`` (processing, published, error), ``error``
+and ``sourceSha256``; the API does not show them.
 
-``GET .../mediaItems?page=&foreignKey=`` lists items in creation order, 20 a page
-(``page`` from 1): ``{"items": [{id, foreignKey, title, status, error?, draftVersion,
-publishedVersion, sourceSha256}], "page", "pageSize": 20, "total", "next"?, "prev"?}``
-(``next``/``prev`` are page URLs, present only when there is such a page); ``foreignKey``
-filters (exact match). ``id`` is a GUID.
+The Media Management API follows ``BrightcoveLearning/BCL-API-References``
+``once-media-management-api/v1/src/media-item.js`` (Get Media Item Collection, Get Media
+Item): ``GET .../mediaItems?page=N`` lists the catalog's items, 20 a page (``page`` from 1,
+as in the reference's ``next`` URL)::
 
-Notifications. The real payload is undocumented (providers.md §8); the emulator sends,
+    {"results": [{id, catalogId, domainId, isAd, foreignKey, title, draftVersion,
+                  publishedVersion}], "prev": <url>|null, "next": <url>|null, "totalResults": n}
+
+and ``GET .../mediaItems/{id}`` answers one item with those fields plus ``keywords``,
+``cuePoints``, ``publicationRules`` and ``metadata`` as last ingested (404 ``{"error":
+"Not Found"}`` for an unknown id). Items carry no ``status`` and no error: the reference
+documents none. *Assumed* (the reference is silent): the order (creation order), that the
+listing has no filter (other query parameters, ``foreignKey`` included, are ignored), that a
+never-published item shows ``publishedVersion`` 0 (the reference's own examples show 0), that
+``draftVersion`` is the newest ingested version, and that a failed version changes nothing
+the API shows.
+
+Notifications. The real payload is undocumented (providers.md §8); the emulator sends (*assumed*),
 for each ``notifications`` entry of the request, on the events its ``notificationType``
 selects (``ingest``, ``transcode``, ``publish``, ``error``; ``any`` = all four; ``update``
 = the ``publish`` of a version >= 2, i.e. an update of an existing item)::
@@ -120,10 +130,12 @@ log = logging.getLogger(__name__)
 # the emulator checks requests (with the leniencies above).
 SCHEMA: dict[str, Any] = json.loads(resources.files("tasks.providers").joinpath("once_schema.json").read_text())
 STAGING_BUCKET = "once-staging"
+STAGING_KEY_ID, STAGING_SECRET = "SANDBOXONCESTAGING01", "sandbox-once-staging-secret"
 DEFAULT_DOMAIN = "b207b479-c841-4095-8918-978be9e18dee"  # the seed's example ids
 DEFAULT_CATALOG = "bc6cb7d4-be99-471b-adf3-7c501172b317"
 API_KEY_HEADER = "X-BC-ONCE-API-KEY"
 PAGE_SIZE = 20
+DETAIL_FIELDS = ("keywords", "cuePoints", "publicationRules", "metadata")  # Get Media Item's extra fields
 FETCH_ATTEMPTS = 3
 FETCH_RETRY_DELAY = 0.25  # seconds times the attempt number; short so tests stay fast
 FETCH_TIMEOUT = 30.0
@@ -163,8 +175,9 @@ class MediaItem:
     created: str
     updated: str
     versions: list[Version] = field(default_factory=list)
-    published_version: int | None = None
+    published_version: int = 0
     source_sha256: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # keywords, cuePoints, ... as last ingested
 
     @property
     def draft(self) -> Version:
@@ -229,6 +242,8 @@ class OnceEmulator(Emulator):
                   self._ingest, provider=p),
             route("GET", r"/media-management-api/domains/(?P<domain>[^/]+)/catalogs/(?P<catalog>[^/]+)/mediaItems/?",
                   "once.media_items", self._media_items, provider=p),
+            route("GET", r"/media-management-api/domains/(?P<domain>[^/]+)/catalogs/(?P<catalog>[^/]+)"
+                         r"/mediaItems/(?P<item>[^/]+)/?", "once.media_item", self._media_item, provider=p),
         ]
 
     def env(self, base_url: str) -> dict[str, str]:
@@ -238,6 +253,9 @@ class OnceEmulator(Emulator):
             "INGEST_ONCE_CATALOG_ID": self.catalog_id,
             "INGEST_ONCE_BASE_URL": base_url,
             "INGEST_ONCE_STAGING_BUCKET": STAGING_BUCKET,
+            # The sandbox's S3 accepts any key pair, but the fleet needs one to sign with.
+            "INGEST_ONCE_STAGING_ACCESS_KEY_ID": STAGING_KEY_ID,
+            "INGEST_ONCE_STAGING_SECRET_ACCESS_KEY": STAGING_SECRET,
             "INGEST_ONCE_S3_ENDPOINT": self.ctx.s3.url,
         }
 
@@ -245,7 +263,8 @@ class OnceEmulator(Emulator):
         """``items`` (with every version), ``requests`` (valid or not) and ``notifications_sent``."""
         with self._lock:
             return {
-                "items": [{**self._item_json(i), "created": i.created, "updated": i.updated,
+                "items": [{**self._item_json(i), "status": i.status, "error": i.draft.error,
+                           "sourceSha256": i.source_sha256, "created": i.created, "updated": i.updated,
                            "versions": [{"version": v.number, "requestId": v.request_id, "sourceURL": v.source_url,
                                          "status": v.status, "error": v.error, "sourceSha256": v.sha256}
                                         for v in i.versions]} for i in self._items.values()],
@@ -304,6 +323,7 @@ class OnceEmulator(Emulator):
                                                             title=body.get("title"), created=now, updated=now)
             elif "title" in body:
                 item.title = body["title"]
+            item.details.update({k: body[k] for k in DETAIL_FIELDS if k in body})
             version = Version(len(item.versions) + 1, request_id, body["media"]["sourceURL"])
             item.versions.append(version)
             item.updated = now
@@ -326,35 +346,35 @@ class OnceEmulator(Emulator):
         self._authorize(req)
         raw_page = req.arg("page") or "1"
         if not raw_page.isdigit() or int(raw_page) < 1:
-            raise HttpError(400, {"error": "page must be an integer >= 1"})
+            raise HttpError(400, {"error": "page must be an integer >= 1"})  # assumed
         page = int(raw_page)
-        foreign_key = req.arg("foreignKey")
         with self._lock:
-            items = [i for i in self._items.values() if foreign_key in (None, "", i.foreign_key)]
+            items = list(self._items.values())
             rows = [self._item_json(i) for i in items[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]]
         total = len(items)
         path = f"{self._base}{urlsplit(req.path).path}"
+        last = max(1, -(-total // PAGE_SIZE))
+        return json_response({
+            "results": rows,
+            "prev": f"{path}?page={min(page - 1, last)}" if page > 1 else None,
+            "next": f"{path}?page={page + 1}" if page * PAGE_SIZE < total else None,
+            "totalResults": total,
+        })
 
-        def page_url(n: int) -> str:
-            query = {"page": n, **({"foreignKey": foreign_key} if foreign_key else {})}
-            return f"{path}?{urlencode(query)}"
-
-        answer: dict[str, Any] = {"items": rows, "page": page, "pageSize": PAGE_SIZE, "total": total}
-        if page * PAGE_SIZE < total:
-            answer["next"] = page_url(page + 1)
-        if page > 1:
-            answer["prev"] = page_url(min(page - 1, max(1, -(-total // PAGE_SIZE))))
-        return json_response(answer)
+    def _media_item(self, req: Request) -> Response:
+        self._authorize(req)
+        with self._lock:
+            item = next((i for i in self._items.values() if i.id == req.params["item"].lower()), None)
+            if item is None:
+                raise HttpError(404, {"error": "Not Found"})
+            req.entity = item.foreign_key
+            return json_response({**self._item_json(item), **item.details})
 
     def _item_json(self, item: MediaItem) -> dict[str, Any]:
-        """Caller holds the lock."""
-        out: dict[str, Any] = {"id": item.id, "foreignKey": item.foreign_key, "title": item.title,
-                               "status": item.status}
-        if item.status == "error":
-            out["error"] = item.draft.error
-        out.update({"draftVersion": item.draft.number, "publishedVersion": item.published_version,
-                    "sourceSha256": item.source_sha256})
-        return out
+        """An item as the collection lists it; caller holds the lock."""
+        return {"id": item.id, "catalogId": self.catalog_id, "domainId": self.domain_id, "isAd": False,
+                "foreignKey": item.foreign_key, "title": item.title, "draftVersion": item.draft.number,
+                "publishedVersion": item.published_version}
 
     # -- processing ----------------------------------------------------------------
 
@@ -415,7 +435,7 @@ class OnceEmulator(Emulator):
                 return
             job.version.status = "published"
             item = job.item
-            if item.published_version is None or job.version.number > item.published_version:
+            if job.version.number > item.published_version:
                 item.published_version = job.version.number
             item.updated = _now()
             self._drop_source(job)

@@ -171,7 +171,7 @@ class Intent:
             options=options,
         )
         adapter.validate(validated)
-        adapter.validate_for_account(validated, settings.account(provider, account))
+        adapter.check_account(validated, settings.account(provider, account))
         return validated
 
     def _check_url(self, adapter: Any) -> str:

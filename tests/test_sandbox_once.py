@@ -142,15 +142,22 @@ def ingest(api, body, status=200):
 
 
 def wait_item(api, foreign_key, statuses=("published", "error"), timeout=10.0):
+    """The item as the sandbox's state keeps it (with ``status``, ``error``, ``sourceSha256``,
+    which the API does not show), once its newest version is in one of ``statuses``."""
     deadline = time.monotonic() + timeout
     while True:
-        r = api.get(api.base + ITEMS, params={"foreignKey": foreign_key}, timeout=10)
-        assert r.status_code == 200, r.text
-        items = r.json()["items"]
+        items = [i for i in requests.get(f"{api.base}/_sandbox/state/once", timeout=10).json()["items"]
+                 if i["foreignKey"] == foreign_key]
         if items and items[0]["status"] in statuses:
             return items[0]
         assert time.monotonic() < deadline, items
         time.sleep(0.05)
+
+
+def api_item(api, item_id):
+    r = api.get(f"{api.base}{ITEMS}/{item_id}", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 def state(sandbox):
@@ -172,6 +179,8 @@ def test_env_names(sandbox):
     assert env["INGEST_ONCE_BASE_URL"] == sandbox.url
     assert env["INGEST_ONCE_STAGING_BUCKET"] == "once-staging"
     assert env["INGEST_ONCE_S3_ENDPOINT"] == sandbox.s3.url
+    # Every setting a Once push needs (issue 11: the staging credentials were missing).
+    assert env["INGEST_ONCE_STAGING_ACCESS_KEY_ID"] and env["INGEST_ONCE_STAGING_SECRET_ACCESS_KEY"]
 
 
 def test_unauthorized_and_unknown_catalog(sandbox, api):
@@ -194,7 +203,10 @@ def test_valid_request_is_published_and_notified(sandbox, api, receiver, media):
     assert set(answer) == {"requestId"}
     item = wait_item(api, "clip-1")
     assert item["status"] == "published" and item["draftVersion"] == 1 and item["publishedVersion"] == 1
-    assert item["sourceSha256"] == sha(media / "clip.mp4") and item["title"] == "Clip" and "error" not in item
+    assert item["sourceSha256"] == sha(media / "clip.mp4") and item["title"] == "Clip" and item["error"] is None
+    shown = api_item(api, item["id"])
+    assert (shown["foreignKey"], shown["draftVersion"], shown["publishedVersion"]) == ("clip-1", 1, 1)
+    assert "status" not in shown and "error" not in shown and "sourceSha256" not in shown
     hooks = receiver.wait_for(4)  # publish (POST) + ingest, transcode, publish (PUT, in order)
     posts = [h["body"] for h in hooks if h["method"] == "POST"]
     puts = [h["body"]["event"] for h in hooks if h["method"] == "PUT"]
@@ -289,7 +301,7 @@ def test_same_foreign_key_twice_is_one_item_with_two_versions(sandbox, api, rece
         time.sleep(0.05)
     assert item["title"] == "v2" and item["sourceSha256"] == sha(media / "other.mp4")
     listing = api.get(api.base + ITEMS, timeout=10).json()
-    assert listing["total"] == 1 and len(listing["items"]) == 1
+    assert listing["totalResults"] == 1 and len(listing["results"]) == 1
     versions = state(sandbox)["items"][0]["versions"]
     assert [(v["version"], v["status"]) for v in versions] == [(1, "published"), (2, "published")]
     hooks_got = receiver.wait_for(1)  # "update" fires for the second version only
@@ -302,6 +314,8 @@ def test_non_video_sends_an_error_notification(sandbox, api, receiver):
                                             {"target": receiver.url}]})
     item = wait_item(api, "notes")
     assert item["status"] == "error" and item["error"] == "The source is not a video"
+    shown = api_item(api, item["id"])  # the API shows no failure: the item just stays unpublished
+    assert (shown["draftVersion"], shown["publishedVersion"]) == (1, 0) and "error" not in shown
     hooks = receiver.wait_for(1)
     time.sleep(0.2)
     assert len(receiver.hooks) == 1  # the publish subscription hears nothing
@@ -333,20 +347,29 @@ def test_http_faults_apply(sandbox, api):
     assert [e["status"] for e in sandbox.log.entries(endpoint="once.ingest")] == [503, 200]
 
 
-def test_media_items_listing_and_filter(sandbox, api):
+def test_media_items_listing_follows_the_reference(sandbox, api):
+    """BCL-API-References once-media-management-api/v1/src/media-item.js: ``results``, ``prev``,
+    ``next`` (null when there is none), ``totalResults``; 20 a page; no ``status``."""
     for i in range(22):
-        ingest(api, {"foreignKey": f"fk-{i:02}", "media": {"sourceURL": "ftp://nowhere/x.mp4"}})
+        ingest(api, {"foreignKey": f"fk-{i:02}", "media": {"sourceURL": "ftp://nowhere/x.mp4"},
+                     "keywords": ["k"]})
     page1 = api.get(api.base + ITEMS, timeout=10).json()
-    assert (page1["page"], page1["pageSize"], page1["total"], len(page1["items"])) == (1, 20, 22, 20)
-    assert "prev" not in page1 and "page=2" in page1["next"]
+    assert set(page1) == {"results", "prev", "next", "totalResults"}
+    assert (page1["totalResults"], len(page1["results"]), page1["prev"]) == (22, 20, None)
+    assert page1["next"].endswith(ITEMS + "?page=2")
     page2 = api.get(page1["next"], timeout=10).json()
-    assert [i["foreignKey"] for i in page2["items"]] == ["fk-20", "fk-21"] and "next" not in page2
-    assert "page=1" in page2["prev"]
-    only = api.get(api.base + ITEMS, params={"foreignKey": "fk-07"}, timeout=10).json()
-    assert only["total"] == 1 and [i["foreignKey"] for i in only["items"]] == ["fk-07"]
-    assert set(only["items"][0]) >= {"id", "foreignKey", "title", "status", "draftVersion", "publishedVersion",
-                                     "sourceSha256"}
-    assert api.get(api.base + ITEMS, params={"foreignKey": "nope"}, timeout=10).json()["items"] == []
+    assert [i["foreignKey"] for i in page2["results"]] == ["fk-20", "fk-21"] and page2["next"] is None
+    assert page2["prev"].endswith("?page=1")
+    first = page1["results"][0]
+    assert set(first) == {"id", "catalogId", "domainId", "isAd", "foreignKey", "title", "draftVersion",
+                          "publishedVersion"}
+    assert (first["draftVersion"], first["publishedVersion"], first["isAd"]) == (1, 0, False)
+    # No filter is documented: a foreignKey parameter is ignored (assumed), the listing is whole.
+    assert api.get(api.base + ITEMS, params={"foreignKey": "fk-07"}, timeout=10).json()["totalResults"] == 22
+    one = api_item(api, first["id"])
+    assert one["foreignKey"] == "fk-00" and one["keywords"] == ["k"]
+    r = api.get(f"{api.base}{ITEMS}/00000000-0000-0000-0000-000000000000", timeout=10)
+    assert (r.status_code, r.json()) == (404, {"error": "Not Found"})
 
 
 def test_reset_clears_and_recreates_the_staging_bucket(sandbox, api):

@@ -9,8 +9,9 @@ where ``token`` is an HMAC of the provider and job id under ``INGEST_WEBHOOK_SEC
 notification for a job nobody gave out a URL for is refused (403), since Brightcove's
 callbacks carry no signature of their own. A valid notification does not write the job: it
 makes the job's pending status poll due now, and that poll, under the job's lease, reads
-the provider's answer (or, for a provider without a status API such as Once, the
-notifications kept for the job). So a duplicate, a late or a forged-but-valid-token notification can
+the provider's answer (Once: its Media Management API; the notifications kept for the job
+are only quoted when its deadline passes, and one the adapter's ``webhook_refusal`` refuses -
+for Once, no JSON object or over ``EVENT_MAX`` - is answered 4xx and not kept). So a duplicate, a late or a forged-but-valid-token notification can
 at most cause one extra poll; repeated identical notifications are recognised and ignored.
 
 Providers whose hooks are registered per account, not per request (Ingest.io), are given
@@ -52,6 +53,7 @@ REF_TTL = 30 * 86400
 
 
 EVENTS_KEPT = 20
+EVENT_MAX = 65536  # characters of one kept notification (JSON)
 
 
 def webhook_events(redis: Any, job_id: str) -> list[dict]:
@@ -154,6 +156,10 @@ class WebhookReceiver:
         try:
             self._check_token(provider, job_id, match["token"], job_id=job_id)
             payload = _json(raw, provider=provider, job_id=job_id)
+            refusal = ADAPTERS[provider].webhook_refusal(raw, payload)
+            if refusal is not None:
+                log.info("webhook.refused", provider=provider, job_id=job_id, reason=refusal[1])
+                raise _Refused(*refusal)
         except _Refused as refused:
             return refused.status, refused.body
         return self._accept(provider, job_id, raw, payload)
@@ -201,7 +207,7 @@ class WebhookReceiver:
             return 404, {"error": "unknown job"}
         key = f"if:webhook:events:{job_id}"
         pipe = self.rt.redis.pipeline()
-        pipe.rpush(key, json.dumps(payload)[:65536])
+        pipe.rpush(key, json.dumps(payload)[:EVENT_MAX])
         pipe.ltrim(key, -EVENTS_KEPT, -1)
         pipe.expire(key, 7 * 86400)
         pipe.execute()

@@ -108,6 +108,10 @@ class Adapter:
         """Whether a notification is worth an immediate status poll (default: any)."""
         return True
 
+    def webhook_refusal(self, raw: bytes, payload: Any) -> tuple[int, str] | None:
+        """``(4xx status, reason)`` to refuse a per-job notification outright, or None (default)."""
+        return None
+
     def webhook_verified(self, secret: str, headers: dict[str, str], raw: bytes) -> bool:
         """An account-wide hook's notification carries the provider's valid signature."""
         return False
@@ -129,8 +133,9 @@ class Adapter:
     def validate(self, intent: "ValidatedIntent") -> None:
         """Provider-specific checks at submit; raise IntentError naming the field."""
 
-    def validate_for_account(self, intent: "ValidatedIntent", account: "AccountConfig") -> None:
-        """Checks at submit that need the account's configuration; raise IntentError naming the field."""
+    def check_account(self, intent: "ValidatedIntent", account: "AccountConfig") -> None:
+        """Settings of the account this intent needs, checked at submit; raise IntentError naming
+        the variable and the fix."""
 
     def slot_pool(self, job: "Job", account: "AccountConfig") -> tuple[str, int]:
         """The provider-side slot pool ``job`` takes: (suffix of the pool's key, its limit).

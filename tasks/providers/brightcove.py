@@ -134,7 +134,7 @@ class BrightcoveAdapter(Adapter):
         if intent.idempotency_key and len(intent.idempotency_key) > 150:
             raise IntentError("idempotency_key", "Brightcove reference ids are at most 150 characters")
 
-    def validate_for_account(self, intent: ValidatedIntent, account: Any) -> None:
+    def check_account(self, intent: ValidatedIntent, account: Any) -> None:
         try:
             mapping = _field_map(account)
             if intent.priority == "low":

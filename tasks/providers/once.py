@@ -9,17 +9,30 @@ draft-04 request schema is ``once_schema.json`` beside this file).
   validated against the schema **when the intent is submitted**: every schema error is
   reported as the intent field it came from (exit 2, nothing enqueued). Enum values are sent
   in the schema's casing.
-* Pull only: a URL source is passed as is; a local file is first staged into the S3 bucket
-  the operator configures (``INGEST_ONCE_STAGING_BUCKET``; resumable multipart, as for
-  Brightcove) and passed as ``s3://BUCKET/KEY`` (the bucket policy must let Once and
-  Zencoder read it - see the README).
+* Pull only: a URL source (``http``, ``https`` or ``s3://BUCKET/KEY`` - the seed's "Using S3
+  buckets": the bucket's policy must let Once and Zencoder read it) is passed as is; a local
+  file is first staged into the S3 bucket the operator configures (resumable multipart, as
+  for Brightcove) and passed as ``s3://BUCKET/KEY``. Staging needs
+  ``INGEST_ONCE_STAGING_BUCKET``, ``INGEST_ONCE_STAGING_ACCESS_KEY_ID`` and
+  ``INGEST_ONCE_STAGING_SECRET_ACCESS_KEY`` (optional ``_STAGING_REGION``, ``_S3_ENDPOINT``):
+  a push without them is refused at submit, and a credential S3 refuses at run time
+  (``NoCredentialsError``, ``InvalidAccessKeyId``, ``AccessDenied``, ``SignatureDoesNotMatch``)
+  fails the job at once, naming the settings - never a retry.
 * ``foreignKey`` is Once's identity of a media item: posting it again updates that item, so
   a re-run after a crash never creates a second one.
-* The ingest API has no status endpoint. The job says so honestly (``processing``, provider
-  status "submitted, awaiting notification"); it completes from Once's notifications to the
-  fleet's webhook receiver and, unless ``INGEST_ONCE_MEDIA_POLL=false``, from polling the
-  media-management API for the item. A job that hears nothing for ``INGEST_ONCE_NOTIFY_DEADLINE``
-  seconds (default 3600) fails with that reason.
+* The ingest API has no status endpoint. The job's state comes from the Media Management API
+  (BCL-API-References ``once-media-management-api/v1/src/media-item.js``): the collection
+  ``GET .../mediaItems`` (``{"results", "prev", "next", "totalResults"}``, 20 a page, no
+  documented filter) is paged - at most ``MEDIA_PAGES_PER_POLL`` pages a poll, resuming at
+  the next poll - until the item with the job's ``foreignKey`` is found; from then on
+  ``GET .../mediaItems/{id}``. The item documents ``draftVersion`` and ``publishedVersion``
+  and no status: the job is ready once ``publishedVersion`` >= max(``draftVersion``, 1)
+  (*assumed* reading). Nothing documented says an ingest failed, so an answer of another
+  shape is noted in the job history (once per distinct shape) and the job keeps waiting.
+* Once's notifications (to the fleet's webhook receiver, ``notificationType: any``) have no
+  documented payload: one only makes the job's poll due now; its content never decides the
+  state. A job whose item is not published within ``INGEST_ONCE_NOTIFY_DEADLINE`` seconds
+  (default 3600) fails with that reason, quoting the last notification it received.
 """
 
 from __future__ import annotations
@@ -31,16 +44,19 @@ import time
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from jsonschema import Draft4Validator
 
-from tasks.errors import PermanentError
+from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+from tasks.errors import PermanentError, StepError
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer.s3 import part_size_for, s3_client, upload_multipart_slice
 from workers.config import AccountConfig
-from workers.webhooks import callback_url, webhook_events
+from workers.webhooks import EVENT_MAX, callback_url, webhook_events
 
 #: Which intent field each top-level request field comes from (for error messages).
 FIELD_OF = {"foreignKey": "idempotency_key", "media": "source", "title": "title", "description": "description",
@@ -51,6 +67,22 @@ JSON_OPTIONS = ("publicationRules", "cuePoints", "timedText", "notifications")
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D]")
 DEFAULT_NOTIFY_DEADLINE = 3600.0
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
+MEDIA_PAGES_PER_POLL = 10  # 200 items a poll at most; the next poll resumes where this one stopped
+STAGING_SETTINGS = ("STAGING_BUCKET", "STAGING_ACCESS_KEY_ID", "STAGING_SECRET_ACCESS_KEY")
+#: S3's answers that mean the staging credentials (or the bucket's policy) are wrong.
+CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "AccessDenied", "SignatureDoesNotMatch", "InvalidToken",
+                              "ExpiredToken"})
+
+
+def setting_var(account: AccountConfig, name: str) -> str:
+    """The environment variable of ``account``'s setting ``name`` (as workers.config reads it)."""
+    return f"INGEST_ONCE_{name}" if account.name == "default" else f"INGEST_ONCE__{account.name.upper()}__{name}"
+
+
+def staging_fix(account: AccountConfig) -> str:
+    names = ", ".join(setting_var(account, n) for n in STAGING_SETTINGS)
+    return (f"set {names} to a bucket Once can read and a key pair that may write to it "
+            "(`ingest-fleet sandbox` prints them for the sandbox)")
 
 
 @lru_cache(maxsize=1)
@@ -91,6 +123,7 @@ def schema_errors(body: dict[str, Any]) -> list[tuple[str, str]]:
 class OnceAdapter(Adapter):
     name = "once"
     intent_options = {name: list for name in JSON_OPTIONS}
+    pull_schemes = frozenset({"http", "https", "s3"})
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:
         return {"X-BC-ONCE-API-KEY": account.secret}
@@ -119,22 +152,45 @@ class OnceAdapter(Adapter):
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise IntentError(field, f"Once's schema refuses it: {message}{more}")
 
+    def check_account(self, intent: ValidatedIntent, account: AccountConfig) -> None:
+        if intent.mode != "push":
+            return
+        missing = [setting_var(account, n) for n in STAGING_SETTINGS if not account.setting(n)]
+        if missing:
+            raise IntentError("source", f"a local file is staged in S3 before Once pulls it, but "
+                                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; "
+                                        f"{staging_fix(account)}, or give an http(s) or s3:// URL")
+
+    def webhook_refusal(self, raw: bytes, payload: Any) -> tuple[int, str] | None:
+        # The payload is undocumented: it is kept whole (for the job's error message) or not at all.
+        if not isinstance(payload, dict):
+            return 400, "a Once notification is a JSON object"
+        if len(json.dumps(payload)) > EVENT_MAX:
+            return 413, f"notification larger than {EVENT_MAX} bytes"
+        return None
+
     def needs(self, step: str, job: Any) -> bool:
         if step == "create":
             return False  # the foreignKey is the entity
         return super().needs(step, job)
 
     # -- staging (local files) -----------------------------------------------------------
+    def _staging(self, ctx: StepContext) -> dict[str, str]:
+        """The staging settings of this worker; a missing one fails the job, naming it."""
+        values = {n: ctx.account.setting(n) for n in STAGING_SETTINGS}
+        missing = [setting_var(ctx.account, n) for n, v in values.items() if not v]
+        if missing:
+            raise PermanentError(f"this worker cannot stage the file in S3 for Once: {', '.join(missing)} "
+                                 f"not set; {staging_fix(ctx.account)}")
+        return values
+
     def _bucket(self, ctx: StepContext) -> str:
-        bucket = ctx.account.setting("STAGING_BUCKET")
-        if not bucket:
-            raise PermanentError("a local file must be staged in S3 for Once: set INGEST_ONCE_STAGING_BUCKET")
-        return bucket
+        return self._staging(ctx)["STAGING_BUCKET"]
 
     def _s3(self, ctx: StepContext) -> Any:
-        key_id = ctx.account.setting("STAGING_ACCESS_KEY_ID")
-        creds = {"access_key_id": key_id, "secret_access_key": ctx.account.setting("STAGING_SECRET_ACCESS_KEY")} \
-            if key_id else None
+        staging = self._staging(ctx)
+        creds = {"access_key_id": staging["STAGING_ACCESS_KEY_ID"],
+                 "secret_access_key": staging["STAGING_SECRET_ACCESS_KEY"]}
         return s3_client(creds, endpoint=ctx.account.setting("S3_ENDPOINT") or None,
                          region=ctx.account.setting("STAGING_REGION", "us-east-1"),
                          timeouts=(ctx.settings.http_connect_timeout, ctx.settings.http_read_timeout))
@@ -150,8 +206,19 @@ class OnceAdapter(Adapter):
 
     def upload_slice(self, ctx: StepContext) -> bool:
         up = ctx.job.upload
-        return upload_multipart_slice(ctx, client=self._s3(ctx), bucket=up["bucket"], key=up["key"],
-                                      content_type="video/mp4")
+        try:
+            return upload_multipart_slice(ctx, client=self._s3(ctx), bucket=up["bucket"], key=up["key"],
+                                          content_type="video/mp4")
+        except StepError as exc:
+            # The shared S3 helper calls a refused credential transient (or a lost session, as
+            # for Brightcove's temporary ones); the staging keys are the operator's: permanent.
+            cause = exc.__context__
+            refused = isinstance(cause, (NoCredentialsError, PartialCredentialsError)) or (
+                isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in CREDENTIAL_CODES)
+            if refused:
+                raise PermanentError(f"{exc}: the staging credentials were refused; {staging_fix(ctx.account)}",
+                                     status=exc.status) from None
+            raise
 
     # -- submit ----------------------------------------------------------------------
     def submit_ingest(self, ctx: StepContext) -> None:
@@ -177,34 +244,84 @@ class OnceAdapter(Adapter):
     # -- await -----------------------------------------------------------------------
     def poll_status(self, ctx: StepContext) -> Status:
         job = ctx.job
-        for event in webhook_events(ctx.redis, job.id):
-            kind, status = str(event.get("event", "")).lower(), str(event.get("status", "")).lower()
-            if kind == "error" or status == "error":
-                return Status("failed", message=event.get("message") or "Once reported an error",
-                              provider_state="error")
-            if kind == "publish" and status == "success":
-                job.provider_ids.setdefault("media_item_id", event.get("mediaItemId"))
-                return Status("ready", 100, provider_state="published")
-        if ctx.account.setting("MEDIA_POLL", "true").lower() not in ("0", "false", "no"):
-            item = self._media_item(ctx)
-            if item:
-                job.provider_ids.setdefault("media_item_id", item.get("id"))
-                state = str(item.get("status", "")).lower()
-                if state == "published":
-                    return Status("ready", 100, provider_state=state)
-                if state == "error":
-                    return Status("failed", message=item.get("error") or "Once reported an error",
-                                  provider_state=state)
+        item = self._media_item(ctx)
+        state = "submitted, awaiting publication"
+        if item is not None:
+            draft, published = item.get("draftVersion"), item.get("publishedVersion")
+            if _version(draft) and _version(published):
+                if published >= max(draft, 1):
+                    return Status("ready", 100, provider_state=f"published version {published}")
+                state = f"draft version {draft}, published {published or 'none'}"
+            else:
+                self._unexpected(job, "item", item)
         waited = time.time() - job.provider_ids.get("awaiting_since", time.time())
         deadline = float(ctx.account.setting("NOTIFY_DEADLINE", str(DEFAULT_NOTIFY_DEADLINE)))
         if waited > deadline:
-            raise PermanentError(f"submitted to Once, but no publication notice within {deadline:g} s "
-                                 "(INGEST_ONCE_NOTIFY_DEADLINE)")
-        return Status("processing", provider_state="submitted, awaiting notification")
+            events = webhook_events(ctx.redis, job.id) if ctx.redis is not None else []
+            heard = f"; the last notification (unverified) said: {json.dumps(events[-1])[:300]}" if events else \
+                "; no notification was received"
+            raise PermanentError(f"submitted to Once, but the media item was not published within {deadline:g} s "
+                                 f"(INGEST_ONCE_NOTIFY_DEADLINE){heard}")
+        return Status("processing", provider_state=state)
 
     def _media_item(self, ctx: StepContext) -> dict | None:
-        url = (f"{ctx.account.base_url}/media-management-api/domains/{ctx.account.setting('DOMAIN_ID')}"
-               f"/catalogs/{ctx.account.setting('CATALOG_ID')}/mediaItems")
-        listing = ctx.http("api").request("GET", url, params={"foreignKey": ctx.job.idempotency_key}).json()
-        items = [i for i in listing.get("items", []) if i.get("foreignKey") == ctx.job.idempotency_key]
-        return items[0] if items else None
+        """The job's media item: by id once known, else found in the collection by foreignKey."""
+        job = ctx.job
+        base = (f"{ctx.account.base_url}/media-management-api/domains/{ctx.account.setting('DOMAIN_ID')}"
+                f"/catalogs/{ctx.account.setting('CATALOG_ID')}/mediaItems")
+        item_id = job.provider_ids.get("media_item_id")
+        if item_id:
+            resp = ctx.http("api").request("GET", f"{base}/{item_id}", allow=(404,))
+            item = _json_of(resp)
+            if resp.status_code == 200 and isinstance(item, dict):
+                return item
+            self._unexpected(job, f"item {resp.status_code}", item)
+            job.provider_ids.pop("media_item_id", None)  # look it up again in the collection
+            return None
+        url = job.provider_ids.get("media_scan") or base
+        for _ in range(MEDIA_PAGES_PER_POLL):
+            page = _json_of(ctx.http("api").request("GET", url))
+            results = page.get("results") if isinstance(page, dict) else None
+            if not isinstance(results, list):
+                self._unexpected(job, "collection", page)
+                job.provider_ids.pop("media_scan", None)
+                return None
+            for item in results:
+                if isinstance(item, dict) and item.get("foreignKey") == job.idempotency_key:
+                    job.provider_ids.pop("media_scan", None)
+                    job.provider_ids["media_item_id"] = item.get("id")
+                    job.note("once.media_item", id=item.get("id"))
+                    return item
+            following = page.get("next")
+            if not following or not _same_origin(following, base) or following == url:
+                if following:
+                    self._unexpected(job, "next", following)
+                job.provider_ids.pop("media_scan", None)  # the whole collection read: from page 1 next poll
+                return None
+            url = following
+        job.provider_ids["media_scan"] = url
+        return None
+
+    def _unexpected(self, job: Any, what: str, answer: Any) -> None:
+        """Note an answer of a shape the reference does not document, once per distinct shape."""
+        text = json.dumps(answer, sort_keys=True, default=str)[:300]
+        if job.provider_ids.get("unexpected") != f"{what}: {text}":
+            job.provider_ids["unexpected"] = f"{what}: {text}"
+            job.note("once.unexpected_answer", what=what, answer=text)
+
+
+def _version(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _json_of(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return (resp.text or "")[:300]
+
+
+def _same_origin(url: str, base: str) -> bool:
+    """The API key goes only where the configured base URL points."""
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
