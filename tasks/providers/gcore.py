@@ -150,8 +150,14 @@ class GcoreAdapter(Adapter):
         job = ctx.job
         if job.provider_ids.get("video_id"):
             return
-        api, base = ctx.http("api"), ctx.account.base_url
-        video = self._find_own_video(ctx)
+        api, base, ids = ctx.http("api"), ctx.account.base_url, job.provider_ids
+        video = None
+        # Look for a video of this job once, and again only if a POST may have gone out since:
+        # a create deferred by the budget comes back to its POST, not to another lookup that
+        # would spend the token it waited for (issue 11).
+        if not ids.get("create_looked_up") or ids.get("create_requested_at"):
+            video = self._find_own_video(ctx)
+            ids["create_looked_up"] = True
         if video is not None:
             job.note("entity.found", video_id=video["id"])
         else:
@@ -164,7 +170,8 @@ class GcoreAdapter(Adapter):
                     register_secret(headers)
                     register_secret(headers.partition(":")[2].strip())
                     body["origin_http_headers"] = headers
-            video = _one(api.request("POST", f"{base}/streaming/videos", json={"video": body}).json())
+            video = _one(api.request("POST", f"{base}/streaming/videos", json={"video": body},
+                                     on_send=ctx.sending("create_requested_at")).json())
             job.note("entity.created", video_id=video["id"])
         job.provider_ids["video_id"] = video["id"]
         if job.options.pop("origin_http_headers", None):
