@@ -16,11 +16,18 @@ Contract: shared/design/providers.md §4 and the seed ``ingestio-api-reference.m
 * target: ``POST /encoding/inputs/{id}/upload?type=amazonMP`` (above ``SINGLE_PUT_MAX``,
   default 5 MiB as in Ingest's SDK) or ``type=amazon`` -> ``uploadId, pieceCount,
   pieceSize``; recorded in the job (none of it is a secret).
-* upload: for each part not yet recorded, ``POST …/upload/sign {partNumber, uploadId}`` and
-  a streamed PUT of the part's bytes to the signed URL with the returned headers; the part
+* upload: for each part not yet recorded, ``POST …/upload/sign {partNumber, uploadId,
+  contentType}`` and a streamed PUT of the part's bytes to the signed URL with the returned
+  headers and ``Content-Type`` exactly the signed ``application/octet-stream`` (as the node
+  SDK's ``UploaderBase._signChunk``/``_sendChunk``; the signature covers it); the part
   (number, size, ETag) is checkpointed after each. Signed URLs are secrets: used at once,
   never stored. An expired one is signed again. After the last part ``POST …/upload/complete``.
-  A single upload is one sign + PUT (Ingest's SDK sends no complete for it).
+  A single upload is one sign ``{contentType}`` + PUT (Ingest's SDK sends no complete for it).
+  A 409 on complete (the reference: "409 if the upload isn't properly canceled") is judged
+  from the documented input states, which exist only as list filters (the Input object has
+  no ``status``): listed under ``filter=processing|queued|error|ready`` = completed by a run
+  whose answer was lost; under ``uploading`` or nowhere = refused, a permanent failure.
+  Either way the answer goes into the job's history (``upload.complete_conflict``).
 * submit: ``POST /encoding/jobs {inputs, profile, video}`` (``PROFILE`` setting). A re-run that
   may have sent it adopts the video's live job instead of starting a second encode.
 * await: ``GET /encoding/jobs/{id}``: ``status`` 0 in progress (``progress`` %), 1 complete,
@@ -50,12 +57,19 @@ from workers.logging import register_secret
 from workers.webhooks import account_callback_url, derived_secret, remember_ref
 
 VND = "application/vnd.ingest.v1+json"
+#: The Content-Type every part is signed with and PUT with, as the node SDK's
+#: ``UploaderBase._signChunk``/``_sendChunk``: the signature covers it.
+PART_TYPE = "application/octet-stream"
 DEFAULT_SINGLE_PUT_MAX = 5 * 1024 * 1024  # Ingest's SDK goes multipart above 5 MiB
 MAX_PAGES = 200  # a marker search reads at most this many pages of a list
 RESIGN_LIMIT = 3  # signatures tried for one part in one slice before the slice is retried
 HOOK_EVENTS = ["jobs.complete", "jobs.error", "inputs.complete", "inputs.cancelled"]
 HOOK_CACHE_SECONDS = 3600
 JOB_RUNNING, JOB_COMPLETE, JOB_FAILED = 0, 1, 10
+#: The documented input states (list filters), in the order a 409 on complete asks them: the
+#: short lists first, ``ready`` (every input ever completed) last. Listed as processing, queued,
+#: error (the file arrived, the probe refused it) or ready = the upload completed.
+INPUT_LOOKUP = ("uploading", "processing", "queued", "error", "ready")
 
 
 def marker(job_id: str) -> str:
@@ -257,7 +271,8 @@ class IngestioAdapter(Adapter):
     # -- upload ------------------------------------------------------------------------
     def _sign(self, ctx: StepContext, part: int | None) -> dict[str, str]:
         up = ctx.job.upload
-        body = {"partNumber": part, "uploadId": up["upload_id"]} if part else {}
+        body: dict[str, Any] = {"partNumber": part, "uploadId": up["upload_id"]} if part else {}
+        body["contentType"] = PART_TYPE
         resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/sign"), params={"type": up["type"]},
                          body=body, allow=(404,))
         if resp.status_code == 404:
@@ -271,7 +286,7 @@ class IngestioAdapter(Adapter):
             signed = self._sign(ctx, part)
             reader = _PartReader(f, start, length)
             headers = {"Authorization": signed["authHeader"], "x-amz-date": signed["dateHeader"],
-                       "Content-Type": "application/octet-stream", "Content-Length": str(length)}
+                       "Content-Type": PART_TYPE, "Content-Length": str(length)}
             if signed.get("securityToken"):
                 headers["x-amz-security-token"] = signed["securityToken"]
             resp = ctx.http("upload").request("PUT", signed["url"], data=reader, headers=headers, allow=(403, 404))
@@ -317,14 +332,27 @@ class IngestioAdapter(Adapter):
         resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/complete"), body={"uploadId": up["upload_id"]},
                          allow=(409,))
         if resp.status_code == 409:
-            # Completed by a run whose answer was lost, or refused (parts missing): ask the input.
-            state = self._api(ctx, "GET", self._input_path(ctx)).json().get("status")
-            if state in (None, "uploading"):
-                raise PermanentError(f"upload complete refused: {self.error_text(resp)}", status=409,
-                                     provider=self.name)
+            self._after_complete_conflict(ctx, resp)
         up["completed"] = True
         job.note("upload.completed", parts=count, request_id=resp.headers.get("Request-Id"))
         return True
+
+    def _after_complete_conflict(self, ctx: StepContext, resp: requests.Response) -> None:
+        """A 409 on complete: done by a run whose answer was lost, or refused. The Input object
+        has no ``status``; its states exist only as list filters (``GET /encoding/inputs?filter=``),
+        so the input is looked up there by id, the short lists first (at most ``MAX_PAGES`` pages
+        each, then a transient error). Listed as uploading, or nowhere: the complete was
+        refused, a permanent failure."""
+        job, answer = ctx.job, self.error_text(resp)
+        input_id = job.provider_ids["input_id"]
+        found = next((state for state in INPUT_LOOKUP
+                      if any(isinstance(i, dict) and i.get("id") == input_id
+                             for i in self._list(ctx, "/encoding/inputs", {"filter": state}))), None)
+        job.note("upload.complete_conflict", answer=answer, listed_as=found or "nowhere")
+        if found in (None, "uploading"):
+            raise PermanentError(f"upload complete refused (409: {answer}); the input is "
+                                 f"{'still uploading' if found else 'in no documented state list'}", status=409,
+                                 provider=self.name)
 
     # -- submit ------------------------------------------------------------------------
     def submit_ingest(self, ctx: StepContext) -> None:
