@@ -136,8 +136,10 @@ A completed file makes the input ``ready`` if it is an MP4/MOV/Matroska/WebM con
 ``error``; either way ``inputs.complete`` is emitted (the state's ``status`` tells which).
 ``inputs.cancelled`` follows an abort.
 
-Jobs (docs: jobs/object; ``GET /encoding/jobs/{id}`` is not documented, the SDK's
-``/progress`` is). ``POST /encoding/jobs {inputs: [id], profile, video}`` -> 201 job
+Jobs (docs: ``jobs/object.md``, ``jobs/get.md`` (the list), ``jobs/count.md``, on the
+api-reference's ``encoding-jobs`` branch only; ``GET /encoding/jobs/{id}`` is *assumed* from
+the node SDK's ``Resource.getById`` (``lib/core/Resource.js``), ``/progress`` from its
+``lib/resources/Jobs.js``; the ``?video=`` list filter is *assumed*, documented nowhere). ``POST /encoding/jobs {inputs: [id], profile, video}`` -> 201 job
 ``{id, url, status: 0, progress: 0, profile, video, inputs, created_at, updated_at,
 deleted_at}``; every input must exist and be ``ready`` (409), profile and video must exist
 (404). There is no idempotency: two POSTs make two jobs. Over ``processing_seconds`` (the

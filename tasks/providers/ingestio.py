@@ -360,8 +360,9 @@ class IngestioAdapter(Adapter):
         if ids.get("encoding_job_id"):
             return
         if ids.get("encoding_requested"):
+            # ``?video=`` is *assumed* (not documented): the jobs are matched here all the same.
             live = [j for j in self._list(ctx, "/encoding/jobs", {"video": ids["video_id"]})
-                    if j.get("video") == ids["video_id"] and j.get("status") != JOB_FAILED]
+                    if isinstance(j, dict) and j.get("video") == ids["video_id"] and j.get("status") != JOB_FAILED]
             if live:
                 ids["encoding_job_id"] = live[-1]["id"]
                 job.note("ingest.adopted", encoding_job_id=ids["encoding_job_id"])
@@ -378,9 +379,19 @@ class IngestioAdapter(Adapter):
 
     # -- await -------------------------------------------------------------------------
     def poll_status(self, ctx: StepContext) -> Status:
+        """``GET /encoding/jobs/{id}`` (*assumed*: the reference documents the job object and the
+        list, not this path; the node SDK's ``Resource.getById`` builds it). An answer that is
+        not the documented shape (``status`` 0/1/10) is recorded once and counts as in progress:
+        ``INGEST_AWAIT_DEADLINE`` ends the wait, the poll never loops on its own."""
         jid = ctx.job.provider_ids["encoding_job_id"]
         j = self._api(ctx, "GET", f"/encoding/jobs/{jid}").json()
+        j = j if isinstance(j, dict) else {"unexpected": str(j)[:200]}
         status, progress = j.get("status"), j.get("progress")
+        if status not in (JOB_RUNNING, JOB_COMPLETE, JOB_FAILED):
+            seen = next((h for h in reversed(ctx.job.history) if h["event"] == "provider.unexpected"), None)
+            answer = json.dumps(j, sort_keys=True)[:300]
+            if seen is None or seen.get("answer") != answer:
+                ctx.job.note("provider.unexpected", call=f"GET /encoding/jobs/{jid}", answer=answer)
         if status == JOB_COMPLETE:
             return Status("ready", 100, provider_state="complete")
         if status == JOB_FAILED:
