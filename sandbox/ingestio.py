@@ -10,6 +10,7 @@ Endpoints, by the names the request log and fault rules use:
 
 ========================  ===========================================  ================================
 ingestio.create_video     ``POST /videos``                             201 video ``CREATED`` / 400
+ingestio.publish_videos   ``POST /videos/publish [ids]``               200 videos ``PUBLISHED`` / 400 404 409
 ingestio.list_videos      ``GET /videos?search=&status=``              200/206 page, oldest first
 ingestio.count_videos     ``HEAD /videos?status=``                     204 + ``Resource-Count``
 ingestio.get_video        ``GET /videos/{id}``                         200 / 404
@@ -82,7 +83,8 @@ and ``search`` (case-insensitive substring of the file name; the node SDK's
 ``Inputs.search`` sends ``?search=…&filter=…``, the reference does not list it);
 ``GET /encoding/jobs`` by ``video`` (*assumed*: not documented). Videos carry their status upper-case,
 as the docs' ``"CREATED"``: ``CREATED`` -> ``PROCESSING`` (a job runs) -> ``DRAFT``
-(encoded, with a playback URL under ``<sandbox>/ingestio-play/``, not served) or ``ERROR``.
+(encoded, with a playback URL under ``<sandbox>/ingestio-play/``, not served) or ``ERROR``; a
+``DRAFT`` video becomes ``PUBLISHED`` through ``POST /videos/publish``.
 
 Uploads (docs: inputs/upload-*; the node SDK's uploader). ``POST /encoding/inputs
 {filename, type, size}`` creates an input (state ``uploading``; its ``path``, the
@@ -139,7 +141,8 @@ A completed file makes the input ``ready`` if it is an MP4/MOV/Matroska/WebM con
 Jobs (docs: ``jobs/object.md``, ``jobs/get.md`` (the list), ``jobs/count.md``, on the
 api-reference's ``encoding-jobs`` branch only; ``GET /encoding/jobs/{id}`` is *assumed* from
 the node SDK's ``Resource.getById`` (``lib/core/Resource.js``), ``/progress`` from its
-``lib/resources/Jobs.js``; the ``?video=`` list filter is *assumed*, documented nowhere). ``POST /encoding/jobs {inputs: [id], profile, video}`` -> 201 job
+``lib/resources/Jobs.js``; the ``?video=`` list filter is *assumed*, documented nowhere).
+``POST /encoding/jobs {inputs: [id], profile, video}`` -> 201 job
 ``{id, url, status: 0, progress: 0, profile, video, inputs, created_at, updated_at,
 deleted_at}``; every input must exist and be ``ready`` (409), profile and video must exist
 (404). There is no idempotency: two POSTs make two jobs. Over ``processing_seconds`` (the
@@ -277,8 +280,9 @@ class Video:
     author: str
     created_at: str
     updated_at: str
-    status: str = "CREATED"  # CREATED, PROCESSING, DRAFT, ERROR (PUBLISHED, TRASHED: not reached here)
+    status: str = "CREATED"  # CREATED, PROCESSING, DRAFT, ERROR, PUBLISHED (POST /videos/publish); TRASHED: not here
     playback_urls: list[str] = field(default_factory=list)
+    published_at: str | None = None
 
 
 @dataclass
@@ -431,6 +435,7 @@ class IngestioEmulator(Emulator):
 
         return [
             route("POST", r"/videos/?", "ingestio.create_video", self._create_video, provider=p),
+            route("POST", r"/videos/publish/?", "ingestio.publish_videos", self._publish_videos, provider=p),
             route("GET", r"/videos/?", "ingestio.list_videos", self._list_videos, provider=p),
             route("HEAD", r"/videos/?", "ingestio.count_videos", self._count_videos, provider=p),
             route("GET", video, "ingestio.get_video", self._get_video, provider=p, entity=param("video_id")),
@@ -618,6 +623,26 @@ class IngestioEmulator(Emulator):
         req.entity = video.id
         return json_response(answer, 201)
 
+    def _publish_videos(self, req: Request) -> Response:
+        """``POST /videos/publish [ids]`` (node SDK ``Videos.publish``, "publishes a video based on
+        the server time"; not in the reference, so the checks and the answer are *assumed*):
+        every id must name a video (404) that finished encoding (``DRAFT``, or already
+        ``PUBLISHED``; else 409); they become ``PUBLISHED`` with ``published_at``. 200 + the videos."""
+        ids = _json_body(req, None)
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise _error(400, "the request body must be a non-empty array of video ids")
+        with self._lock:
+            videos = [self._video(i) for i in ids]
+            unready = [v.id for v in videos if v.status not in ("DRAFT", "PUBLISHED")]
+            if unready:
+                raise _error(409, f"videos {', '.join(unready)} have not finished encoding")
+            for video in videos:
+                if video.status != "PUBLISHED":
+                    video.published_at = _now()
+                    self._set_video_status(video, "PUBLISHED")
+            answer = [self._video_json(v) for v in videos]
+        return json_response(answer)
+
     def _get_video(self, req: Request) -> Response:
         with self._lock:
             return json_response(self._video_json(self._video(req.params["video_id"])))
@@ -651,7 +676,8 @@ class IngestioEmulator(Emulator):
             "id": v.id, "url": f"{self._base}/videos/{v.id}", "title": v.title, "description": v.description,
             "tags": list(v.tags), "playback_urls": list(v.playback_urls), "type": "hls", "status": v.status,
             "private": False, "poster": None, "author": v.author, "updater": v.author, "variants": None,
-            "created_at": v.created_at, "updated_at": v.updated_at, "deleted_at": None, "published_at": None,
+            "created_at": v.created_at, "updated_at": v.updated_at, "deleted_at": None,
+            "published_at": v.published_at,
         }
 
     def _set_video_status(self, video: Video, status: str) -> None:
@@ -1203,18 +1229,23 @@ def _accepts(accept: str | None) -> bool:
 
 def _body(req: Request) -> dict[str, Any]:
     """The JSON object of a request body (``{}`` when empty); 415 for a non-JSON Content-Type."""
+    body = _json_body(req, {})
+    if not isinstance(body, dict):
+        raise _error(400, "the request body must be a JSON object")
+    return body
+
+
+def _json_body(req: Request, empty: Any) -> Any:
+    """The JSON value of a request body (``empty`` when there is none); 415 for a non-JSON Content-Type."""
     content_type = (req.header("Content-Type") or "").split(";")[0].strip().lower()
     if content_type and content_type not in JSON_TYPES:
         raise _error(415, f"Content-Type must be {ACCEPT}")
     if req.content_length == 0:
-        return {}
+        return empty
     try:
-        body = req.json()
+        return req.json()
     except HttpError as exc:
         raise _error(exc.status, "request body too large" if exc.status == 413 else "invalid JSON body") from None
-    if not isinstance(body, dict):
-        raise _error(400, "the request body must be a JSON object")
-    return body
 
 
 def _string(body: dict[str, Any], name: str, *, required: bool = True, empty: bool = False) -> Any:

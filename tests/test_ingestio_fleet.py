@@ -269,3 +269,19 @@ def test_a_lost_complete_answer_is_recognised_from_the_input_lists(start_fleet, 
     assert sandbox.log("ingestio.get_input") == []  # no read of an undocumented field
     assert _input(sandbox, job)["sha256"] == sha256_of(src)
     assert len(sandbox.state("ingestio")["jobs"]) == 1
+
+
+def test_the_publish_option_publishes_the_encoded_video_once(start_fleet, sandbox) -> None:
+    """Encoded videos are ``draft`` ("playable but not published"); ``--opt publish=true`` (or
+    INGEST_INGESTIO_PUBLISH) publishes it with the node SDK's ``POST /videos/publish [id]``."""
+    start_fleet(workers=1)
+    src = make_source("io-publish.mp4", 1 * MiB)
+    published = wait(submit({"provider": "ingestio", "source": str(src), "options": {"publish": True}}), 90)
+    draft = wait(submit({"provider": "ingestio", "source": str(src)}), 90)
+    assert (published["state"], draft["state"]) == ("ready", "ready"), (published["error"], draft["error"])
+    videos = {v["id"]: v for v in sandbox.state("ingestio")["videos"]}
+    assert videos[published["provider_ids"]["video_id"]]["status"] == "PUBLISHED"
+    assert videos[published["provider_ids"]["video_id"]]["published_at"]
+    assert videos[draft["provider_ids"]["video_id"]]["status"] == "DRAFT"
+    assert [e["status"] for e in sandbox.log("ingestio.publish_videos")] == [200]
+    assert [h["event"] for h in published["history"]].count("video.published") == 1

@@ -707,3 +707,19 @@ def test_hooks_crud_disabled_hooks_and_duplicates(sandbox, api, receiver):
     assert api.delete(f"{url}/{on['id']}", timeout=5).status_code == 204
     assert errors(api.get(f"{url}/{on['id']}", timeout=5), 404) == f"hook {on['id']} not found"
     assert errors(api.delete(f"{url}/{on['id']}", timeout=5), 404) == f"hook {on['id']} not found"
+
+
+def test_publish_turns_draft_videos_published(sandbox, api, media, profile):
+    url = f"{api.base}/videos/publish"
+    video = create_video(api)
+    assert errors(api.post(url, json=[video["id"]], timeout=5), 409).endswith("have not finished encoding")
+    assert errors(api.post(url, json={"ids": [video["id"]]}, timeout=5), 400).startswith("the request body must")
+    assert errors(api.post(url, json=[str(uuid.uuid4())], timeout=5), 404).startswith("video ")
+    inp = upload_single(api, media / "small.mp4")
+    job = ok(api.post(f"{api.base}/encoding/jobs", json={"inputs": [inp["id"]], "profile": profile,
+                                                        "video": video["id"]}, timeout=5), 201)
+    wait_job(api, job["id"])
+    [published] = ok(api.post(url, json=[video["id"]], timeout=5))
+    assert (published["status"], bool(published["published_at"])) == ("PUBLISHED", True)
+    assert [v["id"] for v in ok(api.get(f"{api.base}/videos", params={"status": "published"}, timeout=5))] == [
+        video["id"]]

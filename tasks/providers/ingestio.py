@@ -33,6 +33,13 @@ Contract: shared/design/providers.md §4 and the seed ``ingestio-api-reference.m
 * await: ``GET /encoding/jobs/{id}``: ``status`` 0 in progress (``progress`` %), 1 complete,
   10 failed. Webhooks (per account, registered by the fleet with its own secret, checked with
   ``X-Ingest-Signature``) end the wait early.
+* publish (opt-in: intent option ``publish`` (``--opt publish=true``), else the account
+  setting ``INGEST_INGESTIO_PUBLISH`` = true/false, default false): a complete job leaves the
+  video ``draft`` ("finished encoding, playable but not published", the reference's
+  ``videos/get.md``); the reference documents no publish call, the node SDK's
+  ``Videos.publish`` sends ``POST /videos/publish [<video id>]``, which the fleet sends once
+  (flag checkpointed) before the job is ready. An invalid setting fails the job at once,
+  permanently, naming the variable.
 * cancel, or a permanent failure: ``POST …/upload/abort {uploadId}`` for an open upload.
 """
 
@@ -66,6 +73,7 @@ RESIGN_LIMIT = 3  # signatures tried for one part in one slice before the slice 
 HOOK_EVENTS = ["jobs.complete", "jobs.error", "inputs.complete", "inputs.cancelled"]
 HOOK_CACHE_SECONDS = 3600
 JOB_RUNNING, JOB_COMPLETE, JOB_FAILED = 0, 1, 10
+PUBLISH_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 #: The documented input states (list filters), in the order a 409 on complete asks them: the
 #: short lists first, ``ready`` (every input ever completed) last. Listed as processing, queued,
 #: error (the file arrived, the probe refused it) or ready = the upload completed.
@@ -120,6 +128,7 @@ class IngestioAdapter(Adapter):
     learns_rate_limit = True
     account_webhooks = True
     cancel_on_failure = True  # "…/upload/abort on cancel or permanent failure"
+    intent_options = {"publish": bool}
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:
         return {"Authorization": f"Bearer {account.secret}", "Accept": VND}
@@ -204,11 +213,26 @@ class IngestioAdapter(Adapter):
             headers = {"Range": nxt}
         raise TransientError(f"GET {path}: more than {MAX_PAGES} pages; marker search gave up", provider=self.name)
 
+    @staticmethod
+    def _var(ctx: StepContext, setting: str) -> str:
+        """The environment variable of one of the account's settings."""
+        return f"INGEST_INGESTIO_{setting}" if ctx.account.name == "default" else \
+            f"INGEST_INGESTIO__{ctx.account.name.upper()}__{setting}"
+
+    def _publish(self, ctx: StepContext) -> bool:
+        """Whether the job publishes its video once encoded: the intent's option, else the setting."""
+        if "publish" in ctx.job.options:
+            return bool(ctx.job.options["publish"])
+        raw = ctx.account.setting("PUBLISH", "false").strip().lower()
+        if raw not in PUBLISH_VALUES:
+            raise PermanentError(f"{self._var(ctx, 'PUBLISH')}={raw!r} is not a boolean; set it to true or false",
+                                 provider=self.name)
+        return PUBLISH_VALUES[raw]
+
     def _check_token(self, ctx: StepContext) -> None:
         exp = jwt_expiry(ctx.account.secret)
         if exp is not None and exp < time.time():
-            var = "INGEST_INGESTIO_API_KEY" if ctx.account.name == "default" else \
-                f"INGEST_INGESTIO__{ctx.account.name.upper()}__API_KEY"
+            var = self._var(ctx, "API_KEY")
             raise PermanentError(f"the Ingest.io token expired at {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(exp))}; "
                                  f"set a new one in {var}", provider=self.name)
 
@@ -216,6 +240,7 @@ class IngestioAdapter(Adapter):
     def create_entity(self, ctx: StepContext) -> None:
         job = ctx.job
         self._check_token(ctx)
+        self._publish(ctx)  # an invalid setting fails the job now, not after the upload
         self._ensure_hook(ctx)
         videos = {"search": job.title, "status": "created,processing,draft,published,error"}
         self._find_or_create(ctx, "video", "entity", "/videos", videos,
@@ -393,7 +418,14 @@ class IngestioAdapter(Adapter):
             if seen is None or seen.get("answer") != answer:
                 ctx.job.note("provider.unexpected", call=f"GET /encoding/jobs/{jid}", answer=answer)
         if status == JOB_COMPLETE:
-            return Status("ready", 100, provider_state="complete")
+            ids = ctx.job.provider_ids
+            if self._publish(ctx) and not ids.get("published"):
+                resp = self._api(ctx, "POST", "/videos/publish", body=[ids["video_id"]])
+                ids["published"] = True
+                ctx.job.note("video.published", video_id=ids["video_id"],
+                             request_id=resp.headers.get("Request-Id"))
+                ctx.checkpoint()
+            return Status("ready", 100, provider_state="published" if ids.get("published") else "complete")
         if status == JOB_FAILED:
             detail = j.get("error") or j.get("message")
             return Status("failed", message=f"Ingest.io encoding job {jid} failed (status 10)"
