@@ -10,6 +10,7 @@ Endpoints, by the names the request log and fault rules use:
 
 ========================  ===========================================  ================================
 ingestio.create_video     ``POST /videos``                             201 video ``CREATED`` / 400
+ingestio.publish_videos   ``POST /videos/publish [ids]``               200 videos ``PUBLISHED`` / 400 404 409
 ingestio.list_videos      ``GET /videos?search=&status=``              200/206 page, oldest first
 ingestio.count_videos     ``HEAD /videos?status=``                     204 + ``Resource-Count``
 ingestio.get_video        ``GET /videos/{id}``                         200 / 404
@@ -74,13 +75,19 @@ header asks for fewer; the answer carries ``Content-Range: items <first>-<last>/
 filters by ``search`` (case-insensitive substring of the title) and ``status``
 (comma-separated: created, published, draft, processing, trashed, error; **default
 draft,published** as the docs say, so a just-created video is listed only with
-``status=created``); ``GET /encoding/inputs`` by ``filter`` (uploading, queued, processing,
-error, ready); ``GET /encoding/jobs`` by ``video``. Videos carry their status upper-case,
+``status=created``); ``GET /encoding/inputs`` by ``filter`` (one of uploading, queued,
+processing, error, ready: the reference's input states, which exist **only** as this filter -
+the Input object has no ``status`` field, so the emulator shows none; the reference's
+``video-only``, ``audio-only``, ``has-video``, ``has-audio``, ``trashed`` are not emulated, 400)
+and ``search`` (case-insensitive substring of the file name; the node SDK's
+``Inputs.search`` sends ``?search=…&filter=…``, the reference does not list it);
+``GET /encoding/jobs`` by ``video`` (*assumed*: not documented). Videos carry their status upper-case,
 as the docs' ``"CREATED"``: ``CREATED`` -> ``PROCESSING`` (a job runs) -> ``DRAFT``
-(encoded, with a playback URL under ``<sandbox>/ingestio-play/``, not served) or ``ERROR``.
+(encoded, with a playback URL under ``<sandbox>/ingestio-play/``, not served) or ``ERROR``; a
+``DRAFT`` video becomes ``PUBLISHED`` through ``POST /videos/publish``.
 
 Uploads (docs: inputs/upload-*; the node SDK's uploader). ``POST /encoding/inputs
-{filename, type, size}`` creates an input (``status`` ``uploading``; its ``path``, the
+{filename, type, size}`` creates an input (state ``uploading``; its ``path``, the
 upload's ``key``, is ``<network>/<input id>/<filename>``). Then:
 
 * init ``POST …/upload?type=amazonMP|amazon {type, size}`` -> 201. ``amazonMP``:
@@ -88,12 +95,18 @@ upload's ``key``, is ``<network>/<input id>/<filename>``). Then:
   (default and minimum 5 MiB), ``pieceCount`` = ceil(size / pieceSize). ``amazon``:
   ``{key}``. Another init replaces the input's open upload (its uploadId is unknown
   afterwards); an input whose upload completed answers 409.
-* sign ``POST …/upload/sign {partNumber, uploadId}`` (``{}`` for ``amazon``) -> 200
+* sign ``POST …/upload/sign {partNumber, uploadId, contentType}`` (``{contentType}`` for
+  ``amazon``; the reference lists ``partNumber``, ``uploadId``, ``contentMd5``, the node SDK's
+  ``UploaderBase._signChunk`` also sends ``contentType: 'application/octet-stream'``) -> 200
   ``{authHeader, dateHeader, url, securityToken}``: ``url`` is
   ``<sandbox>/ingestio-s3/<key>?partNumber=N&uploadId=U`` (no query for ``amazon``),
   ``authHeader`` an ``AWS4-HMAC-SHA256 …, Signature=<hex>`` whose signature is an
-  HMAC-SHA256 of the method, path, query, ``dateHeader`` and ``securityToken``, keyed with
-  a secret of the emulator. ``dateHeader`` is an ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``); the
+  HMAC-SHA256 of the method, path, query, the signed ``contentType`` (empty if the sign
+  call named none), ``dateHeader`` and ``securityToken``, keyed with a secret of the
+  emulator: a PUT whose ``Content-Type`` is not exactly the signed one (or that sends one
+  the sign call did not name) is 403 ``SignatureDoesNotMatch``, as S3 refuses a signature
+  that covers ``content-type``. The state records each part's last signed type
+  (``signed_types``). ``dateHeader`` is an ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``); the
   signature expires ``sign_ttl`` seconds later (setting, default 900). The setting
   ``expire_next_signatures: N`` makes the next N signatures (counted from the ``PUT
   /_sandbox/faults`` that set it) come out already expired. A missing field is 400, an
@@ -106,24 +119,30 @@ upload's ``key``, is ``<network>/<input id>/<filename>``). Then:
   ``amazon`` PUT is the whole file and completes the upload (there is no complete call for
   it, though one answers 200 once the file is in). A PUT for an upload that is no longer
   open (completed, aborted, replaced by another init) is 404 ``NoSuchUpload`` (a sign
-  for it 409 or 404); a client that lost a PUT's 200 reads the input's status.
+  for it 409 or 404); a client that lost a PUT's 200 finds the input under ``filter=ready``.
 * complete ``POST …/upload/complete {uploadId}`` -> 200 + the input: parts 1..pieceCount
   must all be stored and all but the last exactly pieceSize (else 409 naming them); they
   are joined in order into one file (streamed), whose size and sha256 the state shows.
   While the join runs the input is ``processing`` and the upload answers 409 ``upload is
-  being completed`` (a client whose complete timed out can watch the input's status).
-  Again on a completed upload: 409 ``upload already completed``.
+  being completed`` (a client whose complete timed out finds the input under
+  ``filter=processing``, then ``ready``). Again on a completed upload: 409 ``upload already
+  completed`` (the reference only says "409 if the upload isn't properly canceled"). The
+  setting ``lose_next_complete_answers: N`` carries out the next N completes and then closes
+  their connection without an answer (armed by the ``PUT /_sandbox/faults`` that sets it).
 * abort ``POST …/upload/abort {uploadId}`` -> 201 + the input: the stored parts are
   dropped, the input stays ``uploading`` (a new init may start over); 409 on an upload that
   is completed or already aborted. ``amazon`` uploads have nothing to abort (409).
 
 A completed file makes the input ``ready`` if it is an MP4/MOV/Matroska/WebM container
 (:func:`sandbox.media.is_video_container`, the emulators' stand-in for a probe), else
-``error``; either way ``inputs.complete`` is emitted (the input's status tells which).
+``error``; either way ``inputs.complete`` is emitted (the state's ``status`` tells which).
 ``inputs.cancelled`` follows an abort.
 
-Jobs (docs: jobs/object; ``GET /encoding/jobs/{id}`` is not documented, the SDK's
-``/progress`` is). ``POST /encoding/jobs {inputs: [id], profile, video}`` -> 201 job
+Jobs (docs: ``jobs/object.md``, ``jobs/get.md`` (the list), ``jobs/count.md``, on the
+api-reference's ``encoding-jobs`` branch only; ``GET /encoding/jobs/{id}`` is *assumed* from
+the node SDK's ``Resource.getById`` (``lib/core/Resource.js``), ``/progress`` from its
+``lib/resources/Jobs.js``; the ``?video=`` list filter is *assumed*, documented nowhere).
+``POST /encoding/jobs {inputs: [id], profile, video}`` -> 201 job
 ``{id, url, status: 0, progress: 0, profile, video, inputs, created_at, updated_at,
 deleted_at}``; every input must exist and be ``ready`` (409), profile and video must exist
 (404). There is no idempotency: two POSTs make two jobs. Over ``processing_seconds`` (the
@@ -182,7 +201,7 @@ from .emulator import Context, Emulator
 from .faults import FaultConfigError, Setting
 from .media import is_video_container
 from .notify import post_json
-from .web import BLOCK_SIZE, HttpError, Request, Response, Route, json_response, route
+from .web import BLOCK_SIZE, ClientGone, HttpError, Request, Response, Route, json_response, route
 
 ACCEPT = "application/vnd.ingest.v1+json"
 JSON_TYPES = (ACCEPT, "application/json")
@@ -261,8 +280,9 @@ class Video:
     author: str
     created_at: str
     updated_at: str
-    status: str = "CREATED"  # CREATED, PROCESSING, DRAFT, ERROR (PUBLISHED, TRASHED: not reached here)
+    status: str = "CREATED"  # CREATED, PROCESSING, DRAFT, ERROR, PUBLISHED (POST /videos/publish); TRASHED: not here
     playback_urls: list[str] = field(default_factory=list)
+    published_at: str | None = None
 
 
 @dataclass
@@ -300,6 +320,7 @@ class Input:
     status: str = "uploading"
     upload: Upload | None = None
     signatures: Counter[int] = field(default_factory=Counter)  # part number -> signatures issued
+    signed_types: dict[int, str | None] = field(default_factory=dict)  # part number -> contentType last signed
     assembled_size: int | None = None
     sha256: str | None = None
 
@@ -364,6 +385,7 @@ class IngestioEmulator(Emulator):
         "piece_size": _AtLeast(MIN_PIECE_SIZE, int, minimum=MIN_PIECE_SIZE),
         "sign_ttl": Setting(900, int),  # seconds a part signature lives
         "expire_next_signatures": Setting(0, int),
+        "lose_next_complete_answers": Setting(0, int),
         "webhook_duplicates": Setting(False, bool),
     }
 
@@ -397,6 +419,7 @@ class IngestioEmulator(Emulator):
         self._window_end = 0.0  # monotonic time the current rate window ends
         self._window_used = 0
         self._expire_left = 0
+        self._lose_complete_left = 0
 
     # -- Emulator ------------------------------------------------------------------
 
@@ -412,6 +435,7 @@ class IngestioEmulator(Emulator):
 
         return [
             route("POST", r"/videos/?", "ingestio.create_video", self._create_video, provider=p),
+            route("POST", r"/videos/publish/?", "ingestio.publish_videos", self._publish_videos, provider=p),
             route("GET", r"/videos/?", "ingestio.list_videos", self._list_videos, provider=p),
             route("HEAD", r"/videos/?", "ingestio.count_videos", self._count_videos, provider=p),
             route("GET", video, "ingestio.get_video", self._get_video, provider=p, entity=param("video_id")),
@@ -455,7 +479,9 @@ class IngestioEmulator(Emulator):
         """``videos``, ``jobs`` and ``hooks`` as the API shows them; ``inputs`` with their
         upload (``type``, ``uploadId``, ``size``, ``pieceSize``, ``pieceCount``, ``state``,
         ``parts`` ``{"<n>": {size, etag, puts, bytes_received}}``), ``signatures``
-        ``{"<part>": count}``, ``aborted``, ``completed``, ``assembled_size``, ``sha256``;
+        ``{"<part>": count}``, ``signed_types`` ``{"<part>": contentType}``, ``status`` (the
+        input's state, which the API only shows as a list filter), ``aborted``, ``completed``,
+        ``assembled_size``, ``sha256``;
         ``webhooks_sent``; ``requests`` per endpoint, ``throttled`` (own-limit 429s),
         ``rate_window`` and ``expire_next_signatures_left``."""
         with self._lock:
@@ -490,6 +516,7 @@ class IngestioEmulator(Emulator):
         """A new fault configuration arms ``expire_next_signatures`` afresh."""
         with self._lock:
             self._expire_left = self.ctx.setting("expire_next_signatures")
+            self._lose_complete_left = self.ctx.setting("lose_next_complete_answers")
 
     def error_format(self, status: int) -> Response:
         """Injected errors: ``{"errors": [<reason phrase>]}``; a 429 has an empty body (docs)."""
@@ -596,6 +623,26 @@ class IngestioEmulator(Emulator):
         req.entity = video.id
         return json_response(answer, 201)
 
+    def _publish_videos(self, req: Request) -> Response:
+        """``POST /videos/publish [ids]`` (node SDK ``Videos.publish``, "publishes a video based on
+        the server time"; not in the reference, so the checks and the answer are *assumed*):
+        every id must name a video (404) that finished encoding (``DRAFT``, or already
+        ``PUBLISHED``; else 409); they become ``PUBLISHED`` with ``published_at``. 200 + the videos."""
+        ids = _json_body(req, None)
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise _error(400, "the request body must be a non-empty array of video ids")
+        with self._lock:
+            videos = [self._video(i) for i in ids]
+            unready = [v.id for v in videos if v.status not in ("DRAFT", "PUBLISHED")]
+            if unready:
+                raise _error(409, f"videos {', '.join(unready)} have not finished encoding")
+            for video in videos:
+                if video.status != "PUBLISHED":
+                    video.published_at = _now()
+                    self._set_video_status(video, "PUBLISHED")
+            answer = [self._video_json(v) for v in videos]
+        return json_response(answer)
+
     def _get_video(self, req: Request) -> Response:
         with self._lock:
             return json_response(self._video_json(self._video(req.params["video_id"])))
@@ -629,7 +676,8 @@ class IngestioEmulator(Emulator):
             "id": v.id, "url": f"{self._base}/videos/{v.id}", "title": v.title, "description": v.description,
             "tags": list(v.tags), "playback_urls": list(v.playback_urls), "type": "hls", "status": v.status,
             "private": False, "poster": None, "author": v.author, "updater": v.author, "variants": None,
-            "created_at": v.created_at, "updated_at": v.updated_at, "deleted_at": None, "published_at": None,
+            "created_at": v.created_at, "updated_at": v.updated_at, "deleted_at": None,
+            "published_at": v.published_at,
         }
 
     def _set_video_status(self, video: Video, status: str) -> None:
@@ -673,7 +721,9 @@ class IngestioEmulator(Emulator):
         wanted = req.arg("filter")
         if wanted is not None and wanted not in INPUT_STATES:
             raise _error(400, f"filter must be one of {', '.join(INPUT_STATES)}")
-        return [i for i in self._inputs.values() if wanted is None or i.status == wanted]
+        search = (req.arg("search") or "").lower()
+        return [i for i in self._inputs.values()
+                if (wanted is None or i.status == wanted) and search in i.filename.lower()]
 
     def _input(self, input_id: str) -> Input:
         inp = self._inputs.get(input_id)
@@ -685,8 +735,8 @@ class IngestioEmulator(Emulator):
         return {
             "id": i.id, "url": f"{self._base}/encoding/inputs/{i.id}", "filename": i.filename, "type": i.type,
             "path": i.path, "size": i.size, "images": [], "network_id": self.network_id, "metadata": None,
-            "status": i.status, "created_at": i.created_at, "updated_at": i.updated_at,
-        }
+            "created_at": i.created_at, "updated_at": i.updated_at,
+        }  # no status: the reference's Input object has none (states are list filters only)
 
     def _input_state(self, i: Input) -> dict[str, Any]:
         u = i.upload
@@ -696,8 +746,9 @@ class IngestioEmulator(Emulator):
             "parts": {str(n): {"size": p.size, "etag": p.etag, "puts": p.puts, "bytes_received": p.bytes_received}
                       for n, p in sorted(u.parts.items())},
         }
-        return {**self._input_json(i), "upload": upload,
+        return {**self._input_json(i), "status": i.status, "upload": upload,
                 "signatures": {str(n): c for n, c in sorted(i.signatures.items())},
+                "signed_types": {str(n): t for n, t in sorted(i.signed_types.items())},
                 "aborted": u is not None and u.state == "aborted",
                 "completed": u is not None and u.state == "completed",
                 "assembled_size": i.assembled_size, "sha256": i.sha256}
@@ -745,17 +796,21 @@ class IngestioEmulator(Emulator):
                 if not 1 <= number <= upload.piece_count:
                     raise _error(409, f"partNumber must be 1..{upload.piece_count} for upload {upload.upload_id}")
                 query = [("partNumber", str(number)), ("uploadId", upload.upload_id)]
+            content_type = _string(body, "contentType", required=False) or ""
             expired = self._expire_left > 0
             self._expire_left -= expired
             inp.signatures[number] += 1
+            inp.signed_types[number] = content_type or None
             key = inp.path
         ttl = self.ctx.setting("sign_ttl")
         date = datetime.fromtimestamp(time.time() - (ttl + 1 if expired else 0), UTC).strftime(AMZ_DATE)
         token = secrets.token_urlsafe(32)
-        signature = self._s3_signature(key, query, date, token)
+        signature = self._s3_signature(key, query, date, token, content_type)
         url = f"{self._base}{S3_PREFIX}{quote(key)}" + (f"?{urlencode(query)}" if query else "")
+        signed = "content-type;host;x-amz-date;x-amz-security-token" if content_type else \
+            "host;x-amz-date;x-amz-security-token"
         auth = (f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{date[:8]}/us-east-1/s3/aws4_request, "
-                f"SignedHeaders=host;x-amz-date;x-amz-security-token, Signature={signature}")
+                f"SignedHeaders={signed}, Signature={signature}")
         return json_response({"authHeader": auth, "dateHeader": date, "url": url, "securityToken": token})
 
     def _open_upload(self, inp: Input, req: Request, body: dict[str, Any]) -> Upload:
@@ -854,7 +909,11 @@ class IngestioEmulator(Emulator):
             upload.state = "completed"
             self._input_done(inp, size, digest)
             answer = self._input_json(inp)
+            lose = self._lose_complete_left > 0
+            self._lose_complete_left -= lose
         shutil.rmtree(upload.dir, ignore_errors=True)
+        if lose:
+            raise ClientGone("lose_next_complete_answers: the complete is done, its answer is lost")
         return json_response(answer)
 
     def _input_done(self, inp: Input, size: int, digest: str) -> None:
@@ -889,17 +948,20 @@ class IngestioEmulator(Emulator):
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _s3_signature(self, key: str, query: list[tuple[str, str]], date: str, token: str) -> str:
-        canonical = "\n".join(("PUT", S3_PREFIX + key, urlencode(sorted(query)), date, token))
+    def _s3_signature(self, key: str, query: list[tuple[str, str]], date: str, token: str, content_type: str) -> str:
+        canonical = "\n".join(("PUT", S3_PREFIX + key, urlencode(sorted(query)), content_type, date, token))
         return hmac.new(self._s3_secret, canonical.encode(), hashlib.sha256).hexdigest()
 
     def _check_s3_signature(self, req: Request, key: str) -> None:
-        """403 unless the PUT carries the headers a sign call gave for this URL, in time."""
+        """403 unless the PUT carries the headers a sign call gave for this URL, in time, and
+        exactly the Content-Type the sign call named (none if it named none)."""
         date = req.header("x-amz-date") or ""
         token = req.header("x-amz-security-token") or ""
+        content_type = (req.header("Content-Type") or "").strip()
         query = [(name, value) for name, values in req.query.items() for value in values]
         match = SIGNATURE.search(req.header("Authorization") or "")
-        if match is None or not hmac.compare_digest(match.group(1), self._s3_signature(key, query, date, token)):
+        expected = self._s3_signature(key, query, date, token, content_type)
+        if match is None or not hmac.compare_digest(match.group(1), expected):
             raise _S3Error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match "
                                                          "the signature you provided.")
         signed_at = datetime.strptime(date, AMZ_DATE).replace(tzinfo=UTC).timestamp()  # ours: it was signed
@@ -1167,18 +1229,23 @@ def _accepts(accept: str | None) -> bool:
 
 def _body(req: Request) -> dict[str, Any]:
     """The JSON object of a request body (``{}`` when empty); 415 for a non-JSON Content-Type."""
+    body = _json_body(req, {})
+    if not isinstance(body, dict):
+        raise _error(400, "the request body must be a JSON object")
+    return body
+
+
+def _json_body(req: Request, empty: Any) -> Any:
+    """The JSON value of a request body (``empty`` when there is none); 415 for a non-JSON Content-Type."""
     content_type = (req.header("Content-Type") or "").split(";")[0].strip().lower()
     if content_type and content_type not in JSON_TYPES:
         raise _error(415, f"Content-Type must be {ACCEPT}")
     if req.content_length == 0:
-        return {}
+        return empty
     try:
-        body = req.json()
+        return req.json()
     except HttpError as exc:
         raise _error(exc.status, "request body too large" if exc.status == 413 else "invalid JSON body") from None
-    if not isinstance(body, dict):
-        raise _error(400, "the request body must be a JSON object")
-    return body
 
 
 def _string(body: dict[str, Any], name: str, *, required: bool = True, empty: bool = False) -> Any:

@@ -72,3 +72,31 @@ def test_the_providers_own_message_is_kept() -> None:
     assert adapter.error_text(_response(400, b'{"errors": ["title is required"]}')) == "title is required"
     assert adapter.error_text(_response(409, b'{"errors": [{"message": "a"}, {"message": "b"}]}')) == "a; b"
     assert adapter.error_text(_response(429, b"")) == "HTTP 429"
+
+
+class _StubCtx:
+    """Just enough of a StepContext for one poll: every call answers ``answers`` in turn."""
+
+    def __init__(self, *answers: bytes):
+        from tasks.jobstore import Job
+
+        self.job = Job(id="j1", provider="ingestio", account="default", source="/x.mp4", mode="push", title="t",
+                       provider_ids={"encoding_job_id": "e1"})
+        self.account = AccountConfig("ingestio", "default", "http://io", "token", rate=0, burst=1)
+        self._answers = list(answers)
+
+    def http(self, _kind: str):
+        return self
+
+    def request(self, method: str, url: str, **kwargs):
+        return _response(200, self._answers.pop(0))
+
+
+def test_an_undocumented_job_answer_is_recorded_once_and_never_ends_the_wait() -> None:
+    """N3: ``GET /encoding/jobs/{id}`` is assumed (the SDK's getById); an answer without the
+    documented status 0/1/10 is kept in the history once and counts as in progress."""
+    adapter = IngestioAdapter()
+    ctx = _StubCtx(b'{"state": "encoding"}', b'{"state": "encoding"}', b'["odd"]', b'{"status": 1, "progress": 100}')
+    assert [adapter.poll_status(ctx).state for _ in range(4)] == ["processing"] * 3 + ["ready"]
+    seen = [h for h in ctx.job.history if h["event"] == "provider.unexpected"]
+    assert [h["answer"] for h in seen] == ['{"state": "encoding"}', '{"unexpected": "[\'odd\']"}']

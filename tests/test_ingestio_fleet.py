@@ -237,3 +237,51 @@ def test_url_sources_and_a_missing_profile_are_refused_at_the_door(sandbox) -> N
                  env={**{k: v for k, v in os.environ.items() if k != "INGEST_INGESTIO_PROFILE"}, **env})
     assert result.returncode == 2
     assert "INGEST_INGESTIO_PROFILE" in result.stderr
+
+
+def test_parts_are_signed_with_the_content_type_they_are_put_with(start_fleet, sandbox) -> None:
+    """N1: the node SDK's ``_signChunk`` signs with ``contentType: 'application/octet-stream'``
+    and PUTs with exactly that type; the emulator's signature covers the signed type."""
+    start_fleet(workers=1)
+    small = make_source("io-ct-small.mp4", 1 * MiB)  # one signed PUT
+    large = make_source("io-ct-large.mp4", PIECE + 4096)  # 2 parts
+    jobs = [wait(submit({"provider": "ingestio", "source": str(src)}), 90) for src in (small, large)]
+    for job in jobs:
+        assert job["state"] == "ready", (job["error"], job["history"][-5:])
+        assert not [h for h in job["history"] if h["event"] == "upload.resigned"]
+    assert [e for e in sandbox.log("ingestio.part_put") if e["status"] != 200] == []
+    types = [_input(sandbox, job)["signed_types"] for job in jobs]
+    octet = "application/octet-stream"
+    assert types == [{"1": octet}, {"1": octet, "2": octet}]
+
+
+def test_a_lost_complete_answer_is_recognised_from_the_input_lists(start_fleet, sandbox) -> None:
+    """N2: the repeated complete answers 409; the Input object has no ``status``, so the
+    adapter finds its input under the documented ``filter=<state>`` of the inputs list."""
+    sandbox.faults("ingestio", lose_next_complete_answers=1)
+    start_fleet(workers=1)
+    src = make_source("io-lost-complete.mp4", PIECE + 4096)
+    job = wait(submit({"provider": "ingestio", "source": str(src)}), 90)
+    assert job["state"] == "ready", (job["error"], job["history"][-5:])
+    [conflict] = [h for h in job["history"] if h["event"] == "upload.complete_conflict"]
+    assert conflict["listed_as"] == "ready" and "already completed" in conflict["answer"]
+    assert [e["status"] for e in sandbox.log("ingestio.upload_complete")] == [None, 409]
+    assert sandbox.log("ingestio.get_input") == []  # no read of an undocumented field
+    assert _input(sandbox, job)["sha256"] == sha256_of(src)
+    assert len(sandbox.state("ingestio")["jobs"]) == 1
+
+
+def test_the_publish_option_publishes_the_encoded_video_once(start_fleet, sandbox) -> None:
+    """Encoded videos are ``draft`` ("playable but not published"); ``--opt publish=true`` (or
+    INGEST_INGESTIO_PUBLISH) publishes it with the node SDK's ``POST /videos/publish [id]``."""
+    start_fleet(workers=1)
+    src = make_source("io-publish.mp4", 1 * MiB)
+    published = wait(submit({"provider": "ingestio", "source": str(src), "options": {"publish": True}}), 90)
+    draft = wait(submit({"provider": "ingestio", "source": str(src)}), 90)
+    assert (published["state"], draft["state"]) == ("ready", "ready"), (published["error"], draft["error"])
+    videos = {v["id"]: v for v in sandbox.state("ingestio")["videos"]}
+    assert videos[published["provider_ids"]["video_id"]]["status"] == "PUBLISHED"
+    assert videos[published["provider_ids"]["video_id"]]["published_at"]
+    assert videos[draft["provider_ids"]["video_id"]]["status"] == "DRAFT"
+    assert [e["status"] for e in sandbox.log("ingestio.publish_videos")] == [200]
+    assert [h["event"] for h in published["history"]].count("video.published") == 1

@@ -27,6 +27,7 @@ MiB = 1024 * 1024
 PIECE = 5 * MiB
 BIG_SIZE = 2 * PIECE + MiB + 123  # three parts: 5 MiB, 5 MiB, the rest
 SECRET = "test-ingestio-secret"
+OCTET = "application/octet-stream"  # the node SDK signs and PUTs parts with this type
 
 
 # -- fixtures and helpers ----------------------------------------------------------------
@@ -112,6 +113,14 @@ def input_state(sandbox, input_id: str) -> dict:
     return next(i for i in state(sandbox)["inputs"] if i["id"] == input_id)
 
 
+def listed_as(api, input_id: str) -> list[str]:
+    """The states an input is listed under: the reference's Input object has no ``status``,
+    its states exist only as ``GET /encoding/inputs?filter=<state>``."""
+    return [f for f in ("uploading", "queued", "processing", "error", "ready")
+            if input_id in [i["id"] for i in ok(api.get(f"{api.base}/encoding/inputs", params={"filter": f},
+                                                        timeout=5))]]
+
+
 def create_video(api, title: str = "Tears of Steel", **fields) -> dict:
     return ok(api.post(f"{api.base}/videos", json={"title": title, **fields}, timeout=5), 201)
 
@@ -126,8 +135,12 @@ def init(api, input_id: str, size: int, kind: str = "amazonMP") -> dict:
                        json={"type": "video/mp4", "size": size}, timeout=5), 201)
 
 
-def sign(api, input_id: str, part: int | None = None, upload_id: str | None = None, kind: str = "amazonMP"):
+def sign(api, input_id: str, part: int | None = None, upload_id: str | None = None, kind: str = "amazonMP",
+         content_type: str | None = OCTET):
+    """As the node SDK's ``_signChunk``: ``contentType`` with the part (``{}`` + it for ``amazon``)."""
     body = {} if part is None else {"partNumber": part, "uploadId": upload_id}
+    if content_type is not None:
+        body["contentType"] = content_type
     return api.post(f"{api.base}/encoding/inputs/{input_id}/upload/sign", params={"type": kind}, json=body,
                     timeout=5)
 
@@ -290,7 +303,8 @@ def test_own_rate_limit_is_a_fixed_window(sandbox, api):
 
 def test_multipart_upload_joins_three_parts(sandbox, api, media, big):
     inp = create_input(api, len(big))
-    assert (inp["status"], inp["path"]) == ("uploading", f"{state(sandbox)['network_id']}/{inp['id']}/big.mp4")
+    assert inp["path"] == f"{state(sandbox)['network_id']}/{inp['id']}/big.mp4" and "status" not in inp
+    assert listed_as(api, inp["id"]) == ["uploading"]
     mp = init(api, inp["id"], len(big))
     assert set(mp) == {"key", "uploadId", "pieceCount", "pieceSize"}
     assert (mp["key"], mp["pieceCount"], mp["pieceSize"]) == (inp["path"], 3, PIECE)
@@ -302,7 +316,7 @@ def test_multipart_upload_joins_three_parts(sandbox, api, media, big):
         assert r.status_code == 200 and r.headers["ETag"] == f'"{hashlib.md5(piece(big, n)).hexdigest()}"'
         assert "Request-Id" not in r.headers and "X-RateLimit-Limit" not in r.headers  # S3, not the API
     done = ok(complete(api, inp["id"], mp["uploadId"]))
-    assert (done["id"], done["status"]) == (inp["id"], "ready")
+    assert done["id"] == inp["id"] and "status" not in done and listed_as(api, inp["id"]) == ["ready"]
 
     row = input_state(sandbox, inp["id"])
     assert (row["sha256"], row["assembled_size"]) == (sha256(media / "big.mp4"), BIG_SIZE)
@@ -318,13 +332,13 @@ def test_multipart_upload_joins_three_parts(sandbox, api, media, big):
 
 def test_single_put_upload_needs_no_complete(sandbox, api, media):
     done = upload_single(api, media / "small.mp4")
-    assert done["status"] == "ready"
+    assert listed_as(api, done["id"]) == ["ready"]
     assert ok(complete(api, done["id"], None)) == done  # a complete for it answers 200 all the same
     row = input_state(sandbox, done["id"])
     assert (row["sha256"], row["assembled_size"], row["upload"]["state"]) == (sha256(media / "small.mp4"), 300_000,
                                                                             "completed")
     notes = upload_single(api, media / "notes.txt")  # not a video container
-    assert notes["status"] == "error"
+    assert listed_as(api, notes["id"]) == ["error"] and input_state(sandbox, notes["id"])["status"] == "error"
 
 
 def test_sign_validates_and_a_new_init_replaces_the_upload(sandbox, api, big):
@@ -360,11 +374,24 @@ def test_complete_names_missing_and_wrong_sized_parts(sandbox, api, media, big):
     message = errors(complete(api, inp["id"], mp["uploadId"]), 409)
     assert message.startswith(f"parts 2 ({PIECE - 1} bytes) must be exactly pieceSize ({PIECE} bytes)")
     assert put_part(api, inp["id"], mp["uploadId"], 2, piece(big, 2)).status_code == 200  # replaces the short copy
-    assert ok(complete(api, inp["id"], mp["uploadId"]))["status"] == "ready"
+    assert ok(complete(api, inp["id"], mp["uploadId"]))["id"] == inp["id"]
+    assert listed_as(api, inp["id"]) == ["ready"]
     row = input_state(sandbox, inp["id"])
     assert row["sha256"] == sha256(media / "big.mp4") and row["upload"]["parts"]["2"]["puts"] == 2
     assert errors(complete(api, str(uuid.uuid4()), mp["uploadId"]), 404).startswith("input ")
     assert errors(complete(api, inp["id"], None), 400) == "uploadId is required"
+
+
+def test_a_lost_complete_answer_leaves_the_input_ready_and_a_second_complete_409(sandbox, api, big):
+    inp = create_input(api, len(big))
+    mp = init(api, inp["id"], len(big))
+    for n in (1, 2, 3):
+        assert put_part(api, inp["id"], mp["uploadId"], n, piece(big, n)).status_code == 200
+    assert put_faults(sandbox, lose_next_complete_answers=1).status_code == 200
+    with pytest.raises(requests.ConnectionError):
+        complete(api, inp["id"], mp["uploadId"])
+    assert errors(complete(api, inp["id"], mp["uploadId"]), 409) == "upload already completed"
+    assert listed_as(api, inp["id"]) == ["ready"] and input_state(sandbox, inp["id"])["completed"] is True
 
 
 def test_expired_signature_is_refused_and_a_new_one_works(sandbox, api, big):
@@ -386,6 +413,24 @@ def test_expired_signature_is_refused_and_a_new_one_works(sandbox, api, big):
     assert input_state(sandbox, inp["id"])["upload"]["parts"]["1"]["puts"] == 1  # refused PUTs are not parts
 
 
+def test_the_signature_covers_the_signed_content_type(sandbox, api, big):
+    """The node SDK signs each part with ``contentType`` and PUTs exactly that type: a PUT
+    with another type, or with one the sign call did not name, is refused as S3 would."""
+    inp = create_input(api, len(big))
+    mp = init(api, inp["id"], len(big))
+    signed = ok(sign(api, inp["id"], 1, mp["uploadId"]))
+    assert "SignedHeaders=content-type;host;" in signed["authHeader"]
+    for other in ("video/mp4", "application/octet-stream; charset=utf-8"):
+        assert "<Code>SignatureDoesNotMatch</Code>" in s3_error(put(signed, piece(big, 1), **{"Content-Type": other}),
+                                                                 403)
+    unsigned = ok(sign(api, inp["id"], 1, mp["uploadId"], content_type=None))
+    assert "<Code>SignatureDoesNotMatch</Code>" in s3_error(put(unsigned, piece(big, 1)), 403)
+    assert input_state(sandbox, inp["id"])["signed_types"] == {"1": None}
+    assert put(ok(sign(api, inp["id"], 1, mp["uploadId"])), piece(big, 1)).status_code == 200
+    row = input_state(sandbox, inp["id"])
+    assert (row["signed_types"], row["upload"]["parts"]["1"]["puts"]) == ({"1": OCTET}, 1)
+
+
 def test_a_dropped_part_stores_nothing_and_is_sent_again(sandbox, api, media, big):
     inp = create_input(api, len(big))
     mp = init(api, inp["id"], len(big))
@@ -401,8 +446,9 @@ def test_a_dropped_part_stores_nothing_and_is_sent_again(sandbox, api, media, bi
     assert put(signed, piece(big, 2)).status_code == 200  # the signature is still good
     for n in (1, 3):
         assert put_part(api, inp["id"], mp["uploadId"], n, piece(big, n)).status_code == 200
-    assert ok(complete(api, inp["id"], mp["uploadId"]))["status"] == "ready"
+    assert ok(complete(api, inp["id"], mp["uploadId"]))["id"] == inp["id"]
     row = input_state(sandbox, inp["id"])
+    assert row["status"] == "ready"
     assert {n: p["puts"] for n, p in row["upload"]["parts"].items()} == {"1": 1, "2": 2, "3": 1}
     assert row["sha256"] == sha256(media / "big.mp4")
 
@@ -415,7 +461,7 @@ def test_abort_drops_the_parts_and_a_new_init_starts_over(sandbox, api, big, rec
     late = ok(sign(api, inp["id"], 2, mp["uploadId"]))
     abort_url = f"{api.base}/encoding/inputs/{inp['id']}/upload/abort"
     aborted = ok(api.post(abort_url, json={"uploadId": mp["uploadId"]}, timeout=5), 201)
-    assert aborted["status"] == "uploading"
+    assert aborted["id"] == inp["id"] and listed_as(api, inp["id"]) == ["uploading"]
     row = input_state(sandbox, inp["id"])
     assert (row["aborted"], row["completed"], row["upload"]["state"]) == (True, False, "aborted")
     assert row["upload"]["parts"]["1"]["size"] is None
@@ -431,7 +477,8 @@ def test_abort_drops_the_parts_and_a_new_init_starts_over(sandbox, api, big, rec
     mp2 = init(api, inp["id"], len(big))
     for n in (1, 2, 3):
         assert put_part(api, inp["id"], mp2["uploadId"], n, piece(big, n)).status_code == 200
-    assert ok(complete(api, inp["id"], mp2["uploadId"]))["status"] == "ready"
+    assert ok(complete(api, inp["id"], mp2["uploadId"]))["id"] == inp["id"]
+    assert listed_as(api, inp["id"]) == ["ready"]
 
 
 def test_create_input_validates_and_lists(sandbox, api):
@@ -444,10 +491,13 @@ def test_create_input_validates_and_lists(sandbox, api):
                   400) == "size must be an integer >= 1"
     inp = create_input(api, 10)
     assert set(inp) == {"id", "url", "filename", "type", "path", "size", "images", "network_id", "metadata",
-                        "status", "created_at", "updated_at"}
+                        "created_at", "updated_at"}  # no status: the reference's Input has none
     assert ok(api.get(inp["url"], timeout=5)) == ok(api.get(f"{api.base}/inputs/{inp['id']}", timeout=5)) == inp
     assert api.head(f"{api.base}/inputs", params={"filter": "uploading"}, timeout=5).headers["Resource-Count"] == "1"
     assert ok(api.get(url, params={"filter": "ready"}, timeout=5)) == []
+    other = create_input(api, 10, "Other-Clip.mp4")
+    assert [i["id"] for i in ok(api.get(url, params={"search": "other-clip", "filter": "uploading"}, timeout=5))] == [
+        other["id"]]  # the node SDK's Inputs.search: ?search=&filter=
     assert errors(api.get(url, params={"filter": "done"}, timeout=5), 400).startswith("filter must be one of")
     r = api.post(f"{url}/{inp['id']}/upload", params={"type": "s3"}, json={"size": 10}, timeout=5)
     assert errors(r, 400) == "type must be amazonMP or amazon"
@@ -601,7 +651,7 @@ def test_webhooks_are_signed_with_the_hook_secret(sandbox, api, media, profile, 
         assert set(event_object) == {"event_id", "network_id", "event_name", "created_at", "data"}
         assert event_object["event_name"] == payload["event"] and payload["URL"] == event_object["data"]["url"]
         events[payload["event"]] = event_object["data"]
-    assert events["inputs.complete"]["id"] == inp["id"] and events["inputs.complete"]["status"] == "ready"
+    assert events["inputs.complete"]["id"] == inp["id"] and "status" not in events["inputs.complete"]
     assert (events["jobs.create"]["id"], events["jobs.create"]["status"]) == (job["id"], 0)
     assert (events["jobs.complete"]["status"], events["jobs.complete"]["progress"]) == (1, 100)
     sent = state(sandbox)["webhooks_sent"]
@@ -657,3 +707,19 @@ def test_hooks_crud_disabled_hooks_and_duplicates(sandbox, api, receiver):
     assert api.delete(f"{url}/{on['id']}", timeout=5).status_code == 204
     assert errors(api.get(f"{url}/{on['id']}", timeout=5), 404) == f"hook {on['id']} not found"
     assert errors(api.delete(f"{url}/{on['id']}", timeout=5), 404) == f"hook {on['id']} not found"
+
+
+def test_publish_turns_draft_videos_published(sandbox, api, media, profile):
+    url = f"{api.base}/videos/publish"
+    video = create_video(api)
+    assert errors(api.post(url, json=[video["id"]], timeout=5), 409).endswith("have not finished encoding")
+    assert errors(api.post(url, json={"ids": [video["id"]]}, timeout=5), 400).startswith("the request body must")
+    assert errors(api.post(url, json=[str(uuid.uuid4())], timeout=5), 404).startswith("video ")
+    inp = upload_single(api, media / "small.mp4")
+    job = ok(api.post(f"{api.base}/encoding/jobs", json={"inputs": [inp["id"]], "profile": profile,
+                                                        "video": video["id"]}, timeout=5), 201)
+    wait_job(api, job["id"])
+    [published] = ok(api.post(url, json=[video["id"]], timeout=5))
+    assert (published["status"], bool(published["published_at"])) == ("PUBLISHED", True)
+    assert [v["id"] for v in ok(api.get(f"{api.base}/videos", params={"status": "published"}, timeout=5))] == [
+        video["id"]]

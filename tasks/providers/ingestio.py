@@ -16,16 +16,30 @@ Contract: shared/design/providers.md §4 and the seed ``ingestio-api-reference.m
 * target: ``POST /encoding/inputs/{id}/upload?type=amazonMP`` (above ``SINGLE_PUT_MAX``,
   default 5 MiB as in Ingest's SDK) or ``type=amazon`` -> ``uploadId, pieceCount,
   pieceSize``; recorded in the job (none of it is a secret).
-* upload: for each part not yet recorded, ``POST …/upload/sign {partNumber, uploadId}`` and
-  a streamed PUT of the part's bytes to the signed URL with the returned headers; the part
+* upload: for each part not yet recorded, ``POST …/upload/sign {partNumber, uploadId,
+  contentType}`` and a streamed PUT of the part's bytes to the signed URL with the returned
+  headers and ``Content-Type`` exactly the signed ``application/octet-stream`` (as the node
+  SDK's ``UploaderBase._signChunk``/``_sendChunk``; the signature covers it); the part
   (number, size, ETag) is checkpointed after each. Signed URLs are secrets: used at once,
   never stored. An expired one is signed again. After the last part ``POST …/upload/complete``.
-  A single upload is one sign + PUT (Ingest's SDK sends no complete for it).
+  A single upload is one sign ``{contentType}`` + PUT (Ingest's SDK sends no complete for it).
+  A 409 on complete (the reference: "409 if the upload isn't properly canceled") is judged
+  from the documented input states, which exist only as list filters (the Input object has
+  no ``status``): listed under ``filter=processing|queued|error|ready`` = completed by a run
+  whose answer was lost; under ``uploading`` or nowhere = refused, a permanent failure.
+  Either way the answer goes into the job's history (``upload.complete_conflict``).
 * submit: ``POST /encoding/jobs {inputs, profile, video}`` (``PROFILE`` setting). A re-run that
   may have sent it adopts the video's live job instead of starting a second encode.
 * await: ``GET /encoding/jobs/{id}``: ``status`` 0 in progress (``progress`` %), 1 complete,
   10 failed. Webhooks (per account, registered by the fleet with its own secret, checked with
   ``X-Ingest-Signature``) end the wait early.
+* publish (opt-in: intent option ``publish`` (``--opt publish=true``), else the account
+  setting ``INGEST_INGESTIO_PUBLISH`` = true/false, default false): a complete job leaves the
+  video ``draft`` ("finished encoding, playable but not published", the reference's
+  ``videos/get.md``); the reference documents no publish call, the node SDK's
+  ``Videos.publish`` sends ``POST /videos/publish [<video id>]``, which the fleet sends once
+  (flag checkpointed) before the job is ready. An invalid setting fails the job at once,
+  permanently, naming the variable.
 * cancel, or a permanent failure: ``POST …/upload/abort {uploadId}`` for an open upload.
 """
 
@@ -51,12 +65,20 @@ from workers.logging import register_secret
 from workers.webhooks import account_callback_url, derived_secret, remember_ref
 
 VND = "application/vnd.ingest.v1+json"
+#: The Content-Type every part is signed with and PUT with, as the node SDK's
+#: ``UploaderBase._signChunk``/``_sendChunk``: the signature covers it.
+PART_TYPE = "application/octet-stream"
 DEFAULT_SINGLE_PUT_MAX = 5 * 1024 * 1024  # Ingest's SDK goes multipart above 5 MiB
 MAX_PAGES = 200  # a marker search reads at most this many pages of a list
 RESIGN_LIMIT = 3  # signatures tried for one part in one slice before the slice is retried
 HOOK_EVENTS = ["jobs.complete", "jobs.error", "inputs.complete", "inputs.cancelled"]
 HOOK_CACHE_SECONDS = 3600
 JOB_RUNNING, JOB_COMPLETE, JOB_FAILED = 0, 1, 10
+PUBLISH_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
+#: The documented input states (list filters), in the order a 409 on complete asks them: the
+#: short lists first, ``ready`` (every input ever completed) last. Listed as processing, queued,
+#: error (the file arrived, the probe refused it) or ready = the upload completed.
+INPUT_LOOKUP = ("uploading", "processing", "queued", "error", "ready")
 
 
 def marker(job_id: str) -> str:
@@ -107,6 +129,7 @@ class IngestioAdapter(Adapter):
     learns_rate_limit = True
     account_webhooks = True
     cancel_on_failure = True  # "…/upload/abort on cancel or permanent failure"
+    intent_options = {"publish": bool}
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:
         return {"Authorization": f"Bearer {account.secret}", "Accept": VND}
@@ -191,11 +214,26 @@ class IngestioAdapter(Adapter):
             headers = {"Range": nxt}
         raise TransientError(f"GET {path}: more than {MAX_PAGES} pages; marker search gave up", provider=self.name)
 
+    @staticmethod
+    def _var(ctx: StepContext, setting: str) -> str:
+        """The environment variable of one of the account's settings."""
+        return f"INGEST_INGESTIO_{setting}" if ctx.account.name == "default" else \
+            f"INGEST_INGESTIO__{ctx.account.name.upper()}__{setting}"
+
+    def _publish(self, ctx: StepContext) -> bool:
+        """Whether the job publishes its video once encoded: the intent's option, else the setting."""
+        if "publish" in ctx.job.options:
+            return bool(ctx.job.options["publish"])
+        raw = ctx.account.setting("PUBLISH", "false").strip().lower()
+        if raw not in PUBLISH_VALUES:
+            raise PermanentError(f"{self._var(ctx, 'PUBLISH')}={raw!r} is not a boolean; set it to true or false",
+                                 provider=self.name)
+        return PUBLISH_VALUES[raw]
+
     def _check_token(self, ctx: StepContext) -> None:
         exp = jwt_expiry(ctx.account.secret)
         if exp is not None and exp < time.time():
-            var = "INGEST_INGESTIO_API_KEY" if ctx.account.name == "default" else \
-                f"INGEST_INGESTIO__{ctx.account.name.upper()}__API_KEY"
+            var = self._var(ctx, "API_KEY")
             raise PermanentError(f"the Ingest.io token expired at {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(exp))}; "
                                  f"set a new one in {var}", provider=self.name)
 
@@ -203,6 +241,7 @@ class IngestioAdapter(Adapter):
     def create_entity(self, ctx: StepContext) -> None:
         job = ctx.job
         self._check_token(ctx)
+        self._publish(ctx)  # an invalid setting fails the job now, not after the upload
         self._ensure_hook(ctx)
         videos = {"search": job.title, "status": "created,processing,draft,published,error"}
         self._find_or_create(ctx, "video", "entity", "/videos", videos,
@@ -226,9 +265,7 @@ class IngestioAdapter(Adapter):
             ids[f"{what}_id"] = found["id"]
             job.note(f"{event}.found", **{f"{what}_id": found["id"]})
         else:
-            ids[f"{what}_requested"] = True
-            ctx.checkpoint()
-            resp = self._api(ctx, "POST", path, body=body)
+            resp = self._api(ctx, "POST", path, body=body, on_send=ctx.sending(f"{what}_requested", True))
             ids[f"{what}_id"] = resp.json()["id"]
             job.note(f"{event}.created", **{f"{what}_id": ids[f"{what}_id"]}, request_id=resp.headers.get("Request-Id"))
         remember_ref(ctx.redis, self.name, job.account, ids[f"{what}_id"], job.id)
@@ -259,7 +296,8 @@ class IngestioAdapter(Adapter):
     # -- upload ------------------------------------------------------------------------
     def _sign(self, ctx: StepContext, part: int | None) -> dict[str, str]:
         up = ctx.job.upload
-        body = {"partNumber": part, "uploadId": up["upload_id"]} if part else {}
+        body: dict[str, Any] = {"partNumber": part, "uploadId": up["upload_id"]} if part else {}
+        body["contentType"] = PART_TYPE
         resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/sign"), params={"type": up["type"]},
                          body=body, allow=(404,))
         if resp.status_code == 404:
@@ -273,7 +311,7 @@ class IngestioAdapter(Adapter):
             signed = self._sign(ctx, part)
             reader = _PartReader(f, start, length)
             headers = {"Authorization": signed["authHeader"], "x-amz-date": signed["dateHeader"],
-                       "Content-Type": "application/octet-stream", "Content-Length": str(length)}
+                       "Content-Type": PART_TYPE, "Content-Length": str(length)}
             if signed.get("securityToken"):
                 headers["x-amz-security-token"] = signed["securityToken"]
             resp = ctx.http("upload").request("PUT", signed["url"], data=reader, headers=headers, allow=(403, 404))
@@ -319,14 +357,27 @@ class IngestioAdapter(Adapter):
         resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/complete"), body={"uploadId": up["upload_id"]},
                          allow=(409,))
         if resp.status_code == 409:
-            # Completed by a run whose answer was lost, or refused (parts missing): ask the input.
-            state = self._api(ctx, "GET", self._input_path(ctx)).json().get("status")
-            if state in (None, "uploading"):
-                raise PermanentError(f"upload complete refused: {self.error_text(resp)}", status=409,
-                                     provider=self.name)
+            self._after_complete_conflict(ctx, resp)
         up["completed"] = True
         job.note("upload.completed", parts=count, request_id=resp.headers.get("Request-Id"))
         return True
+
+    def _after_complete_conflict(self, ctx: StepContext, resp: requests.Response) -> None:
+        """A 409 on complete: done by a run whose answer was lost, or refused. The Input object
+        has no ``status``; its states exist only as list filters (``GET /encoding/inputs?filter=``),
+        so the input is looked up there by id, the short lists first (at most ``MAX_PAGES`` pages
+        each, then a transient error). Listed as uploading, or nowhere: the complete was
+        refused, a permanent failure."""
+        job, answer = ctx.job, self.error_text(resp)
+        input_id = job.provider_ids["input_id"]
+        found = next((state for state in INPUT_LOOKUP
+                      if any(isinstance(i, dict) and i.get("id") == input_id
+                             for i in self._list(ctx, "/encoding/inputs", {"filter": state}))), None)
+        job.note("upload.complete_conflict", answer=answer, listed_as=found or "nowhere")
+        if found in (None, "uploading"):
+            raise PermanentError(f"upload complete refused (409: {answer}); the input is "
+                                 f"{'still uploading' if found else 'in no documented state list'}", status=409,
+                                 provider=self.name)
 
     # -- submit ------------------------------------------------------------------------
     def submit_ingest(self, ctx: StepContext) -> None:
@@ -334,29 +385,46 @@ class IngestioAdapter(Adapter):
         if ids.get("encoding_job_id"):
             return
         if ids.get("encoding_requested"):
+            # ``?video=`` is *assumed* (not documented): the jobs are matched here all the same.
             live = [j for j in self._list(ctx, "/encoding/jobs", {"video": ids["video_id"]})
-                    if j.get("video") == ids["video_id"] and j.get("status") != JOB_FAILED]
+                    if isinstance(j, dict) and j.get("video") == ids["video_id"] and j.get("status") != JOB_FAILED]
             if live:
                 ids["encoding_job_id"] = live[-1]["id"]
                 job.note("ingest.adopted", encoding_job_id=ids["encoding_job_id"])
                 remember_ref(ctx.redis, self.name, job.account, ids["encoding_job_id"], job.id)
                 return
         profile = ctx.account.setting("PROFILE")
-        ids["encoding_requested"] = True
-        ctx.checkpoint()
         resp = self._api(ctx, "POST", "/encoding/jobs", body={
-            "inputs": [ids["input_id"]], "profile": profile, "video": ids["video_id"]})
+            "inputs": [ids["input_id"]], "profile": profile, "video": ids["video_id"]},
+            on_send=ctx.sending("encoding_requested", True))
         ids["encoding_job_id"] = resp.json()["id"]
         remember_ref(ctx.redis, self.name, job.account, ids["encoding_job_id"], job.id)
         job.note("ingest.requested", encoding_job_id=ids["encoding_job_id"], request_id=resp.headers.get("Request-Id"))
 
     # -- await -------------------------------------------------------------------------
     def poll_status(self, ctx: StepContext) -> Status:
+        """``GET /encoding/jobs/{id}`` (*assumed*: the reference documents the job object and the
+        list, not this path; the node SDK's ``Resource.getById`` builds it). An answer that is
+        not the documented shape (``status`` 0/1/10) is recorded once and counts as in progress:
+        ``INGEST_AWAIT_DEADLINE`` ends the wait, the poll never loops on its own."""
         jid = ctx.job.provider_ids["encoding_job_id"]
         j = self._api(ctx, "GET", f"/encoding/jobs/{jid}").json()
+        j = j if isinstance(j, dict) else {"unexpected": str(j)[:200]}
         status, progress = j.get("status"), j.get("progress")
+        if status not in (JOB_RUNNING, JOB_COMPLETE, JOB_FAILED):
+            seen = next((h for h in reversed(ctx.job.history) if h["event"] == "provider.unexpected"), None)
+            answer = json.dumps(j, sort_keys=True)[:300]
+            if seen is None or seen.get("answer") != answer:
+                ctx.job.note("provider.unexpected", call=f"GET /encoding/jobs/{jid}", answer=answer)
         if status == JOB_COMPLETE:
-            return Status("ready", 100, provider_state="complete")
+            ids = ctx.job.provider_ids
+            if self._publish(ctx) and not ids.get("published"):
+                resp = self._api(ctx, "POST", "/videos/publish", body=[ids["video_id"]])
+                ids["published"] = True
+                ctx.job.note("video.published", video_id=ids["video_id"],
+                             request_id=resp.headers.get("Request-Id"))
+                ctx.checkpoint()
+            return Status("ready", 100, provider_state="published" if ids.get("published") else "complete")
         if status == JOB_FAILED:
             detail = j.get("error") or j.get("message")
             return Status("failed", message=f"Ingest.io encoding job {jid} failed (status 10)"
