@@ -169,8 +169,12 @@ def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None
         except SoftTimeLimitExceeded:
             raise TransientError(f"step {step} exceeded its time limit") from None
     except Throttled as exc:
-        # A reserved token is this job's at exactly that time; an unreserved wait is spread.
-        delay = exc.retry_after + (0.0 if exc.reserved else random.uniform(0, 0.5))
+        if exc.reserved:
+            # The token is this job's at exactly that time: come back a little early (a
+            # worker may be busy then) and sleep the rest within INGEST_SHORT_WAIT.
+            delay = max(0.0, exc.retry_after - min(settings.short_wait / 2, 1.0))
+        else:  # an unreserved wait (a cooldown): spread the comebacks
+            delay = exc.retry_after + random.uniform(0, 0.5)
         job.note("throttled", step=step, retry_in=round(delay, 2), reserved=exc.reserved)
         _advance(job, lease, _Next(step, delay), waiting="throttled")
         return

@@ -240,3 +240,17 @@ def test_charging_a_call_already_made_never_waits_and_pushes_the_next_call(r) ->
     assert 5.5 < video.charge(holder="job") <= 6.0  # counted at its turn, without waiting
     assert time.monotonic() - started < 0.5
     assert 11.5 < video.try_acquire() <= 12.0
+
+
+def test_a_holder_back_too_late_takes_the_next_free_slot_a_few_times_then_goes(r) -> None:
+    from workers.budget import LATE_RESLOTS
+
+    budget = ProviderBudget(r, "t:late", rate=4, burst=1)  # ~0.26 s apart (headroom 0)
+    budget.acquire(max_wait=0.0, holder="j")
+    for attempt in range(LATE_RESLOTS + 1):
+        with pytest.raises(Throttled) as info:
+            budget.acquire(max_wait=0.0, holder="j")  # reserved, ~0.25 s ahead
+        assert info.value.reserved
+        time.sleep(info.value.retry_after + 0.2)  # back more than half an interval late
+    # After LATE_RESLOTS new slots the late reservation is used as it is: the call goes.
+    budget.acquire(max_wait=0.0, holder="j")

@@ -29,6 +29,9 @@ PREFIX = "if:budget"
 REFUSED, GRANTED, RESERVED = 0, 1, 2
 #: How long a reservation outlives its due time when its holder never comes back (ms).
 RESERVATION_GRACE_MS = 600_000
+#: A holder back more than half an interval after its reserved time takes the next free slot
+#: instead (its call would crowd the ones reserved after it), at most this many times.
+LATE_RESLOTS = 3
 
 
 def _script(name: str) -> str:
@@ -67,7 +70,7 @@ class ProviderBudget:
     def _take(self, *, max_wait: float, holder: str | None) -> tuple[int, float]:
         code, us = self._gcra(keys=self._keys(holder), args=[
             self._interval_us(), self.burst, int(max_wait * 1_000_000), 1 if holder else 0,
-            RESERVATION_GRACE_MS])
+            RESERVATION_GRACE_MS, LATE_RESLOTS])
         return int(code), us / 1_000_000
 
     def try_acquire(self) -> float:
@@ -82,7 +85,9 @@ class ProviderBudget:
         holding a worker. With a ``holder`` (a job) the token is *reserved* for the time it
         falls due before raising, and the holder's next ``acquire`` on this budget uses that
         reservation instead of queueing again: a deferred step always gets its call at the
-        time it deferred to, however busy the budget (issue 11: waits make progress).
+        time it deferred to, however busy the budget (issue 11: waits make progress). A
+        holder back more than half an interval late takes the next free slot instead (at most
+        ``LATE_RESLOTS`` times), so late calls never crowd the provider's window.
         """
         deadline = time.monotonic() + max_wait
         while True:
