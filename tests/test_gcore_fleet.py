@@ -235,7 +235,9 @@ def test_no_secret_reaches_redis_logs_or_flower(start_fleet, sandbox, rt, tmp_pa
 def test_waiting_jobs_hold_no_worker(start_fleet, sandbox, rt) -> None:
     # Processing outlasts creating all 200 (one worker, 2 processes), so they all wait at once.
     sandbox.faults(processing_seconds=12)
-    start_fleet(workers=1, concurrency=2, env={"INGEST_POLL_INITIAL": "1", "INGEST_POLL_MAX": "3"})
+    # Budgets are not what this measures: the 400 creating calls must not outlast processing.
+    start_fleet(workers=1, concurrency=2, env={"INGEST_POLL_INITIAL": "1", "INGEST_POLL_MAX": "3",
+                                               "INGEST_GCORE_RATE": "500", "INGEST_GCORE_BURST": "50"})
     pulled = make_source("pull-wait.mp4", 256 * 1024, folder=MEDIA)
     ids = [submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": f"wait {i}"})
            for i in range(200)]

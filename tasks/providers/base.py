@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import requests
 
+from tasks.errors import PermanentError
 from tasks.http import default_error_text
 
 if TYPE_CHECKING:
@@ -119,6 +120,30 @@ class Adapter:
     def webhook_refs(self, payload: Any) -> list[str]:
         """The provider's ids an account-wide notification is about (see webhooks.remember_ref)."""
         return []
+
+    def ensure_account_hook(self, ctx: StepContext, url: str, *, cache_seconds: int,
+                            find: Callable[[], dict | None], create: Callable[[], Any]) -> None:
+        """Register the account's webhook (``url``) at the provider once for the whole fleet:
+        one worker at a time looks for it (``find``) and creates it if missing (``create``,
+        which returns the provider's answer). The outcome is remembered for ``cache_seconds``,
+        after which it is looked for again (a provider that lost it gets it back). Best effort:
+        a refusal is noted on the job and the job goes on by polling."""
+        if not url:
+            return
+        key = f"if:{self.name}:hook:{ctx.account.name}"
+        if ctx.redis.get(key) or not ctx.redis.set(f"{key}:lock", 1, nx=True, ex=30):
+            return
+        try:
+            found = find()
+            if found is None:
+                found = create()
+                ctx.job.note("webhook.registered", hook_id=found.get("id") if isinstance(found, dict) else None)
+            ctx.redis.set(key, (found.get("id") if isinstance(found, dict) else None) or "1", ex=cache_seconds)
+        except PermanentError as exc:  # e.g. no permission, or an http:// receiver refused
+            ctx.job.note("webhook.unavailable", error=str(exc))
+            ctx.redis.set(key, "unavailable", ex=cache_seconds)
+        finally:
+            ctx.redis.delete(f"{key}:lock")
 
     def cancel(self, ctx: "StepContext") -> None:
         """Best effort: release what the job holds at the provider (e.g. an open upload).

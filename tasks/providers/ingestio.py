@@ -171,30 +171,18 @@ class IngestioAdapter(Adapter):
         return bool(given) and hmac.compare_digest(expected, given.strip().lower())
 
     def _ensure_hook(self, ctx: StepContext) -> None:
-        """Register the account's webhook once for the fleet (best effort: polling remains)."""
+        """The account's signed webhook, registered once for the fleet (polling remains)."""
         url = account_callback_url(ctx.settings, self.name, ctx.account.name)
-        if not url:
-            return
-        key = f"if:ingestio:hook:{ctx.account.name}"
-        if ctx.redis.get(key) or not ctx.redis.set(f"{key}:lock", 1, nx=True, ex=30):
-            return
-        try:
-            found = next((h for h in self._list(ctx, "/hooks") if h.get("url") == url), None)
-            if found is None:
-                secret = derived_secret(ctx.settings, self.name, ctx.account.name)
-                register_secret(secret)
-                resp = self._api(ctx, "POST", "/hooks", body={
-                    "event_names": HOOK_EVENTS, "url": url, "enabled": True, "secret": secret})
-                found = resp.json()
-                ctx.job.note("webhook.registered", hook_id=found.get("id"), request_id=resp.headers.get("Request-Id"))
-            ctx.redis.set(key, found.get("id") or "1", ex=HOOK_CACHE_SECONDS)
-        except PermanentError as exc:  # e.g. no write_hooks permission: status polling still works
-            ctx.job.note("webhook.unavailable", error=str(exc))
-            ctx.redis.set(key, "unavailable", ex=HOOK_CACHE_SECONDS)
-        finally:
-            ctx.redis.delete(f"{key}:lock")
 
-    # -- calls -------------------------------------------------------------------------
+        def create() -> Any:
+            secret = derived_secret(ctx.settings, self.name, ctx.account.name)
+            register_secret(secret)
+            return self._api(ctx, "POST", "/hooks", body={
+                "event_names": HOOK_EVENTS, "url": url, "enabled": True, "secret": secret}).json()
+
+        self.ensure_account_hook(ctx, url, cache_seconds=HOOK_CACHE_SECONDS, create=create,
+                                 find=lambda: next((h for h in self._list(ctx, "/hooks") if h.get("url") == url), None))
+
     def _api(self, ctx: StepContext, method: str, path: str, *, body: Any = None, **kwargs: Any) -> requests.Response:
         if body is not None:
             kwargs["data"] = json.dumps(body)

@@ -94,26 +94,16 @@ class IttybitAdapter(Adapter):
         return [task_id] if isinstance(task_id, str) and task_id else []
 
     def _ensure_hook(self, ctx: StepContext) -> None:
-        """Register the account's Webhook Endpoint once for the fleet (best effort: polling remains)."""
+        """The account's Webhook Endpoint, registered once for the fleet (polling remains)."""
         url = account_callback_url(ctx.settings, self.name, ctx.account.name)
-        if not url:
-            return
-        key = f"if:ittybit:hook:{ctx.account.name}"
-        if ctx.redis.get(key) or not ctx.redis.set(f"{key}:lock", 1, nx=True, ex=30):
-            return
-        try:
-            found = next(self._search(ctx, "/webhooks/endpoints", lambda e: e.get("url") == url and e.get(
-                "status", "active") == "active" and set(HOOK_TOPICS) <= set(e.get("topics") or [])), None)
-            if found is None:
-                found = unwrap(ctx.http("api").request("POST", self._url(ctx, "/webhooks/endpoints"),
-                                                       json={"url": url, "topics": HOOK_TOPICS}).json())
-                ctx.job.note("webhook.registered", endpoint_id=found.get("id") if isinstance(found, dict) else None)
-            ctx.redis.set(key, (found.get("id") if isinstance(found, dict) else None) or "1", ex=HOOK_CACHE_SECONDS)
-        except PermanentError as exc:  # e.g. an http:// receiver ("HTTP endpoints will be rejected")
-            ctx.job.note("webhook.unavailable", error=str(exc))
-            ctx.redis.set(key, "unavailable", ex=HOOK_CACHE_SECONDS)
-        finally:
-            ctx.redis.delete(f"{key}:lock")
+
+        def create() -> Any:
+            return unwrap(ctx.http("api").request("POST", self._url(ctx, "/webhooks/endpoints"),
+                                                  json={"url": url, "topics": HOOK_TOPICS}).json())
+
+        self.ensure_account_hook(ctx, url, cache_seconds=HOOK_CACHE_SECONDS, create=create, find=lambda: next(
+            self._search(ctx, "/webhooks/endpoints", lambda e: e.get("url") == url and e.get(
+                "status", "active") == "active" and set(HOOK_TOPICS) <= set(e.get("topics") or [])), None))
 
     def _search(self, ctx: StepContext, path: str, match: Callable[[dict], bool]) -> Iterator[dict]:
         """Items of a list (newest first) that ``match``: at most ``MARKER_PAGES`` pages."""

@@ -32,7 +32,7 @@ if reserved then
     return {0, due - now}
   end
   redis.call('DEL', KEYS[4])
-  if now - due <= interval / 2 or late >= tonumber(ARGV[6]) then
+  if now - due <= interval / 4 or late >= tonumber(ARGV[6]) then
     return {1, math.max(0, due - now)}
   end
   -- Back too late: sent now it would crowd the calls reserved after it into the provider's
