@@ -103,3 +103,16 @@ def test_ingestio_account_hooks_are_verified_by_signature_and_mapped_to_the_job(
     # Brightcove has per-job URLs only.
     assert requests.post(url.replace("/ingestio/", "/brightcove/"), data=raw, headers=headers,
                          timeout=5).status_code == 404
+
+
+def test_an_oversized_notification_is_refused_whole_never_stored_cut(rt, receiver) -> None:
+    from workers.webhooks import MAX_BODY, webhook_events
+
+    job = _awaiting_job(rt)
+    url = f"http://127.0.0.1:{receiver.port}/brightcove/{job.id}/{token_for('s' * 32, 'brightcove', job.id)}"
+    big = {"entityType": "TITLE", "videoId": "1", "padding": "x" * MAX_BODY}
+    assert requests.post(url, json=big, timeout=5).status_code == 413
+    assert webhook_events(rt.redis, job.id) == []
+    small = {"entityType": "TITLE", "videoId": "1", "padding": "x" * (MAX_BODY - 200)}
+    assert requests.post(url, json=small, timeout=5).status_code == 200
+    assert webhook_events(rt.redis, job.id) == [small]  # kept whole

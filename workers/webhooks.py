@@ -11,7 +11,8 @@ callbacks carry no signature of their own. A valid notification does not write t
 makes the job's pending status poll due now, and that poll, under the job's lease, reads
 the provider's answer (Once: its Media Management API; the notifications kept for the job
 are only quoted when its deadline passes, and one the adapter's ``webhook_refusal`` refuses -
-for Once, no JSON object or over ``EVENT_MAX`` - is answered 4xx and not kept). So a duplicate, a late or a forged-but-valid-token notification can
+for Once, no JSON object - is answered 4xx and not kept; a body over ``MAX_BODY`` is refused
+413 for every provider, so nothing is ever stored cut). So a duplicate, a late or a forged-but-valid-token notification can
 at most cause one extra poll; repeated identical notifications are recognised and ignored.
 
 Providers whose hooks are registered per account, not per request (Ingest.io), are given
@@ -45,7 +46,8 @@ from workers.logging import get_logger
 
 log = get_logger("ingest.webhooks")
 
-MAX_BODY = 1 << 20
+#: A notification is kept whole or refused (413), never stored cut: every provider's is far smaller.
+MAX_BODY = 65536
 _PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/(?P<job_id>[0-9a-f]{32})/(?P<token>[0-9a-f]{32})/?$")
 _ACCOUNT_PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/accounts/(?P<account>[a-z0-9][a-z0-9_-]{0,31})/"
                            r"(?P<token>[0-9a-f]{32})/?$")
@@ -53,7 +55,7 @@ REF_TTL = 30 * 86400
 
 
 EVENTS_KEPT = 20
-EVENT_MAX = 65536  # characters of one kept notification (JSON)
+EVENT_MAX = MAX_BODY  # characters of one kept notification (JSON)
 
 
 def webhook_events(redis: Any, job_id: str) -> list[dict]:
@@ -207,7 +209,7 @@ class WebhookReceiver:
             return 404, {"error": "unknown job"}
         key = f"if:webhook:events:{job_id}"
         pipe = self.rt.redis.pipeline()
-        pipe.rpush(key, json.dumps(payload)[:EVENT_MAX])
+        pipe.rpush(key, json.dumps(payload))
         pipe.ltrim(key, -EVENTS_KEPT, -1)
         pipe.expire(key, 7 * 86400)
         pipe.execute()
