@@ -156,7 +156,7 @@ def main(argv: list[str]) -> None:
     extra = {"INGEST_GCORE_RATE": str(LIMIT), "INGEST_GCORE_BURST": "1", "INGEST_POLL_INITIAL": "0.5",
              "INGEST_POLL_MAX": "2"}
     with environment("budget", processing_seconds=0, extra_env=extra) as (env, group, url):
-        from workers.config import Settings
+        from tasks.config import Settings
 
         headroom = Settings.from_env(env).budget_headroom
         fleet = _fleet(n, env, group, url)

@@ -22,7 +22,7 @@ from tasks.lifecycle import finish, step_context
 from tasks.producer import JobNotFound
 from tasks.providers import ADAPTERS
 from tasks.runtime import Runtime, runtime
-from workers.queues import STEP_KIND, queue_for, queue_length
+from tasks.queues import STEP_KIND, queue_for, queue_length
 
 
 def _load(rt: Runtime, job_id: str) -> Job:

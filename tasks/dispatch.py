@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workers.queues import PRIORITY, STEP_TASK, member, parse_member, parse_task_id, queue_for, task_id
+from tasks.queues import PRIORITY, STEP_TASK, member, parse_member, parse_task_id, queue_for, task_id
 
 if TYPE_CHECKING:
     from tasks.jobstore import Job

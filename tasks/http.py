@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 import requests
 
 from tasks.errors import PermanentError, Throttled, TransientError
-from workers.budget import ProviderBudget
-from workers.logging import get_logger
+from tasks.budget import ProviderBudget
+from tasks.logs import get_logger
 
 log = get_logger("ingest.http")
 

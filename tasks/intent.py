@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from workers.config import ConfigError, Settings
+from tasks.config import ConfigError, Settings
 
 PRIORITIES = ("high", "normal", "low")
 TITLE_MAX = 255

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 
 import redis
 
-from workers.stats import STATS
+from tasks.stats import STATS
 
 STATES = ("queued", "creating", "uploading", "submitting", "processing", "ready", "failed", "cancelled")
 TERMINAL = frozenset({"ready", "failed", "cancelled"})

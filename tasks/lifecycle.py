@@ -11,7 +11,7 @@ from tasks.jobstore import Job, Lease
 from tasks.providers import StepContext
 from tasks.runtime import Runtime
 from tasks.transfer.s3 import forget_credentials
-from workers.queues import PRIORITY
+from tasks.queues import PRIORITY
 
 
 def step_context(rt: Runtime, job: Job, lease: Lease, *, seconds: float, log: Any = None) -> StepContext:

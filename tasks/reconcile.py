@@ -24,8 +24,8 @@ from typing import Any, Iterable, Iterator
 
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job
 from tasks.runtime import Runtime, runtime
-from workers.logging import get_logger
-from workers.queues import priority_lists, queue_length
+from tasks.logs import get_logger
+from tasks.queues import priority_lists, queue_length
 
 log = get_logger("ingest.reconcile")
 

@@ -13,9 +13,9 @@ import redis
 
 from tasks.http import ProviderClient
 from tasks.jobstore import JobStore
-from workers.budget import ProviderBudget, ProviderSlots
-from workers.config import Settings
-from workers.logging import register_secret
+from tasks.budget import ProviderBudget, ProviderSlots
+from tasks.config import Settings
+from tasks.logs import register_secret
 
 
 class Runtime:

@@ -35,9 +35,9 @@ from tasks.lifecycle import finish, slot_score, step_context
 from tasks.providers import ADAPTERS, StepContext
 from tasks.runtime import runtime
 from workers.app import app
-from workers.config import ConfigError
-from workers.logging import get_logger
-from workers.queues import STEP_TASK
+from tasks.config import ConfigError
+from tasks.logs import get_logger
+from tasks.queues import STEP_TASK
 
 log = get_logger("ingest.steps")
 

@@ -49,7 +49,7 @@ TIME_SCALE = 0.1
 
 
 def shipped_budgets(scale: float) -> dict[str, str]:
-    from workers.config import PROVIDER_DEFAULTS, Settings
+    from tasks.config import PROVIDER_DEFAULTS, Settings
 
     env = {"INGEST_SHORT_WAIT": f"{Settings.from_env({}).short_wait * scale:g}"}
     for provider, defaults in PROVIDER_DEFAULTS.items():
@@ -193,7 +193,7 @@ def clean(rt, sandbox: SandboxHandle) -> Iterator[None]:
 
 def _wipe_fleet_keys(client) -> None:
     # Only the fleet's own keys: kombu's bindings must survive for running workers.
-    from workers.queues import PROVIDERS
+    from tasks.queues import PROVIDERS
 
     for pattern in ("if:*", "ingest.default", "unacked*", *(f"{p}.*" for p in PROVIDERS)):
         keys = list(client.scan_iter(pattern, count=1000))

@@ -215,7 +215,7 @@ def test_a_custom_field_mapping_renames_and_limits_metadata(start_fleet, sandbox
     assert _bc_video(sandbox, job)["custom_fields"] == {"team": "video"}
     # A key the mapping does not name is refused at submit, naming the key and the setting.
     from tasks.intent import Intent, IntentError
-    from workers.config import Settings
+    from tasks.config import Settings
 
     settings = Settings.from_env({**os.environ, **env})
     with pytest.raises(IntentError) as info:

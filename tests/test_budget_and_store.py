@@ -9,7 +9,7 @@ import pytest
 
 from tasks.errors import Throttled
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job, JobStore, Lease, StaleLease
-from workers.budget import ProviderBudget
+from tasks.budget import ProviderBudget
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_scheduler_claims_due_entries_once_and_recovers_dead_claims(r) -> None:
 
 
 def test_slots_wake_waiters_in_priority_then_age_order_before_newcomers(fake) -> None:
-    from workers.budget import ProviderSlots
+    from tasks.budget import ProviderSlots
 
     slots = ProviderSlots(fake, "t:slots", limit=2)
     assert slots.acquire("a", score=3e10 + 1, wake_with="q a")
@@ -243,7 +243,7 @@ def test_charging_a_call_already_made_never_waits_and_pushes_the_next_call(r) ->
 
 
 def test_a_holder_back_too_late_takes_the_next_free_slot_a_few_times_then_goes(r) -> None:
-    from workers.budget import LATE_RESLOTS
+    from tasks.budget import LATE_RESLOTS
 
     budget = ProviderBudget(r, "t:late", rate=4, burst=1)  # ~0.26 s apart (headroom 0)
     budget.acquire(max_wait=0.0, holder="j")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.config import ConfigError, Settings
+from tasks.config import ConfigError, Settings
 
 
 def test_accounts_from_the_environment() -> None:

@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from workers.cli import build_parser
-from workers.config import ACCOUNT_SETTINGS, PROVIDER_DEFAULTS
+from tasks.config import ACCOUNT_SETTINGS, PROVIDER_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tasks.producer import status, submit, wait
-from workers.queues import all_queues, queue_length
+from tasks.queues import all_queues, queue_length
 from tests.conftest import GCORE_KEY, MEDIA, SANDBOX_URL, SOURCES, cli, make_source, sha256_of
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def test_the_same_key_gives_the_same_job_and_one_video(start_fleet, sandbox) -> 
     assert wait(job_id, 60)["state"] == "ready"
     # A late duplicate of the first message (as a redelivery would be) is recognised and dropped.
     from tasks.dispatch import publish
-    from workers.queues import PRIORITY, member
+    from tasks.queues import PRIORITY, member
 
     publish(member("gcore.api", f"{job_id}.1.create", PRIORITY["normal"]))
     time.sleep(1.5)

@@ -11,7 +11,7 @@ import pytest
 
 from tasks.errors import PermanentError, Throttled, TransientError
 from tasks.http import ProviderClient
-from workers.budget import ProviderBudget
+from tasks.budget import ProviderBudget
 
 ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
     "/ok": (200, {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3"}, b"{}"),

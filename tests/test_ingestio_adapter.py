@@ -12,7 +12,7 @@ import json
 import requests
 
 from tasks.providers.ingestio import VND, IngestioAdapter, _PartReader, jwt_expiry
-from workers.config import AccountConfig
+from tasks.config import AccountConfig
 
 
 def _jwt(claims: dict) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.intent import Intent, IntentError
-from workers.config import Settings
+from tasks.config import Settings
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def _status(run: dict, job_id: str) -> dict:
 
 
 def test_the_sandbox_prints_every_setting_each_provider_needs(first_run) -> None:
-    from workers.config import Settings
+    from tasks.config import Settings
 
     settings = Settings.from_env(first_run["printed"])
     assert {p for p, _ in settings.accounts} == {"gcore", "brightcove", "ittybit", "once", "ingestio"}

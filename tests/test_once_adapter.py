@@ -11,7 +11,7 @@ import pytest
 from tasks.errors import PermanentError
 from tasks.jobstore import Job
 from tasks.providers.once import MEDIA_PAGES_PER_POLL, OnceAdapter
-from workers.config import Settings
+from tasks.config import Settings
 
 BASE = "https://api.unicornmedia.com"
 ITEMS = f"{BASE}/media-management-api/domains/d/catalogs/c/mediaItems"

@@ -136,7 +136,7 @@ def test_o2_a_forged_notification_does_not_decide_the_state(start_fleet, sandbox
     'publish success' (or 'error') on the job's valid URL only makes the media API be asked."""
     import requests
 
-    from workers.webhooks import callback_url
+    from tasks.callbacks import callback_url
 
     sandbox.faults("once", processing_seconds=6)
     start_fleet(workers=1, webhooks=True, env={"INGEST_POLL_INITIAL": "0.3", "INGEST_POLL_MAX": "0.5"})
@@ -162,7 +162,7 @@ def test_o2_an_invalid_or_oversized_notification_is_refused_not_stored(rt, start
 
     import requests
 
-    from workers.webhooks import callback_url, webhook_events
+    from tasks.callbacks import callback_url, webhook_events
 
     sandbox.faults("once", processing_seconds=60)
     start_fleet(workers=1, webhooks=True)

@@ -7,7 +7,7 @@ import pytest
 
 from tasks.intent import Intent, IntentError
 from tasks.providers.once import build_body, schema_errors
-from workers.config import Settings
+from tasks.config import Settings
 
 URL = "https://cdn.example.com/a.mp4"
 CHANNEL = "0f0e0d0c-0b0a-0908-0706-050403020100"

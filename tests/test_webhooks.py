@@ -7,7 +7,8 @@ import pytest
 import requests
 
 from tasks.jobstore import SCHEDULE_KEY, Job
-from workers.webhooks import WebhookReceiver, token_for
+from tasks.callbacks import token_for
+from workers.webhooks import WebhookReceiver
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def _signed(secret: str, body: dict) -> tuple[bytes, dict[str, str]]:
 def test_ingestio_account_hooks_are_verified_by_signature_and_mapped_to_the_job(rt, receiver) -> None:
     """Ingest.io hooks are per account: the receiver checks the URL token, then the
     X-Ingest-Signature (HMAC-SHA1 of the raw body), then finds the job from the payload."""
-    from workers.webhooks import account_callback_url, derived_secret, remember_ref
+    from tasks.callbacks import account_callback_url, derived_secret, remember_ref
 
     job = _awaiting_job(rt, "ingestio")
     remember_ref(rt.redis, "ingestio", "default", "enc-job-1", job.id)
@@ -106,7 +107,7 @@ def test_ingestio_account_hooks_are_verified_by_signature_and_mapped_to_the_job(
 
 
 def test_an_oversized_notification_is_refused_whole_never_stored_cut(rt, receiver) -> None:
-    from workers.webhooks import MAX_BODY, webhook_events
+    from tasks.callbacks import MAX_BODY, webhook_events
 
     job = _awaiting_job(rt)
     url = f"http://127.0.0.1:{receiver.port}/brightcove/{job.id}/{token_for('s' * 32, 'brightcove', job.id)}"

@@ -20,9 +20,9 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
 from workers import health
-from workers import logging as fleet_logging
-from workers.config import Settings
-from workers.queues import PRIORITY_STEPS, kombu_queues
+from tasks import logs as fleet_logging
+from tasks.config import Settings
+from tasks.queues import PRIORITY_STEPS, kombu_queues
 
 settings = Settings.from_env()
 

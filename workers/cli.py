@@ -139,7 +139,7 @@ def cmd_budgets(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.procs import worker_argv
 
-    from workers.queues import queues_of_kind
+    from tasks.queues import queues_of_kind
 
     if args.queues:
         queues = args.queues.split(",")
@@ -316,9 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tasks.intent import IntentError
     from tasks.producer import JobNotFound
-    from workers.config import ConfigError
+    from tasks.config import ConfigError
 
-    from workers import logging as fleet_logging
+    from tasks import logs as fleet_logging
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

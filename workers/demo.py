@@ -56,7 +56,7 @@ from workers.procs import (
     webhooks_argv,
     worker_argv,
 )
-from workers.queues import queues_of_kind
+from tasks.queues import queues_of_kind
 
 HOME = Path(".ingest-fleet")
 MB = 1_000_000

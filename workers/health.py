@@ -18,9 +18,10 @@ import signal
 import threading
 import time
 
+from tasks.shutdown import request_stop
+
 BEAT = 10.0
 STALE = 60.0
-_stopping = threading.Event()
 
 
 def heartbeat_file() -> str:
@@ -50,21 +51,16 @@ def healthy(max_age: float = STALE) -> bool:
         return False
 
 
-def stopping() -> bool:
-    """True once this process was told the worker is shutting down."""
-    return _stopping.is_set()
-
-
 def install_child_handler() -> None:
     """In a pool process: SIGUSR2 means "the worker is shutting down, finish up"."""
-    signal.signal(signal.SIGUSR2, lambda *_: _stopping.set())
+    signal.signal(signal.SIGUSR2, lambda *_: request_stop())
 
 
 def tell_children() -> None:
     """In the worker's main process: send SIGUSR2 to every pool process."""
     from billiard.process import active_children
 
-    _stopping.set()
+    request_stop()
     for child in active_children():
         try:
             os.kill(child.pid, signal.SIGUSR2)

@@ -13,7 +13,7 @@ however many workers run, and it holds no state of its own:
   ``ingest_redis_up 0``, not as a dead exporter).
 
 The counters (bytes, finished jobs, throttle waits, cooldowns) live in Redis hashes that the
-workers increment (see :mod:`workers.stats`); they survive worker restarts and count fleet-wide.
+workers increment (see :mod:`tasks.stats`); they survive worker restarts and count fleet-wide.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from workers.logging import get_logger
-from workers.stats import STATS
+from tasks.logs import get_logger
+from tasks.stats import STATS
 
 log = get_logger("ingest.metrics")
 
@@ -64,7 +64,7 @@ class FleetCollector(Collector):
 
     def _families(self) -> Iterator[Metric]:
         from tasks.admin import report
-        from workers.queues import queue_length, queues_of_kind
+        from tasks.queues import queue_length, queues_of_kind
 
         rt = self.rt
         queued = GaugeMetricFamily("ingest_queue_length", "Messages waiting in a queue (all priorities)",
@@ -114,7 +114,7 @@ class FleetCollector(Collector):
 
 def scaling(rt: Any) -> dict[str, dict[str, int]]:
     """Per worker class: messages waiting in its queues, and unfinished jobs (KEDA's signal)."""
-    from workers.queues import queue_length, queues_of_kind
+    from tasks.queues import queue_length, queues_of_kind
 
     out = {}
     backlog = sum(rt.redis.zcard(rt.store.active_key(p, a)) for p, a in rt.settings.accounts)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from workers.queues import all_queues
+from tasks.queues import all_queues
 
 
 def worker_argv(queues: Sequence[str] | None = None, *, concurrency: int = 2, name: str = "worker",

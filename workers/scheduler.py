@@ -28,7 +28,7 @@ import redis
 
 from tasks.dispatch import publish
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY
-from workers.logging import get_logger
+from tasks.logs import get_logger
 
 log = get_logger("ingest.scheduler")
 
@@ -100,7 +100,7 @@ def main() -> None:
     from tasks.lifecycle import reap
     from tasks.reconcile import Reconciler
     from tasks.runtime import runtime
-    from workers import logging as fleet_logging
+    from tasks import logs as fleet_logging
 
     from workers.health import start_heartbeat
 

@@ -42,62 +42,14 @@ import threading
 import time
 from typing import Any
 
-from workers.logging import get_logger
+from tasks.callbacks import EVENTS_KEPT, MAX_BODY, derived_secret, job_for_ref, token_for
+from tasks.logs import get_logger
 
 log = get_logger("ingest.webhooks")
 
-#: A notification is kept whole or refused (413), never stored cut: every provider's is far smaller.
-MAX_BODY = 65536
 _PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/(?P<job_id>[0-9a-f]{32})/(?P<token>[0-9a-f]{32})/?$")
 _ACCOUNT_PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/accounts/(?P<account>[a-z0-9][a-z0-9_-]{0,31})/"
                            r"(?P<token>[0-9a-f]{32})/?$")
-REF_TTL = 30 * 86400
-
-
-EVENTS_KEPT = 20
-EVENT_MAX = MAX_BODY  # characters of one kept notification (JSON)
-
-
-def webhook_events(redis: Any, job_id: str) -> list[dict]:
-    """The notifications received for a job, oldest first (for providers without a status API)."""
-    return [json.loads(raw) for raw in redis.lrange(f"if:webhook:events:{job_id}", 0, -1)]
-
-
-def token_for(secret: str, provider: str, job_id: str) -> str:
-    return hmac.new(secret.encode(), f"{provider}:{job_id}".encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def callback_url(settings: Any, provider: str, job_id: str) -> str | None:
-    """The URL to give ``provider`` for ``job_id``'s notifications, or None without a receiver."""
-    if not settings.webhook_url:
-        return None
-    return f"{settings.webhook_url}/{provider}/{job_id}/{token_for(settings.webhook_secret, provider, job_id)}"
-
-
-def account_callback_url(settings: Any, provider: str, account: str) -> str | None:
-    """The one URL an account-wide hook of ``provider`` posts to, or None without a receiver."""
-    if not settings.webhook_url:
-        return None
-    return f"{settings.webhook_url}/{provider}/accounts/{account}/{token_for(settings.webhook_secret, provider, 'account:' + account)}"
-
-
-def derived_secret(settings: Any, provider: str, account: str) -> str:
-    """The signing secret the fleet gives an account-wide hook (derived, so never stored)."""
-    return hmac.new(settings.webhook_secret.encode(), f"hook-secret:{provider}:{account}".encode(),
-                    hashlib.sha256).hexdigest()
-
-
-def remember_ref(redis: Any, provider: str, account: str, ref: str, job_id: str) -> None:
-    """Record that the provider's id ``ref`` belongs to ``job_id`` (for account-wide hooks)."""
-    redis.set(f"if:webhook:ref:{provider}:{account}:{ref}", job_id, ex=REF_TTL)
-
-
-def job_for_ref(redis: Any, provider: str, account: str, refs: list[str]) -> str | None:
-    for ref in refs:
-        job_id = redis.get(f"if:webhook:ref:{provider}:{account}:{ref}")
-        if job_id:
-            return job_id.decode()
-    return None
 
 
 class WebhookReceiver:
@@ -284,12 +236,12 @@ async def _answer(send: Any, status: int, body: dict) -> None:
 
 def main(host: str, port: int) -> int:
     from tasks.runtime import runtime
-    from workers import logging as fleet_logging
+    from tasks import logs as fleet_logging
 
     fleet_logging.configure()
     rt = runtime()
     if not rt.settings.webhook_secret:
-        from workers.config import ConfigError
+        from tasks.config import ConfigError
 
         raise ConfigError("INGEST_WEBHOOK_SECRET is not set; set a long random value shared by the fleet")
     receiver = WebhookReceiver(rt)

@@ -20,12 +20,13 @@ import requests
 
 from tasks.errors import PermanentError
 from tasks.http import default_error_text
+from tasks.shutdown import stopping
 
 if TYPE_CHECKING:
     from tasks.http import BoundClient, ProviderClient
     from tasks.intent import ValidatedIntent
     from tasks.jobstore import Job
-    from workers.config import AccountConfig, Settings
+    from tasks.config import AccountConfig, Settings
 
 
 @dataclass
@@ -73,8 +74,6 @@ class StepContext:
     def time_left(self) -> float:
         """Seconds this step may still work; 0 once the worker is shutting down, so a slice
         ends at its next chunk and hands the job on."""
-        from workers.health import stopping
-
         return 0.0 if stopping() else self.deadline - time.monotonic()
 
 

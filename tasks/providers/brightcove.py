@@ -29,7 +29,7 @@ Contract: shared/design/providers.md §1 and the seed ``brightcove-dynamic-inges
 * limits: 20 req/s per account across CMS and DI, <= 10 requests a minute on one video,
   200 concurrent normal-priority jobs per account (``INGEST_BRIGHTCOVE_SLOTS``) and apart
   from them 100 low-priority ones (``INGEST_BRIGHTCOVE_LOW_SLOTS``); the slot is taken at
-  submit - see workers.config and docs/providers/brightcove.md.
+  submit - see tasks.config and docs/providers/brightcove.md.
 
 Every CMS and DI call carries ``Content-Type: application/json`` as the references list it.
 
@@ -57,9 +57,9 @@ from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer import single_put_max
 from tasks.transfer.s3 import (abort_multipart, forget_credentials, load_credentials, part_size_for, s3_client,
                                store_credentials, upload_multipart_slice)
-from workers.config import ConfigError
-from workers.logging import register_secret
-from workers.webhooks import callback_url
+from tasks.config import ConfigError
+from tasks.logs import register_secret
+from tasks.callbacks import callback_url
 
 DEFAULT_SINGLE_PUT_MAX = 100 * 1000 * 1000  # AWS advises multipart from ~100 MB
 DEFAULT_PART_SIZE = 16 * 1024 * 1024

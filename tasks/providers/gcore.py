@@ -45,8 +45,8 @@ from tasks.intent import IntentError, ValidatedIntent
 from tasks.jobstore import Job
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer.tus import TusUpload, UploadLocked, create_session
-from workers.config import AccountConfig
-from workers.logging import register_secret
+from tasks.config import AccountConfig
+from tasks.logs import register_secret
 
 
 #: Largest ``client_user_id`` the fleet sends: the SDK types the field ``int`` with no width,

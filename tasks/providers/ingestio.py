@@ -60,9 +60,9 @@ from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.transfer import single_put_max
 from tasks.providers.base import Adapter, Status, StepContext
-from workers.config import AccountConfig
-from workers.logging import register_secret
-from workers.webhooks import account_callback_url, derived_secret, remember_ref
+from tasks.config import AccountConfig
+from tasks.logs import register_secret
+from tasks.callbacks import account_callback_url, derived_secret, remember_ref
 
 VND = "application/vnd.ingest.v1+json"
 #: The Content-Type every part is signed with and PUT with, as the node SDK's

@@ -46,8 +46,8 @@ from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer import single_put_max
 from tasks.transfer.ranged import RangedUpload
 from tasks.transfer.s3 import forget_credentials, load_credentials, store_credentials
-from workers.config import AccountConfig
-from workers.webhooks import account_callback_url, remember_ref
+from tasks.config import AccountConfig
+from tasks.callbacks import account_callback_url, remember_ref
 
 CHUNKED_FROM = 100 * 1000 * 1000  # Ittybit: files of 100 MB and more go in chunks
 DEFAULT_CHUNK = 16 * 1024 * 1024
@@ -76,7 +76,7 @@ class IttybitAdapter(Adapter):
     account_webhooks = True
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:
-        # The version is checked when the account's settings are read (workers.config).
+        # The version is checked when the account's settings are read (tasks.config).
         return {"Authorization": f"Bearer {account.secret}", "Accept-Version": account.setting("API_VERSION")}
 
     # -- webhooks (Webhook Endpoints, per account) -------------------------------------

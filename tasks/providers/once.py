@@ -55,8 +55,8 @@ from tasks.errors import PermanentError, StepError
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer.s3 import part_size_for, s3_client, upload_multipart_slice
-from workers.config import AccountConfig
-from workers.webhooks import EVENT_MAX, callback_url, webhook_events
+from tasks.config import AccountConfig
+from tasks.callbacks import EVENT_MAX, callback_url, webhook_events
 
 #: Which intent field each top-level request field comes from (for error messages).
 FIELD_OF = {"foreignKey": "idempotency_key", "media": "source", "title": "title", "description": "description",
@@ -75,7 +75,7 @@ CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "AccessDenied", "SignatureDo
 
 
 def setting_var(account: AccountConfig, name: str) -> str:
-    """The environment variable of ``account``'s setting ``name`` (as workers.config reads it)."""
+    """The environment variable of ``account``'s setting ``name`` (as tasks.config reads it)."""
     return f"INGEST_ONCE_{name}" if account.name == "default" else f"INGEST_ONCE__{account.name.upper()}__{name}"
 
 

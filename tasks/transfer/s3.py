@@ -30,7 +30,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
-from workers.logging import register_secret
+from tasks.logs import register_secret
 
 MIN_PART = 5 * 1024 * 1024  # S3's minimum for every part but the last
 MAX_PARTS = 10_000

@@ -98,7 +98,7 @@ def install_celery_hooks() -> None:
     """Connect Celery's signals so worker logs are JSON with the task's context bound."""
     from celery import signals
 
-    from workers.queues import parse_task_id
+    from tasks.queues import parse_task_id
 
     @signals.setup_logging.connect(weak=False)
     def _setup_logging(**_: Any) -> None:

@@ -22,7 +22,7 @@ from importlib import resources
 import redis
 
 from tasks.errors import Throttled
-from workers.stats import STATS
+from tasks.stats import STATS
 
 PREFIX = "if:budget"
 #: Answers of gcra.lua.
@@ -35,7 +35,7 @@ LATE_RESLOTS = 3
 
 
 def _script(name: str) -> str:
-    return resources.files("workers").joinpath("lua", name).read_text()
+    return resources.files("tasks").joinpath("lua", name).read_text()
 
 
 class ProviderBudget:

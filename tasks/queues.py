@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 from kombu import Queue
 
-from workers.config import PROVIDER_DEFAULTS
+from tasks.config import PROVIDER_DEFAULTS
 
 if TYPE_CHECKING:
     import redis
 
-    from workers.config import Settings
+    from tasks.config import Settings
 
 PROVIDERS = tuple(PROVIDER_DEFAULTS)
 KINDS = ("api", "upload", "poll")
@@ -52,7 +52,7 @@ def queue_for(provider: str, step: str, account: str = "default") -> str:
 
 def _accounts(settings: "Settings | None", provider: str) -> list[str]:
     if settings is None:
-        from workers.config import Settings
+        from tasks.config import Settings
 
         settings = Settings.from_env()
     return sorted({"default", *settings.accounts_of(provider)})

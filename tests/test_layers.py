@@ -1,0 +1,38 @@
+"""Layers run one way (issue 12): ``workers/`` (the processes) imports ``tasks/`` (the domain),
+never the reverse, and ``sandbox/`` (the emulators) imports neither. Read from the code's own
+imports, those inside functions too, so a cycle cannot hide in a late import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The domain's last imports of the process layer, to be removed (issue 12): the Celery app
+#: that registers the steps as tasks and sends their messages still lives in workers/app.py.
+NOT_YET_INVERTED = {("tasks/steps.py", "workers.app"), ("tasks/dispatch.py", "workers.app")}
+
+
+def _imports(package: str, of: tuple[str, ...]) -> set[tuple[str, str]]:
+    """(file, module) for every import in ``package`` of a module under one of ``of``."""
+    found = set()
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            found |= {(str(path.relative_to(ROOT)), m) for m in modules if m.split(".")[0] in of}
+    return found
+
+
+def test_the_domain_never_imports_the_processes() -> None:
+    assert _imports("tasks", ("workers",)) - NOT_YET_INVERTED == set(), \
+        "tasks/ must not import workers/: what the domain needs belongs in tasks/"
+
+
+def test_the_sandbox_imports_nothing_of_the_fleet() -> None:
+    assert _imports("sandbox", ("tasks", "workers")) == set()
