@@ -10,9 +10,11 @@ from functools import cached_property
 from typing import Any
 
 import redis
+from celery import Celery
 
 from tasks.http import ProviderClient
 from tasks.jobstore import JobStore
+from tasks.broker import producer_app
 from tasks.budget import ProviderBudget, ProviderSlots
 from tasks.config import Settings
 from tasks.logs import register_secret
@@ -32,6 +34,11 @@ class Runtime:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.redis_url, socket_timeout=30, socket_connect_timeout=10,
                                     health_check_interval=25)
+
+    @cached_property
+    def celery(self) -> Celery:
+        """The producer of step messages (configured as the workers' app: tasks.broker)."""
+        return producer_app(self.settings)
 
     @cached_property
     def store(self) -> JobStore:

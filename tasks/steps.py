@@ -1,4 +1,5 @@
-"""The five steps of the chain as Celery tasks; each takes a job id and nothing else.
+"""The five steps of the chain; each dispatch names a job id and nothing else (the Celery
+tasks that run them are registered by the worker process: ``workers.steps``).
 
     create entity -> obtain upload target -> upload slice (xN) -> submit ingest -> await status
 
@@ -34,10 +35,8 @@ from tasks.jobstore import STEP_STATE, STEPS, Job, Lease, StaleLease
 from tasks.lifecycle import finish, slot_score, step_context
 from tasks.providers import ADAPTERS, StepContext
 from tasks.runtime import runtime
-from workers.app import app
 from tasks.config import ConfigError
 from tasks.logs import get_logger
-from tasks.queues import STEP_TASK
 
 log = get_logger("ingest.steps")
 
@@ -109,10 +108,10 @@ def _run_step(step: str, job: Job, ctx: StepContext) -> _Next | str:
     return _Next(following)
 
 
-def run(task: Any, job_id: str, step: str) -> None:
+def run(tid: str, job_id: str, step: str) -> None:
+    """Run one dispatch (Celery task id ``tid``) of ``step`` for ``job_id``."""
     rt = runtime()
     store, settings = rt.store, rt.settings
-    tid = task.request.id
     job = store.get(job_id)
     if job is None:
         log.warning("job.missing")
@@ -262,39 +261,3 @@ def _advance(job: Job, lease: Lease, nxt: _Next, *, waiting: str | None = None) 
     store.save(job, lease, release=True, schedule=(schedule_member, OUTBOX_GRACE))
     publish(schedule_member)
     store.unschedule(schedule_member)
-
-
-_TASK_OPTIONS = dict(bind=True, max_retries=3, acks_late=True, ignore_result=True)
-
-
-@app.task(name=STEP_TASK["create"], **_TASK_OPTIONS)
-def create_entity(self: Any, job_id: str) -> None:
-    """Find or create the provider's entity for the job."""
-    run(self, job_id, "create")
-
-
-@app.task(name=STEP_TASK["target"], **_TASK_OPTIONS)
-def obtain_upload_target(self: Any, job_id: str) -> None:
-    """Open an upload session at the provider."""
-    run(self, job_id, "target")
-
-
-@app.task(name=STEP_TASK["upload"], **_TASK_OPTIONS)
-def upload_slice(self: Any, job_id: str) -> None:
-    """Send chunks for at most one slice, checkpointing after each."""
-    run(self, job_id, "upload")
-
-
-@app.task(name=STEP_TASK["submit"], **_TASK_OPTIONS)
-def submit_ingest(self: Any, job_id: str) -> None:
-    """Ask the provider to ingest the uploaded source (or to pull the URL)."""
-    run(self, job_id, "submit")
-
-
-@app.task(name=STEP_TASK["await"], **_TASK_OPTIONS)
-def await_status(self: Any, job_id: str) -> None:
-    """Poll the provider once; schedule the next poll with backoff unless terminal."""
-    run(self, job_id, "await")
-
-
-__all__ = ["create_entity", "obtain_upload_target", "upload_slice", "submit_ingest", "await_status"]
