@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from tasks.config import ConfigError, Settings
+from tasks.providers import ADAPTERS
 
 PRIORITIES = ("high", "normal", "low")
 TITLE_MAX = 255
@@ -93,8 +94,6 @@ class Intent:
 
     def validate(self, settings: Settings) -> "ValidatedIntent":
         """Check every field; returns the normalised intent or raises :class:`IntentError`."""
-        from tasks.providers import ADAPTERS
-
         provider = (self.provider or "").strip().lower()
         if provider not in ADAPTERS:
             raise IntentError("provider", f"unknown provider {self.provider!r}; choose one of: {', '.join(sorted(ADAPTERS))}")

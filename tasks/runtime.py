@@ -18,6 +18,7 @@ from tasks.broker import producer_app
 from tasks.budget import ProviderBudget, ProviderSlots
 from tasks.config import Settings
 from tasks.logs import register_secret
+from tasks.providers import ADAPTERS
 
 
 class Runtime:
@@ -60,15 +61,11 @@ class Runtime:
 
     def slots(self, provider: str, account: str, job: Any = None) -> ProviderSlots:
         """The slot pool of ``job`` (the adapter's ``slot_pool``), or the account's default pool."""
-        from tasks.providers import ADAPTERS
-
         cfg = self.settings.account(provider, account)
         pool, limit = ADAPTERS[provider].slot_pool(job, cfg) if job is not None else ("", cfg.slots)
         return ProviderSlots(self.redis, f"{cfg.budget_key}:{pool}" if pool else cfg.budget_key, limit=limit)
 
     def slot_pools(self, provider: str, account: str) -> list[ProviderSlots]:
-        from tasks.providers import ADAPTERS
-
         cfg = self.settings.account(provider, account)
         return [ProviderSlots(self.redis, f"{cfg.budget_key}:{pool}" if pool else cfg.budget_key, limit=limit)
                 for pool, limit in ADAPTERS[provider].slot_pools(cfg)]
@@ -76,8 +73,6 @@ class Runtime:
     def client(self, provider: str, account: str, kind: str = "api") -> ProviderClient:
         key = (provider, account, kind)
         if key not in self._clients:
-            from tasks.providers import ADAPTERS
-
             adapter = ADAPTERS[provider]
             cfg = self.settings.account(provider, account)
             api = kind == "api"

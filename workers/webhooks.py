@@ -44,6 +44,7 @@ from typing import Any
 
 from tasks.callbacks import EVENTS_KEPT, MAX_BODY, derived_secret, job_for_ref, token_for
 from tasks.logs import get_logger
+from tasks.providers import ADAPTERS
 
 log = get_logger("ingest.webhooks")
 
@@ -96,8 +97,6 @@ class WebhookReceiver:
 
     def handle(self, path: str, raw: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
         """Answer one notification: ``(status, body)``. ``headers`` have lower-case names."""
-        from tasks.providers import ADAPTERS
-
         path = path.split("?", 1)[0]
         by_account = _ACCOUNT_PATH.match(path)
         if by_account:
@@ -125,8 +124,6 @@ class WebhookReceiver:
 
     def _handle_account(self, match: re.Match, raw: bytes, headers: dict[str, str]) -> tuple[int, dict]:
         """A notification to an account-wide hook: token, then the provider's signature."""
-        from tasks.providers import ADAPTERS
-
         provider, account = match["provider"], match["account"]
         adapter = ADAPTERS.get(provider)
         if adapter is None or not adapter.account_webhooks:
@@ -149,8 +146,6 @@ class WebhookReceiver:
 
     def _accept(self, provider: str, job_id: str, raw: bytes, payload: Any) -> tuple[int, dict]:
         """Keep a notification for its job (once) and make the job's pending poll due now."""
-        from tasks.providers import ADAPTERS
-
         digest = hashlib.sha256(b"%s:%s:" % (provider.encode(), job_id.encode()) + raw).hexdigest()
         if not self.rt.redis.set(f"if:webhook:seen:{digest}", 1, nx=True, ex=86400):
             log.info("webhook.ignored", provider=provider, job_id=job_id, reason="duplicate")
