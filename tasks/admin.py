@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.retry import renew
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import StepError
 from tasks.intent import IntentError
@@ -45,7 +46,7 @@ def retry(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
         raise IntentError("job_id", f"job {job_id} is {state}; only a failed job can be retried")
     job, lease = _take(rt, job_id)
     step = job.failed_step or (job.error or {}).get("step") or "create"
-    job.attempts.pop(step, None)
+    renew(job, step)
     job.note("retry.requested", step=step, previous_error=(job.error or {}).get("message"))
     job.error, job.finished_at, job.waiting = None, None, None
     job.state = STEP_STATE[step]

@@ -28,16 +28,11 @@ from urllib.parse import urlsplit
 import requests
 
 from tasks.errors import PermanentError, Throttled, TransientError
+from tasks.retry import DEFAULT_POLICY, Outcome, outcome_of_status
 from tasks.budget import ProviderBudget
 from tasks.logs import get_logger
 
 log = get_logger("ingest.http")
-
-#: The default retry policy: which answers are transient or throttling; any other 4xx is
-#: permanent. An adapter refines it per provider (``Adapter.retry_policy`` / ``classify``).
-DEFAULT_POLICY: dict[int, str] = {408: "transient", 425: "transient", 429: "throttled", 500: "transient",
-                                  502: "transient", 503: "transient", 504: "transient"}
-
 
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (delta-seconds or an HTTP date); None when absent or bad."""
@@ -87,8 +82,8 @@ class ProviderClient:
     def __init__(self, provider: str, budget: ProviderBudget, *, timeouts: tuple[float, float],
                  headers: dict[str, str] | None = None, max_wait: float = 2.0,
                  error_text: Callable[[requests.Response], str] = default_error_text,
-                 policy: Mapping[int, str] | None = None,
-                 classify: Callable[[requests.Response], str | None] | None = None,
+                 policy: Mapping[int, Outcome] | None = None,
+                 classify: Callable[[requests.Response], Outcome | None] | None = None,
                  entity_budget: Callable[[str], ProviderBudget] | None = None,
                  learn_rate_headers: bool = False):
         self.provider = provider
@@ -96,7 +91,7 @@ class ProviderClient:
         self.timeouts = timeouts
         self.max_wait = max_wait
         self.error_text = error_text
-        self.policy = {**DEFAULT_POLICY, **(policy or {})}
+        self.policy = {**DEFAULT_POLICY, **{status: Outcome(kind) for status, kind in (policy or {}).items()}}
         self.classify = classify
         self.entity_budget = entity_budget
         self.learn_rate_headers = learn_rate_headers
@@ -157,9 +152,9 @@ class ProviderClient:
                                 reset=parse_retry_after(resp.headers.get("X-RateLimit-Reset")))
         if 200 <= status < 300 or status in allow:
             return resp
-        kind = (self.classify(resp) if self.classify else None) or self.policy.get(status) or (
-            "transient" if status >= 500 else "permanent")
-        if kind == "throttled":
+        refined = self.classify(resp) if self.classify else None
+        kind = Outcome(refined) if refined else outcome_of_status(status, self.policy)
+        if kind is Outcome.THROTTLED:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             pause = self.budget.cool_down(retry_after)
             log.warning("http.throttled", **where, status=status, provider=self.provider,
@@ -167,8 +162,8 @@ class ProviderClient:
             raise Throttled(f"{method} {parts.path}: rate limited", retry_after=pause,
                             status=status, provider=self.provider)
         message = self.error_text(resp)
-        log.warning("http.error", **where, status=status, provider=self.provider, message=message, kind=kind)
-        if kind == "transient":
+        log.warning("http.error", **where, status=status, provider=self.provider, message=message, kind=kind.value)
+        if kind is Outcome.TRANSIENT:
             raise TransientError(message, status=status, provider=self.provider)
         raise PermanentError(message, status=status, provider=self.provider)
 

@@ -15,9 +15,10 @@ Every run of a step:
    step now, the same step again (next upload slice), a later poll or a deferral (in the
    Redis schedule, never an ETA message), or a terminal state.
 
-Throttling defers without counting an attempt; transient errors are retried with
-exponential backoff and full jitter up to ``INGEST_MAX_ATTEMPTS`` per step; a permanent
-error fails the job at once with the provider's message.
+What a failure leads to is decided in one place, :func:`tasks.retry.plan`: throttling defers
+without counting an attempt; transient errors are retried with exponential backoff and full
+jitter up to ``INGEST_MAX_ATTEMPTS`` per step (progress renews the budget); a permanent error
+fails the job at once with the provider's message.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
-from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
+from tasks import retry
+from tasks.errors import PermanentError, StepError
 from tasks.jobstore import STEP_STATE, STEPS, Job, Lease, StaleLease
 from tasks.lifecycle import finish, slot_score, step_context
 from tasks.providers import ADAPTERS, StepContext
@@ -57,11 +59,6 @@ def _following(job: Job, step: str) -> str | None:
         if adapter.needs(later, job):
             return later
     return None
-
-
-def _backoff(settings: Any, attempt: int) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog)."""
-    return random.uniform(0, min(settings.backoff_cap, settings.backoff_base * 2 ** attempt)) + 0.2
 
 
 def _poll_delay(settings: Any, polls: int) -> float:
@@ -101,7 +98,7 @@ def _run_step(step: str, job: Job, ctx: StepContext) -> _Next | str:
             raise PermanentError(f"no terminal state from the provider after {waited:.0f} s "
                                  f"(INGEST_AWAIT_DEADLINE={ctx.settings.await_deadline:g})")
         return _Next("await", _poll_delay(ctx.settings, job.polls))
-    job.attempts.pop(step, None)
+    retry.renew(job, step)
     following = _following(job, step)
     if following is None:
         raise RuntimeError(f"no step after {step!r} for provider {job.provider}")
@@ -161,53 +158,20 @@ def run(tid: str, job_id: str, step: str) -> None:
 
 def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None:
     """Run the step and record what follows: the next dispatch, a retry or a terminal state."""
-    settings = rt.settings
     try:
-        try:
-            outcome = _run_step(step, job, ctx)
-        except SoftTimeLimitExceeded:
-            raise TransientError(f"step {step} exceeded its time limit") from None
-    except Throttled as exc:
-        if exc.reserved:
-            # The token is this job's at exactly that time: come back a little early (a
-            # worker may be busy then) and sleep the rest within INGEST_SHORT_WAIT.
-            delay = max(0.0, exc.retry_after - min(settings.short_wait / 2, 1.0))
-        else:  # an unreserved wait (a cooldown): spread the comebacks
-            delay = exc.retry_after + random.uniform(0, 0.5)
-        job.note("throttled", step=step, retry_in=round(delay, 2), reserved=exc.reserved)
-        _advance(job, lease, _Next(step, delay), waiting="throttled")
-        return
-    except UploadSessionLost as exc:
-        if _count_attempt(job, step, exc, settings):
-            job.upload = {}
-            job.note("upload.session_lost", error=str(exc))
-            _advance(job, lease, _Next("target", _backoff(settings, job.attempts[step])), waiting="retry")
-        else:
-            _fail(job, lease, step, exc, ctx)
-        return
-    except TransientError as exc:
-        if _count_attempt(job, step, exc, settings):
-            delay = _backoff(settings, job.attempts[step])
-            job.note("retry", step=step, attempt=job.attempts[step], retry_in=round(delay, 2), error=str(exc))
-            _advance(job, lease, _Next(step, delay), waiting="retry")
-        else:
-            _fail(job, lease, step, exc, ctx)
-        return
-    except PermanentError as exc:
-        _fail(job, lease, step, exc, ctx)
-        return
-    except ConfigError as exc:  # a setting the step needs is missing or malformed: never transient
-        _fail(job, lease, step, PermanentError(str(exc), provider=job.provider), ctx)
-        return
+        outcome = _run_step(step, job, ctx)
     except StaleLease:
         raise
-    except Exception as exc:  # a bug or an unexpected answer: bounded retries, then fail loudly
-        log.exception("step.crashed")
-        err = TransientError(f"internal error in step {step}: {type(exc).__name__}: {exc}")
-        if _count_attempt(job, step, err, settings):
-            _advance(job, lease, _Next(step, _backoff(settings, job.attempts[step])), waiting="retry")
-        else:
-            _fail(job, lease, step, err, ctx)
+    except Exception as exc:  # SoftTimeLimitExceeded is one too
+        if not isinstance(exc, (StepError, ConfigError, SoftTimeLimitExceeded)):
+            log.exception("step.crashed")
+        then = retry.plan(exc, job, step, rt.settings)
+        if then.failure is not None:
+            _fail(job, lease, step, then.failure, ctx)
+            return
+        if then.event:
+            job.note(then.event, **dict(then.detail))
+        _advance(job, lease, _Next(then.step, then.delay), waiting=then.waiting)
         return
     if outcome == "ready":
         job.error = None
@@ -226,15 +190,8 @@ def _slot_held(rt: Any, job: Job, step: str) -> bool:
                                                             wake_with=job.dispatch["member"])
 
 
-def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:
-    """Count a failed attempt of ``step``; True while the step may be tried again."""
-    job.attempts[step] = job.attempts.get(step, 0) + 1
-    job.error = {"step": step, "message": str(exc), "status": exc.status, "kind": "transient", "at": time.time()}
-    return job.attempts[step] < settings.max_attempts
-
-
 def _fail(job: Job, lease: Lease, step: str, exc: StepError, ctx: StepContext) -> None:
-    kind = "permanent" if isinstance(exc, PermanentError) else "transient"
+    kind = (retry.Outcome.PERMANENT if isinstance(exc, PermanentError) else retry.Outcome.TRANSIENT).value
     adapter = ADAPTERS[job.provider]
     if adapter.cancel_on_failure:
         if not runtime().store.holds(lease):

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tasks.errors import PermanentError, Throttled, TransientError
+from tasks.retry import Outcome
 from tasks.http import ProviderClient
 from tasks.budget import ProviderBudget
 
@@ -53,7 +54,7 @@ def budget(rt):
 
 
 def test_answers_are_classified(server, budget) -> None:
-    client = ProviderClient("p", budget, timeouts=(2, 2), policy={418: "transient"})
+    client = ProviderClient("p", budget, timeouts=(2, 2), policy={418: Outcome.TRANSIENT})
     with pytest.raises(PermanentError, match="Video not found"):
         client.request("GET", f"{server}/gone")
     with pytest.raises(TransientError, match="upstream hiccup"):

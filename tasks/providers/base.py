@@ -20,6 +20,7 @@ import requests
 
 from tasks.errors import PermanentError
 from tasks.http import default_error_text
+from tasks.retry import Outcome, renew
 from tasks.shutdown import stopping
 
 if TYPE_CHECKING:
@@ -58,6 +59,13 @@ class StepContext:
         """Write the job record now (fenced; raises StaleLease if the job was taken over)."""
         self._checkpoint()
 
+    def progress(self, step: str = "upload") -> None:
+        """The provider acknowledged more bytes: the step's attempts start again (its retry
+        budget is for failures in a row, not for the whole of a long upload), and the record
+        is written now, so a resumed run starts from here."""
+        renew(self.job, step)
+        self.checkpoint()
+
     def sending(self, marker: str, value: Any = None) -> Callable[[], None]:
         """An ``on_send`` hook for a call that is not idempotent: once the budget lets the
         request go (never before), record ``job.provider_ids[marker]`` (the time, or
@@ -84,7 +92,7 @@ class Adapter:
     pull_schemes: frozenset[str] = frozenset({"http", "https"})
     supports_push: bool = True
     #: Answers that differ from the default policy (tasks.http.DEFAULT_POLICY), by status.
-    retry_policy: dict[int, str] = {}
+    retry_policy: dict[int, Outcome] = {}
     #: The provider announces its budget in X-RateLimit-Limit/Remaining/Reset (Ingest.io).
     learns_rate_limit: bool = False
     #: Hooks are registered per account and signed by the provider (Ingest.io): the webhook
@@ -96,8 +104,8 @@ class Adapter:
     #: Provider-specific intent options and their types (``--opt NAME=VALUE``).
     intent_options: dict[str, type] = {}
 
-    def classify(self, resp: requests.Response) -> str | None:
-        """"permanent", "transient" or "throttled" for an error answer, or None for the policy."""
+    def classify(self, resp: requests.Response) -> Outcome | None:
+        """How to treat an error answer the status alone does not tell, or None for the policy."""
         return None
 
     def slot_step(self, job: "Job") -> str:

@@ -44,6 +44,7 @@ from tasks.http import default_error_text
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.jobstore import Job
 from tasks.providers.base import Adapter, Status, StepContext
+from tasks.retry import Outcome
 from tasks.transfer.tus import TusUpload, UploadLocked, create_session
 from tasks.config import AccountConfig
 from tasks.logs import register_secret
@@ -106,10 +107,10 @@ class GcoreAdapter(Adapter):
     #: dropped from the job record once the video exists.
     intent_options = {"origin_http_headers": str}
 
-    def classify(self, resp: requests.Response) -> str | None:
+    def classify(self, resp: requests.Response) -> Outcome | None:
         # TUS 500 "token client (A) does not match this client (B)": configuration, not luck.
         if resp.status_code == 500 and CLIENT_MISMATCH in (resp.text or ""):
-            return "permanent"
+            return Outcome.PERMANENT
         return None
 
     def error_text(self, resp: requests.Response) -> str:
@@ -259,8 +260,7 @@ class GcoreAdapter(Adapter):
                     if up.send_chunk():
                         job.bytes_done = job.upload["offset"] = up.offset
                         job.upload.pop("locked_since", None)
-                        job.attempts.pop("upload", None)  # progress renews the step's retry budget
-                        ctx.checkpoint()
+                        ctx.progress()
             except UploadLocked:
                 self._wait_for_lock(ctx)
                 raise

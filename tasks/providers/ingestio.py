@@ -340,8 +340,7 @@ class IngestioAdapter(Adapter):
                 etag = self._put_part(ctx, f, n, start, length)
                 up["parts"].append({"n": n, "size": length, "etag": etag})
                 job.bytes_done += length
-                job.attempts.pop("upload", None)  # progress renews the step's retry budget
-                ctx.checkpoint()
+                ctx.progress()
         resp = self._api(ctx, "POST", self._input_path(ctx, "/upload/complete"), body={"uploadId": up["upload_id"]},
                          allow=(409,))
         if resp.status_code == 409:

@@ -250,8 +250,7 @@ class IttybitAdapter(Adapter):
                     continue
                 if up.offset != job.upload.get("offset"):
                     job.upload["offset"] = job.bytes_done = up.offset
-                    job.attempts.pop("upload", None)
-                    ctx.checkpoint()
+                    ctx.progress()
             return self._uploaded(ctx, unwrap(up.result), size) if up.done else False
 
     def _uploaded(self, ctx: StepContext, file: dict, size: int) -> bool:

@@ -172,8 +172,7 @@ def upload_multipart_slice(ctx: Any, *, client: Any, bucket: str, key: str, cont
                            PartNumber=n, Body=data, ContentLength=len(data))
             up["parts"].append({"n": n, "size": len(data), "etag": answer["ETag"]})
             job.bytes_done += len(data)
-            job.attempts.pop("upload", None)  # progress renews the step's retry budget
-            ctx.checkpoint()
+            ctx.progress()
         parts = sorted(up["parts"], key=lambda p: p["n"])
         _call("CompleteMultipartUpload", client.complete_multipart_upload, Bucket=bucket, Key=key,
               UploadId=up["upload_id"],
