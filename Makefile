@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ingest-fleet demo $(ARGS)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)

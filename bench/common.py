@@ -7,10 +7,10 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
@@ -80,7 +80,7 @@ def environment(name: str, *, processing_seconds: float, extra_env: dict[str, st
 def record(name: str, results: dict, summary_lines: list[str]) -> Path:
     """Write bench/results/<name>.json and .md (machine and date included)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     payload = {"benchmark": name, "date": stamp, "machine": machine(), "results": results}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]

@@ -34,7 +34,7 @@ def main() -> int:
         found = re.search(r"flower\s+(http://127\.0\.0\.1:\d+)", line)
         if found:
             url = found.group(1)
-        if url and "submitted" in line.lower() or (url and "upload" in line.lower()):
+        if (url and "submitted" in line.lower()) or (url and "upload" in line.lower()):
             break
     if url is None:
         print("the demo never started Flower", file=sys.stderr)

@@ -88,9 +88,10 @@ Notifications (B5). For each URL in ``callbacks`` the emulator POSTs, from a bac
 thread, one JSON notification per rendition (``entityType: "DYNAMIC_RENDITION"``) when
 the job is published, then a final ``entityType: "TITLE"`` one (``status`` ``SUCCESS``,
 or ``FAILED`` with ``errorMessage``); TITLE is documented for legacy ingest only, so
-``title_notifications: false`` sends the documented Dynamic Delivery renditions alone. A job's notifications go out in order; a POST that fails (network
-error or non-2xx, 5 s timeout) is tried up to 3 times, 1 s then 2 s apart (Brightcove's own
-DI retry policy is not documented). Each delivery is recorded in the state's
+``title_notifications: false`` sends the documented Dynamic Delivery renditions alone. A
+job's notifications go out in order; a POST that fails (network error or non-2xx, 5 s
+timeout) is tried up to 3 times, 1 s then 2 s apart (Brightcove's own DI retry policy is
+not documented). Each delivery is recorded in the state's
 ``callbacks_sent``.
 
 Limits (B6). The brightcove fault config starts with ``rate_limit_rps`` 20 on every
@@ -121,7 +122,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -229,7 +230,7 @@ class BrightcoveEmulator(Emulator):
     """Brightcove OAuth + CMS + Dynamic Ingest, with upload targets in the sandbox's S3."""
 
     name = "brightcove"
-    options = {
+    options: ClassVar[dict[str, tuple[Any, str]]] = {
         "client_id": ("sandbox-bc-client", "OAuth client id"),
         "client_secret": ("sandbox-bc-secret", "OAuth client secret"),
         "account_id": ("6200000000001", "the Video Cloud account id in the API paths"),
@@ -238,13 +239,13 @@ class BrightcoveEmulator(Emulator):
                                                  "enum's values after '=' separated by '|'"),
     }
     stages = ("brightcove.processing",)
-    settings = {  # see "Authentication" and "Limits" above
+    settings: ClassVar[dict[str, Setting]] = {  # see "Authentication" and "Limits" above
         "token_ttl": Setting(None, int),  # null: the token_ttl option
         "per_video_per_minute": Setting(0, int),  # 0: no limit
         "callback_duplicates": Setting(False, bool),
         "title_notifications": Setting(True, bool),  # false: DYNAMIC_RENDITION notifications only
     }
-    fault_defaults = {"rate_limit_rps": RATE_LIMIT_RPS, "rate_limit_endpoints": list(REST_ENDPOINTS)}
+    fault_defaults: ClassVar[dict[str, Any]] = {"rate_limit_rps": RATE_LIMIT_RPS, "rate_limit_endpoints": list(REST_ENDPOINTS)}
     error_format = staticmethod(_fault_error)
 
     def __init__(self, ctx: Context, *, client_id: str = "sandbox-bc-client",

@@ -87,7 +87,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .emulator import Context, Emulator
@@ -176,12 +176,12 @@ class GcoreEmulator(Emulator):
     """Gcore videos API + TUS upload server + emulated processing."""
 
     name = "gcore"
-    options = {
+    options: ClassVar[dict[str, tuple[Any, str]]] = {
         "api_key": ("sandbox-gcore-key", "API key accepted in 'Authorization: APIKey <key>'"),
         "client_id": (4242, "the account's client id (videos' client_id, TUS metadata client_id)"),
     }
     stages = ("gcore.processing",)
-    settings = {
+    settings: ClassVar[dict[str, Setting]] = {
         # false: video answers leave out ``client_id`` (Optional in the SDK's Video), so a
         # client must know its account's id some other way.
         "video_client_id": Setting(True, bool),

@@ -193,7 +193,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlencode, urlsplit
 from xml.sax.saxutils import escape
 
@@ -373,12 +373,12 @@ class IngestioEmulator(Emulator):
     """Ingest.io's videos, inputs and their signed uploads, encoding jobs and webhooks, for one network."""
 
     name = "ingestio"
-    options = {
+    options: ClassVar[dict[str, tuple[Any, str]]] = {
         "jwt_secret": (DEFAULT_SECRET, "HS256 secret of the bearer JWTs the API accepts"),
         "network_id": (DEFAULT_NETWORK, "UUID of the emulated network (the JWTs' network_id claim)"),
     }
     stages = ("ingestio.processing",)
-    settings = {  # see the module docstring
+    settings: ClassVar[dict[str, Setting]] = {  # see the module docstring
         "rate_limit": Setting(600, int),  # requests per window; 0 = off
         "rate_window": _AtLeast(60, int, minimum=1),  # seconds
         "page_size": _AtLeast(10, int, minimum=1),

@@ -162,12 +162,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 from .emulator import Context, Emulator
 from .faults import Setting
-from .media import file_sha256, EBML_MAGIC, is_video_container
+from .media import EBML_MAGIC, file_sha256, is_video_container
 from .notify import post_json
 from .web import BLOCK_SIZE, ClientGone, HttpError, Request, Response, Route, json_response, route
 
@@ -290,13 +290,13 @@ class IttybitEmulator(Emulator):
     """Ittybit files, ingest tasks and uploads, in the envelope or the bare response shape."""
 
     name = "ittybit"
-    options = {
+    options: ClassVar[dict[str, tuple[Any, str]]] = {
         "api_key": ("sandbox-ittybit-key", "API key accepted in 'Authorization: Bearer <key>'"),
         "shape": ("envelope", "response shape: 'envelope' (API version 2025-01-01) or 'bare' (later versions)"),
         "project": ("sandbox", "project name, for the envelope's project_id and org_id"),
     }
     stages = ("ittybit.processing",)
-    settings = {  # see "Shapes", "Webhooks" and "Uploads" above
+    settings: ClassVar[dict[str, Setting]] = {  # see "Shapes", "Webhooks" and "Uploads" above
         "shape": Setting(None, str, SHAPES),  # null: the shape option
         "signature_ttl": Setting(None, int),  # null: signatures live as long as asked
         "webhook_duplicates": Setting(False, bool),

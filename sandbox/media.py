@@ -14,7 +14,6 @@ have an origin on the same port (endpoint ``media.get``, fault provider ``media`
 from __future__ import annotations
 
 import hashlib
-
 import os
 import random
 import struct
@@ -114,7 +113,7 @@ def _read_blocks(path: Path) -> Iterator[bytes]:
             yield block
 
 
-def file_sha256(path: "Path | None") -> str | None:
+def file_sha256(path: Path | None) -> str | None:
     """sha256 of a stored file, streamed (files can be 2 GiB); None if it is gone."""
     if path is None:
         return None

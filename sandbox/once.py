@@ -99,7 +99,6 @@ import hashlib
 import hmac
 import http.client
 import json
-from importlib import resources
 import logging
 import re
 import shutil
@@ -112,8 +111,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -209,13 +209,13 @@ class OnceEmulator(Emulator):
     """Brightcove Once: ingest jobs validated against the seed's schema, media items, notifications."""
 
     name = "once"
-    options = {
+    options: ClassVar[dict[str, tuple[Any, str]]] = {
         "api_key": ("sandbox-once-key", "API key accepted in the X-BC-ONCE-API-KEY header"),
         "domain_id": (DEFAULT_DOMAIN, "the domain GUID of the ingest and media-management paths"),
         "catalog_id": (DEFAULT_CATALOG, "the catalog GUID of the ingest and media-management paths"),
     }
     stages = ("once.processing",)
-    settings = {"notification_duplicates": Setting(False, bool)}
+    settings: ClassVar[dict[str, Setting]] = {"notification_duplicates": Setting(False, bool)}
 
     def __init__(self, ctx: Context, *, api_key: str = "sandbox-once-key", domain_id: str = DEFAULT_DOMAIN,
                  catalog_id: str = DEFAULT_CATALOG):

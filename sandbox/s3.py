@@ -71,7 +71,7 @@ from moto.server import ThreadedMotoServer
 
 from .faults import FaultSpec
 from .requestlog import RequestLog
-from .web import TrackedHTTPServer, abort_connection, BLOCK_SIZE, ClientGone, Request, Response
+from .web import BLOCK_SIZE, ClientGone, Request, Response, TrackedHTTPServer, abort_connection
 
 if TYPE_CHECKING:
     from .faults import ProviderFaults

@@ -45,7 +45,7 @@ from .once import OnceEmulator
 from .requestlog import RequestLog
 from .s3 import S3Server
 from .scheduler import Scheduler
-from .web import TrackedHTTPServer, abort_connection, ClientGone, HttpError, Request, Response, Router, json_response
+from .web import ClientGone, HttpError, Request, Response, Router, TrackedHTTPServer, abort_connection, json_response
 
 log = logging.getLogger(__name__)
 

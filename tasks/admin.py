@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.retry import renew
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import StepError
 from tasks.intent import IntentError
@@ -22,8 +21,9 @@ from tasks.jobstore import STEP_STATE, Job, Lease
 from tasks.lifecycle import finish, step_context
 from tasks.producer import JobNotFound
 from tasks.providers import ADAPTERS
-from tasks.runtime import Runtime, runtime
 from tasks.queues import STEP_KIND, queue_for, queue_length
+from tasks.retry import renew
+from tasks.runtime import Runtime, runtime
 
 
 def _load(rt: Runtime, job_id: str) -> Job:

@@ -43,7 +43,8 @@ def account_callback_url(settings: Any, provider: str, account: str) -> str | No
     """The one URL an account-wide hook of ``provider`` posts to, or None without a receiver."""
     if not settings.webhook_url:
         return None
-    return f"{settings.webhook_url}/{provider}/accounts/{account}/{token_for(settings.webhook_secret, provider, 'account:' + account)}"
+    token = token_for(settings.webhook_secret, provider, "account:" + account)
+    return f"{settings.webhook_url}/{provider}/accounts/{account}/{token}"
 
 
 def derived_secret(settings: Any, provider: str, account: str) -> str:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 #: Each provider's public API and budget, from shared/design/providers.md; every value can be
 #: overridden per account. ``rate`` = requests/s for the account across the fleet (0 = no
@@ -115,7 +115,7 @@ class Settings:
     accounts: Mapping[tuple[str, str], AccountConfig] = field(repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         roots = env.get("INGEST_SOURCE_ROOTS", "")
         slice_seconds = _num(env, "INGEST_SLICE_SECONDS", 60.0)

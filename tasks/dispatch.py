@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tasks.runtime import runtime
 from tasks.queues import PRIORITY, STEP_TASK, member, parse_member, parse_task_id, queue_for, task_id
+from tasks.runtime import runtime
 
 if TYPE_CHECKING:
     from tasks.jobstore import Job
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 OUTBOX_GRACE = 30.0
 
 
-def next_dispatch(job: "Job", step: str) -> str:
+def next_dispatch(job: Job, step: str) -> str:
     """Point the job at a new dispatch of ``step``; returns its schedule member."""
     seq = int(job.dispatch.get("seq", 0)) + 1
     tid = task_id(job.id, seq, step)

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from tasks.errors import PermanentError, Throttled, TransientError
-from tasks.retry import DEFAULT_POLICY, Outcome, outcome_of_status
 from tasks.budget import ProviderBudget
+from tasks.errors import PermanentError, Throttled, TransientError
 from tasks.logs import get_logger
+from tasks.retry import DEFAULT_POLICY, Outcome, outcome_of_status
 
 log = get_logger("ingest.http")
 
@@ -104,7 +105,7 @@ class ProviderClient:
         if self.entity_budget:
             self.entity_budget(entity).charge(holder=holder or entity)
 
-    def bound(self, holder: str) -> "BoundClient":
+    def bound(self, holder: str) -> BoundClient:
         """This client on behalf of ``holder`` (a job): long budget waits reserve its token."""
         return BoundClient(self, holder)
 

@@ -15,9 +15,10 @@ import json
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from tasks.config import ConfigError, Settings
@@ -78,7 +79,7 @@ class Intent:
     options: dict[str, Any] = field(default_factory=dict)  # provider-specific, e.g. Ittybit's folder
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Intent":
+    def from_dict(cls, data: Mapping[str, Any]) -> Intent:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -92,7 +93,7 @@ class Intent:
     def is_url(self) -> bool:
         return "://" in self.source
 
-    def validate(self, settings: Settings) -> "ValidatedIntent":
+    def validate(self, settings: Settings) -> ValidatedIntent:
         """Check every field; returns the normalised intent or raises :class:`IntentError`."""
         provider = (self.provider or "").strip().lower()
         if provider not in ADAPTERS:

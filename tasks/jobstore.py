@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import redis
 
@@ -83,8 +84,8 @@ class Job:
     attempts: dict[str, int] = field(default_factory=dict)
     polls: int = 0
     progress: int | None = None  # provider-side processing progress, percent
-    waiting: str | None = None
-    failed_step: str | None = None  # where `ingest-fleet retry` restarts a failed job  # why the job is not running: "slot", "throttled", "retry", "poll"
+    waiting: str | None = None  # why the job is not running: "slot", "throttled", "retry", "poll"
+    failed_step: str | None = None  # where `ingest-fleet retry` restarts a failed job
     dispatch: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
@@ -106,7 +107,7 @@ class Job:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "Job":
+    def from_json(cls, raw: str | bytes) -> Job:
         data = json.loads(raw)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})

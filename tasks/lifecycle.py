@@ -4,14 +4,13 @@ its provider-side slot is given back, the next waiters are woken, it leaves the 
 from __future__ import annotations
 
 import time
-
 from typing import Any
 
 from tasks.jobstore import Job, Lease
 from tasks.providers import StepContext
+from tasks.queues import PRIORITY
 from tasks.runtime import Runtime
 from tasks.transfer.s3 import forget_credentials
-from tasks.queues import PRIORITY
 
 
 def step_context(rt: Runtime, job: Job, lease: Lease, *, seconds: float, log: Any = None) -> StepContext:

@@ -10,7 +10,8 @@ Example::
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.intent import Intent

@@ -50,7 +50,7 @@ def queue_for(provider: str, step: str, account: str = "default") -> str:
     return base if account == "default" else f"{base}.{account}"
 
 
-def _accounts(settings: "Settings | None", provider: str) -> list[str]:
+def _accounts(settings: Settings | None, provider: str) -> list[str]:
     if settings is None:
         from tasks.config import Settings
 
@@ -58,16 +58,16 @@ def _accounts(settings: "Settings | None", provider: str) -> list[str]:
     return sorted({"default", *settings.accounts_of(provider)})
 
 
-def queues_of_kind(kind: str, settings: "Settings | None" = None) -> list[str]:
+def queues_of_kind(kind: str, settings: Settings | None = None) -> list[str]:
     return [queue_for(p, next(s for s, k in STEP_KIND.items() if k == kind), a)
             for p in PROVIDERS for a in _accounts(settings, p)]
 
 
-def all_queues(settings: "Settings | None" = None) -> list[str]:
+def all_queues(settings: Settings | None = None) -> list[str]:
     return [q for kind in KINDS for q in queues_of_kind(kind, settings)]
 
 
-def kombu_queues(settings: "Settings | None" = None) -> list[Queue]:
+def kombu_queues(settings: Settings | None = None) -> list[Queue]:
     return [Queue(name, routing_key=name) for name in all_queues(settings)]
 
 
@@ -76,7 +76,7 @@ def priority_lists(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{_SEP}{step}" for step in PRIORITY_STEPS]
 
 
-def queue_length(client: "redis.Redis", queue: str) -> int:
+def queue_length(client: redis.Redis, queue: str) -> int:
     """Messages waiting in ``queue`` (all its priority lists; not those held by workers)."""
     pipe = client.pipeline(transaction=False)
     for name in priority_lists(queue):

@@ -20,12 +20,13 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job
-from tasks.runtime import Runtime, runtime
 from tasks.logs import get_logger
 from tasks.queues import priority_lists, queue_length
+from tasks.runtime import Runtime, runtime
 
 log = get_logger("ingest.reconcile")
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from tasks.jobstore import Job
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How the fleet treats an error answer."""
 
     PERMANENT = "permanent"
@@ -58,7 +58,7 @@ def backoff(settings: Any, attempt: int) -> float:
     return random.uniform(0, min(settings.backoff_cap, settings.backoff_base * 2 ** attempt)) + 0.2
 
 
-def renew(job: "Job", step: str) -> None:
+def renew(job: Job, step: str) -> None:
     """Progress was made: the step's attempts start again from zero."""
     job.attempts.pop(step, None)
 
@@ -76,7 +76,7 @@ class Plan:
     detail: tuple[tuple[str, Any], ...] = ()
 
 
-def plan(exc: BaseException, job: "Job", step: str, settings: Any) -> Plan:
+def plan(exc: BaseException, job: Job, step: str, settings: Any) -> Plan:
     """The one place that decides what a step's failure leads to (counting attempts on ``job``)."""
     if isinstance(exc, SoftTimeLimitExceeded):
         exc = TransientError(f"step {step} exceeded its time limit")
@@ -106,7 +106,7 @@ def plan(exc: BaseException, job: "Job", step: str, settings: Any) -> Plan:
         ("step", step), ("attempt", job.attempts[step]), ("retry_in", round(delay, 2)), ("error", str(exc))))
 
 
-def _count_attempt(job: "Job", step: str, exc: StepError, settings: Any) -> bool:
+def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:
     """Count a failed attempt of ``step``; True while the step may be tried again."""
     job.attempts[step] = job.attempts.get(step, 0) + 1
     job.error = {"step": step, "message": str(exc), "status": exc.status, "kind": Outcome.TRANSIENT.value,

@@ -12,11 +12,11 @@ from typing import Any
 import redis
 from celery import Celery
 
-from tasks.http import ProviderClient
-from tasks.jobstore import JobStore
 from tasks.broker import producer_app
 from tasks.budget import ProviderBudget, ProviderSlots
 from tasks.config import Settings
+from tasks.http import ProviderClient
+from tasks.jobstore import JobStore
 from tasks.logs import register_secret
 from tasks.providers import ADAPTERS
 

@@ -30,15 +30,15 @@ from typing import Any
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
-from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks import retry
+from tasks.config import ConfigError
+from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import PermanentError, StepError
 from tasks.jobstore import STEP_STATE, STEPS, Job, Lease, StaleLease
 from tasks.lifecycle import finish, slot_score, step_context
+from tasks.logs import get_logger
 from tasks.providers import ADAPTERS, StepContext
 from tasks.runtime import runtime
-from tasks.config import ConfigError
-from tasks.logs import get_logger
 
 log = get_logger("ingest.steps")
 

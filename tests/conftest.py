@@ -12,15 +12,16 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import requests
 
-from sandbox.ingestio import DEFAULT_NETWORK, default_profile_id, mint_token as ingestio_token
+from sandbox.ingestio import DEFAULT_NETWORK, default_profile_id
+from sandbox.ingestio import mint_token as ingestio_token
 from workers.embedded_redis import EmbeddedRedis, free_port
-from workers.procs import ProcessGroup, Proc, sandbox_argv, scheduler_argv, webhooks_argv, worker_argv
+from workers.procs import Proc, ProcessGroup, sandbox_argv, scheduler_argv, webhooks_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 TMP = Path(tempfile.mkdtemp(prefix="ingest-fleet-tests-"))
@@ -122,7 +123,7 @@ def rt(redis_server: EmbeddedRedis):
 
 
 @pytest.fixture(scope="session")
-def sandbox(redis_server: EmbeddedRedis) -> Iterator["SandboxHandle"]:
+def sandbox(redis_server: EmbeddedRedis) -> Iterator[SandboxHandle]:
     group = ProcessGroup(os.environ, TMP / "logs")
     proc = group.start("sandbox", sandbox_argv(SANDBOX_PORT, TMP / "sandbox-data", MEDIA, processing_seconds=0.5)
                        + ["--gcore-api-key", GCORE_KEY, "--brightcove-client-id", BC_CLIENT_ID,

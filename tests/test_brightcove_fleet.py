@@ -214,8 +214,8 @@ def test_a_custom_field_mapping_renames_and_limits_metadata(start_fleet, sandbox
     assert job["state"] == "ready", job
     assert _bc_video(sandbox, job)["custom_fields"] == {"team": "video"}
     # A key the mapping does not name is refused at submit, naming the key and the setting.
-    from tasks.intent import Intent, IntentError
     from tasks.config import Settings
+    from tasks.intent import Intent, IntentError
 
     settings = Settings.from_env({**os.environ, **env})
     with pytest.raises(IntentError) as info:

@@ -44,7 +44,8 @@ def _stuck(jobs: list[dict]) -> str:
     lines = [f"{counts}"]
     for j in jobs:
         if j["state"] not in ("ready", "failed", "cancelled"):
-            lines.append(f"{j['id']} state={j['state']} step={j.get('step')} waiting={j.get('waiting')} dispatch={j.get('dispatch')} "
+            lines.append(f"{j['id']} state={j['state']} step={j.get('step')} waiting={j.get('waiting')} "
+                         f"dispatch={j.get('dispatch')} "
                          f"orphaned={j['id'] in orphaned} history={j['history'][-6:]}")
     return "\n".join(lines)
 

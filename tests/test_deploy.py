@@ -35,8 +35,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from workers.cli import build_parser
 from tasks.config import ACCOUNT_SETTINGS, PROVIDER_DEFAULTS
+from workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

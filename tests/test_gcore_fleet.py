@@ -327,8 +327,10 @@ def test_a_colliding_marker_is_not_adopted_only_the_jobs_own_video(start_fleet, 
     src = make_source("push-collide.mp4", 3 * MiB)
     job_id = submit({"provider": "gcore", "source": str(src), "title": "collide"})  # no worker yet
     assert 0 <= marker(job_id) < 2**31
-    post = lambda body: requests.post(f"{SANDBOX_URL}/streaming/videos", headers={"Authorization": f"APIKey {GCORE_KEY}"},
-                                      json={"video": body}, timeout=5)
+    def post(body: dict) -> requests.Response:
+        return requests.post(f"{SANDBOX_URL}/streaming/videos", headers={"Authorization": f"APIKey {GCORE_KEY}"},
+                             json={"video": body}, timeout=5)
+
     stranger = post({"name": "collide", "client_user_id": marker(job_id), "description": "another job's video"})
     assert stranger.status_code == 201, stranger.text
     start_fleet(workers=1)
@@ -373,7 +375,7 @@ def test_an_authenticated_pull_sends_origin_http_headers_and_keeps_them_secret(s
     body = make_source("pull-auth.mp4", 1 * MiB, folder=MEDIA).read_bytes()
 
     class Origin(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             ok = self.headers.get("Authorization") == secret
             self.send_response(200 if ok else 401)
             self.send_header("Content-Length", str(len(body) if ok else 0))

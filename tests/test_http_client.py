@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tasks.errors import PermanentError, Throttled, TransientError
-from tasks.retry import Outcome
-from tasks.http import ProviderClient
 from tasks.budget import ProviderBudget
+from tasks.errors import PermanentError, Throttled, TransientError
+from tasks.http import ProviderClient
+from tasks.retry import Outcome
 
 ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
     "/ok": (200, {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3"}, b"{}"),
@@ -24,7 +24,7 @@ ANSWERS: dict[str, tuple[int, dict[str, str], bytes]] = {
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         status, headers, body = ANSWERS[self.path.split("?")[0]]
         self.send_response(status)
         for k, v in headers.items():

@@ -11,8 +11,8 @@ import json
 
 import requests
 
-from tasks.providers.ingestio import VND, IngestioAdapter, _PartReader, jwt_expiry
 from tasks.config import AccountConfig
+from tasks.providers.ingestio import VND, IngestioAdapter, _PartReader, jwt_expiry
 
 
 def _jwt(claims: dict) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.intent import Intent, IntentError
 from tasks.config import Settings
+from tasks.intent import Intent, IntentError
 
 
 @pytest.fixture
@@ -44,7 +44,8 @@ def test_a_good_url_intent_pulls(settings: Settings) -> None:
 @pytest.mark.parametrize(
     "fields, field, words",
     [
-        ({"provider": "vimeo", "source": "https://x/y.mp4"}, "provider", "choose one of: brightcove, gcore, ingestio, ittybit, once"),
+        ({"provider": "vimeo", "source": "https://x/y.mp4"}, "provider",
+         "choose one of: brightcove, gcore, ingestio, ittybit, once"),
         ({"source": "/definitely/missing.mp4"}, "source", "outside INGEST_SOURCE_ROOTS"),
         ({"source": "ftp://host/a.mp4"}, "source", "scheme 'ftp' is not supported"),
         ({"source": "https:///a.mp4"}, "source", "no host"),

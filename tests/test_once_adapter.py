@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from tasks.config import Settings
 from tasks.errors import PermanentError
 from tasks.jobstore import Job
 from tasks.providers.once import MEDIA_PAGES_PER_POLL, OnceAdapter
-from tasks.config import Settings
 
 BASE = "https://api.unicornmedia.com"
 ITEMS = f"{BASE}/media-management-api/domains/d/catalogs/c/mediaItems"
@@ -52,8 +52,8 @@ def _item(draft, published, key="mine"):
 def test_ready_only_when_the_newest_version_is_published():
     for draft, published, state in ((1, 0, "processing"), (1, 1, "ready"), (0, 1, "ready"), (0, 0, "processing"),
                                     (2, 1, "processing")):
-        ctx, _ = _ctx(lambda url: {"results": [_item(draft, published)], "prev": None, "next": None,
-                                   "totalResults": 1})
+        ctx, _ = _ctx(lambda url, d=draft, p=published: {"results": [_item(d, p)], "prev": None, "next": None,
+                                                          "totalResults": 1})
         assert OnceAdapter().poll_status(ctx).state == state, (draft, published)
 
 
@@ -92,7 +92,7 @@ def test_paging_is_bounded_per_poll_and_resumes_where_it_stopped():
 
 def test_a_next_link_elsewhere_or_to_itself_is_not_followed():
     for following in ("https://evil.example/mediaItems?page=2", ITEMS):
-        ctx, http = _ctx(lambda url: {"results": [], "prev": None, "next": following, "totalResults": 0})
+        ctx, http = _ctx(lambda url, nxt=following: {"results": [], "prev": None, "next": nxt, "totalResults": 0})
         assert OnceAdapter().poll_status(ctx).state == "processing"
         assert http.calls == [ITEMS]
         assert [h["what"] for h in ctx.job.history if h["event"] == "once.unexpected_answer"] == ["next"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from tasks.config import Settings
 from tasks.intent import Intent, IntentError
 from tasks.providers.once import build_body, schema_errors
-from tasks.config import Settings
 
 URL = "https://cdn.example.com/a.mp4"
 CHANNEL = "0f0e0d0c-0b0a-0908-0706-050403020100"

@@ -18,9 +18,9 @@ import requests
 
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY
 from tasks.producer import status, submit, wait
+from tasks.queues import priority_lists
 from tests.conftest import MEDIA, ROOT, SANDBOX_URL, WEBHOOK_PORT, _wipe_fleet_keys, cli, make_source
 from workers.embedded_redis import free_port
-from tasks.queues import priority_lists
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
 import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-
-from urllib.parse import parse_qs, urlsplit
 
 from sandbox import Sandbox, make_invalid_file, make_video_file
 from tests.receiver import Receiver

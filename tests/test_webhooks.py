@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tasks.jobstore import SCHEDULE_KEY, Job
 from tasks.callbacks import token_for
+from tasks.jobstore import SCHEDULE_KEY, Job
 from workers.webhooks import WebhookReceiver
 
 

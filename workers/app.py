@@ -19,10 +19,10 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
-from workers import health
 from tasks import logs as fleet_logging
-from tasks.config import Settings
 from tasks.broker import APP_NAME, celery_config
+from tasks.config import Settings
+from workers import health
 
 settings = Settings.from_env()
 

@@ -13,7 +13,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -137,9 +138,8 @@ def cmd_budgets(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.procs import worker_argv
-
     from tasks.queues import queues_of_kind
+    from workers.procs import worker_argv
 
     if args.queues:
         queues = args.queues.split(",")
@@ -314,11 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if healthy() else 1
     import redis
 
+    from tasks import logs as fleet_logging
+    from tasks.config import ConfigError
     from tasks.intent import IntentError
     from tasks.producer import JobNotFound
-    from tasks.config import ConfigError
-
-    from tasks import logs as fleet_logging
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

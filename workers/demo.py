@@ -46,6 +46,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from sandbox.media import make_video_file
+from tasks.queues import queues_of_kind
 from workers.embedded_redis import EmbeddedRedis, RedisNotFound, free_port
 from workers.procs import (
     Proc,
@@ -56,7 +57,6 @@ from workers.procs import (
     webhooks_argv,
     worker_argv,
 )
-from tasks.queues import queues_of_kind
 
 HOME = Path(".ingest-fleet")
 MB = 1_000_000
@@ -312,7 +312,8 @@ def _start_sandbox(fleet: Fleet, console: Console) -> None:
                                ("ingestio", "ingestio.part_put")):
         slow_link = {"provider": provider, "latency_ms": UPLOAD_CHUNK_LATENCY_MS, "latency_endpoints": [endpoint]}
         requests.put(f"{fleet.sandbox_url}/_sandbox/faults", json=slow_link, timeout=5).raise_for_status()
-    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3, Ittybit, Once, Ingest.io; {PROCESSING_SECONDS:g} s processing, "
+    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3, Ittybit, Once, Ingest.io; "
+                            f"{PROCESSING_SECONDS:g} s processing, "
                             f"+{UPLOAD_CHUNK_LATENCY_MS / 1000:g} s per upload chunk)")
 
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -134,7 +135,7 @@ class MetricsServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, generate_latest(server.registry), "text/plain; version=0.0.4; charset=utf-8")
@@ -166,7 +167,7 @@ class MetricsServer:
     def port(self) -> int:
         return self.httpd.server_address[1]
 
-    def serve(self) -> "MetricsServer":
+    def serve(self) -> MetricsServer:
         threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True).start()
         return self
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 
 import redis
@@ -97,11 +97,10 @@ class Scheduler:
 
 
 def main() -> None:
+    from tasks import logs as fleet_logging
     from tasks.lifecycle import reap
     from tasks.reconcile import Reconciler
     from tasks.runtime import runtime
-    from tasks import logs as fleet_logging
-
     from workers.health import start_heartbeat
 
     fleet_logging.configure()

@@ -42,4 +42,4 @@ def await_status(self: Any, job_id: str) -> None:
     steps.run(self.request.id, job_id, "await")
 
 
-__all__ = ["create_entity", "obtain_upload_target", "upload_slice", "submit_ingest", "await_status"]
+__all__ = ["await_status", "create_entity", "obtain_upload_target", "submit_ingest", "upload_slice"]

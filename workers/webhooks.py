@@ -230,8 +230,8 @@ async def _answer(send: Any, status: int, body: dict) -> None:
 
 
 def main(host: str, port: int) -> int:
-    from tasks.runtime import runtime
     from tasks import logs as fleet_logging
+    from tasks.runtime import runtime
 
     fleet_logging.configure()
     rt = runtime()

@@ -13,8 +13,9 @@ skips both upload steps.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
@@ -24,10 +25,10 @@ from tasks.retry import Outcome, renew
 from tasks.shutdown import stopping
 
 if TYPE_CHECKING:
+    from tasks.config import AccountConfig, Settings
     from tasks.http import BoundClient, ProviderClient
     from tasks.intent import ValidatedIntent
     from tasks.jobstore import Job
-    from tasks.config import AccountConfig, Settings
 
 
 @dataclass
@@ -43,8 +44,8 @@ class Status:
 class StepContext:
     """Everything one step of one job may use."""
 
-    def __init__(self, *, job: "Job", settings: "Settings", account: "AccountConfig",
-                 http: Callable[[str], "ProviderClient | BoundClient"], checkpoint: Callable[[], None], deadline: float,
+    def __init__(self, *, job: Job, settings: Settings, account: AccountConfig,
+                 http: Callable[[str], ProviderClient | BoundClient], checkpoint: Callable[[], None], deadline: float,
                  log: Any, redis: Any = None):
         self.job = job
         self.redis = redis  # for provider state shared by the fleet (OAuth tokens, upload credentials)
@@ -92,7 +93,7 @@ class Adapter:
     pull_schemes: frozenset[str] = frozenset({"http", "https"})
     supports_push: bool = True
     #: Answers that differ from the default policy (tasks.http.DEFAULT_POLICY), by status.
-    retry_policy: dict[int, Outcome] = {}
+    retry_policy: ClassVar[dict[int, Outcome]] = {}
     #: The provider announces its budget in X-RateLimit-Limit/Remaining/Reset (Ingest.io).
     learns_rate_limit: bool = False
     #: Hooks are registered per account and signed by the provider (Ingest.io): the webhook
@@ -102,13 +103,13 @@ class Adapter:
     #: Ingest.io's open multipart upload; others keep it so ``retry`` can resume it.
     cancel_on_failure: bool = False
     #: Provider-specific intent options and their types (``--opt NAME=VALUE``).
-    intent_options: dict[str, type] = {}
+    intent_options: ClassVar[dict[str, type]] = {}
 
     def classify(self, resp: requests.Response) -> Outcome | None:
         """How to treat an error answer the status alone does not tell, or None for the policy."""
         return None
 
-    def slot_step(self, job: "Job") -> str:
+    def slot_step(self, job: Job) -> str:
         """The step whose provider call starts work that holds a provider-side job slot."""
         return "submit"
 
@@ -152,36 +153,34 @@ class Adapter:
         finally:
             ctx.redis.delete(f"{key}:lock")
 
-    def cancel(self, ctx: "StepContext") -> None:
+    def cancel(self, ctx: StepContext) -> None:
         """Best effort: release what the job holds at the provider (e.g. an open upload).
         Called on an operator's cancel, and when the job fails for good if ``cancel_on_failure``."""
 
-    def auth_headers(self, account: "AccountConfig") -> dict[str, str]:
+    def auth_headers(self, account: AccountConfig) -> dict[str, str]:
         return {}
 
     def error_text(self, resp: requests.Response) -> str:
         return default_error_text(resp)
 
-    def validate(self, intent: "ValidatedIntent") -> None:
+    def validate(self, intent: ValidatedIntent) -> None:
         """Provider-specific checks at submit; raise IntentError naming the field."""
 
-    def check_account(self, intent: "ValidatedIntent", account: "AccountConfig") -> None:
+    def check_account(self, intent: ValidatedIntent, account: AccountConfig) -> None:
         """Settings of the account this intent needs, checked at submit; raise IntentError naming
         the variable and the fix."""
 
-    def slot_pool(self, job: "Job", account: "AccountConfig") -> tuple[str, int]:
+    def slot_pool(self, job: Job, account: AccountConfig) -> tuple[str, int]:
         """The provider-side slot pool ``job`` takes: (suffix of the pool's key, its limit).
         Default: one pool per account of ``account.slots`` (e.g. Brightcove keeps low priority apart)."""
         return "", account.slots
 
-    def slot_pools(self, account: "AccountConfig") -> list[tuple[str, int]]:
+    def slot_pools(self, account: AccountConfig) -> list[tuple[str, int]]:
         """Every pool :meth:`slot_pool` may answer for the account (the reaper visits each)."""
         return [("", account.slots)]
 
-    def needs(self, step: str, job: "Job") -> bool:
-        if job.mode == "pull" and step in ("target", "upload"):
-            return False
-        return True
+    def needs(self, step: str, job: Job) -> bool:
+        return not (job.mode == "pull" and step in ("target", "upload"))
 
     def create_entity(self, ctx: StepContext) -> None:
         """Find or create the provider's entity; record its id in ``job.provider_ids``."""

@@ -40,6 +40,7 @@ Settings (besides the credentials and URLs): ``INGEST_BRIGHTCOVE_CUSTOM_FIELDS``
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import os
 import re
@@ -49,17 +50,22 @@ from urllib.parse import quote
 
 import requests
 
-import json
-
+from tasks.callbacks import callback_url
+from tasks.config import ConfigError
 from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
+from tasks.logs import register_secret
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer import single_put_max
-from tasks.transfer.s3 import (abort_multipart, forget_credentials, load_credentials, part_size_for, s3_client,
-                               store_credentials, upload_multipart_slice)
-from tasks.config import ConfigError
-from tasks.logs import register_secret
-from tasks.callbacks import callback_url
+from tasks.transfer.s3 import (
+    abort_multipart,
+    forget_credentials,
+    load_credentials,
+    part_size_for,
+    s3_client,
+    store_credentials,
+    upload_multipart_slice,
+)
 
 DEFAULT_SINGLE_PUT_MAX = 100 * 1000 * 1000  # AWS advises multipart from ~100 MB
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
@@ -144,7 +150,7 @@ class BrightcoveAdapter(Adapter):
         for key in intent.metadata:
             if mapping is not None and key not in mapping:
                 raise IntentError(f"metadata.{key}", "is not mapped to a Brightcove custom field; add it to "
-                                                     f"INGEST_BRIGHTCOVE_CUSTOM_FIELDS (now {account.setting('CUSTOM_FIELDS')!r})")
+                                   f"INGEST_BRIGHTCOVE_CUSTOM_FIELDS (now {account.setting('CUSTOM_FIELDS')!r})")
 
     def slot_pool(self, job: Any, account: Any) -> tuple[str, int]:
         if job.priority == "low":

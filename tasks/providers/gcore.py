@@ -36,19 +36,19 @@ from __future__ import annotations
 import mimetypes
 import os
 import time
+from typing import ClassVar
 
 import requests
 
+from tasks.config import AccountConfig
 from tasks.errors import PermanentError, TransientError
 from tasks.http import default_error_text
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.jobstore import Job
+from tasks.logs import register_secret
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.retry import Outcome
 from tasks.transfer.tus import TusUpload, UploadLocked, create_session
-from tasks.config import AccountConfig
-from tasks.logs import register_secret
-
 
 #: Largest ``client_user_id`` the fleet sends: the SDK types the field ``int`` with no width,
 #: so the marker is kept to 31 bits, which any signed 32-bit column holds.
@@ -105,7 +105,7 @@ class GcoreAdapter(Adapter):
     #: ``origin_http_headers``: "Authorization: <type> <credentials>" sent by Gcore with its
     #: pull of ``origin_url`` (SDK ``create_video_param.py``). A secret: masked in logs and
     #: dropped from the job record once the video exists.
-    intent_options = {"origin_http_headers": str}
+    intent_options: ClassVar[dict[str, type]] = {"origin_http_headers": str}
 
     def classify(self, resp: requests.Response) -> Outcome | None:
         # TUS 500 "token client (A) does not match this client (B)": configuration, not luck.

@@ -52,17 +52,18 @@ import json
 import mimetypes
 import os
 import time
-from typing import IO, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any, ClassVar
 
 import requests
 
+from tasks.callbacks import account_callback_url, derived_secret, remember_ref
+from tasks.config import AccountConfig
 from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
-from tasks.transfer import single_put_max
-from tasks.providers.base import Adapter, Status, StepContext
-from tasks.config import AccountConfig
 from tasks.logs import register_secret
-from tasks.callbacks import account_callback_url, derived_secret, remember_ref
+from tasks.providers.base import Adapter, Status, StepContext
+from tasks.transfer import single_put_max
 
 VND = "application/vnd.ingest.v1+json"
 #: The Content-Type every part is signed with and PUT with, as the node SDK's
@@ -129,7 +130,7 @@ class IngestioAdapter(Adapter):
     learns_rate_limit = True
     account_webhooks = True
     cancel_on_failure = True  # "…/upload/abort on cancel or permanent failure"
-    intent_options = {"publish": bool}
+    intent_options: ClassVar[dict[str, type]] = {"publish": bool}
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:
         return {"Authorization": f"Bearer {account.secret}", "Accept": VND}

@@ -37,17 +37,17 @@ import mimetypes
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
+from tasks.callbacks import account_callback_url, remember_ref
+from tasks.config import AccountConfig
 from tasks.errors import PermanentError, UploadSessionLost
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer import single_put_max
 from tasks.transfer.ranged import RangedUpload
 from tasks.transfer.s3 import forget_credentials, load_credentials, store_credentials
-from tasks.config import AccountConfig
-from tasks.callbacks import account_callback_url, remember_ref
 
 CHUNKED_FROM = 100 * 1000 * 1000  # Ittybit: files of 100 MB and more go in chunks
 DEFAULT_CHUNK = 16 * 1024 * 1024
@@ -72,7 +72,7 @@ def unwrap(body: Any) -> Any:
 
 class IttybitAdapter(Adapter):
     name = "ittybit"
-    intent_options = {"folder": str, "filename": str, "sync": bool}
+    intent_options: ClassVar[dict[str, type]] = {"folder": str, "filename": str, "sync": bool}
     account_webhooks = True
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:

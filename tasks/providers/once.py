@@ -43,20 +43,19 @@ import re
 import time
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
+from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 from jsonschema import Draft4Validator
 
-from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
-
+from tasks.callbacks import EVENT_MAX, callback_url, webhook_events
+from tasks.config import AccountConfig
 from tasks.errors import PermanentError, StepError
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer.s3 import part_size_for, s3_client, upload_multipart_slice
-from tasks.config import AccountConfig
-from tasks.callbacks import EVENT_MAX, callback_url, webhook_events
 
 #: Which intent field each top-level request field comes from (for error messages).
 FIELD_OF = {"foreignKey": "idempotency_key", "media": "source", "title": "title", "description": "description",
@@ -122,7 +121,7 @@ def schema_errors(body: dict[str, Any]) -> list[tuple[str, str]]:
 
 class OnceAdapter(Adapter):
     name = "once"
-    intent_options = {name: list for name in JSON_OPTIONS}
+    intent_options: ClassVar[dict[str, type]] = {name: list for name in JSON_OPTIONS}
     pull_schemes = frozenset({"http", "https", "s3"})
 
     def auth_headers(self, account: AccountConfig) -> dict[str, str]:

@@ -98,7 +98,7 @@ def classify(exc: Exception, what: str) -> StepError:
             return UploadSessionLost(message, status=status)
         if code in ("SlowDown", "RequestLimitExceeded") or status == 429:
             return Throttled(message, retry_after=1.0, status=status)
-        if status and status >= 500 or code in ("RequestTimeout", "InternalError"):
+        if (status and status >= 500) or code in ("RequestTimeout", "InternalError"):
             return TransientError(message, status=status)
         return PermanentError(message, status=status)
     return TransientError(f"S3 {what}: {type(exc).__name__}: {exc}")

@@ -48,7 +48,7 @@ def _locked(retry_after: str | None) -> UploadLocked:
 class _FleetTusRequest(TusRequest):
     """One PATCH of one chunk, sent through the provider client."""
 
-    def perform(self) -> None:  # noqa: D401 - tuspy's interface
+    def perform(self) -> None:
         chunk = self.file.read(self._content_length)
         resp = self._http.request("PATCH", self._url, data=chunk, headers=self._request_headers,
                                   allow=(404, 409, 410, 423))
