@@ -180,7 +180,10 @@ def test_calls_on_one_video_keep_the_per_video_budget(start_fleet, sandbox) -> N
     calls = sorted(e["t"] for e in entries)
     assert len(calls) >= 4  # create, upload-urls, ingest request, polls
     gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
-    assert min(gaps) >= 0.9, [(e["endpoint"], e["t"]) for e in entries]
+    # Tokens are 1.05 s apart (5 % headroom); a step that deferred to its reserved token may
+    # send up to a quarter interval late (later, it takes a new slot), never closer than that.
+    assert min(gaps) >= 0.7, [(e["endpoint"], e["t"]) for e in entries]
+    assert (calls[-1] - calls[0]) / (len(calls) - 1) >= 1.0, "over the job, more than 1 call a second"
 
 
 def test_only_defined_custom_fields_are_sent(start_fleet, sandbox, rt) -> None:
