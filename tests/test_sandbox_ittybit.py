@@ -295,8 +295,13 @@ def test_webhook_endpoints_are_validated_listed_deleted_and_reset(sandbox, api, 
     put_faults(sandbox, processing_seconds=0)
     task = create_task(api, f"{sandbox.url}/media/small.mp4")
     wait_task(api, task["id"])
-    kinds = [e["kind"] for e in receiver.wait_for(5)]
-    assert kinds[0] == "task.created" and kinds[-1] == "task.succeeded" and set(kinds[1:-1]) == {"task.updated"}
+    deadline = time.monotonic() + 10
+    while not {"task.created", "task.succeeded"} <= set(kinds := [e["kind"] for e in receiver.hooks]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Deliveries go out concurrently, as a real sender's may: arrival order is not promised.
+    assert sorted(kinds) == ["task.created", "task.succeeded"] + ["task.updated"] * (len(kinds) - 2), kinds
+    assert len(kinds) >= 3
     requests.post(f"{sandbox.url}/_sandbox/reset", timeout=30).raise_for_status()
     assert data(api.get(f"{api.base}/webhooks/endpoints", timeout=5)) == []  # the provider lost it
 
