@@ -93,7 +93,7 @@ def report(*, rt: Runtime | None = None) -> list[dict[str, Any]]:
             "observed": stats["observed"],
             "slots": {"used": len(slots.holders()), "total": cfg.slots or None, "waiting": len(slots.waiters())},
             "backlog": rt.redis.zcard(active),
-            "oldest_age_s": round(now - oldest[0][1], 1) if oldest else None,
+            "oldest_age_s": round(now - float(oldest[0][1]), 1) if oldest else None,
             "queued_messages": sum(queue_length(rt.redis, q) for q in queues),
             "adapter": provider in ADAPTERS,
         })

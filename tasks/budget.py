@@ -18,10 +18,12 @@ from __future__ import annotations
 import time
 import uuid
 from importlib import resources
+from typing import Any
 
 import redis
 
 from tasks.errors import Throttled
+from tasks.redis_text import text, texts
 from tasks.stats import STATS
 
 PREFIX = "if:budget"
@@ -119,12 +121,13 @@ class ProviderBudget:
         seconds = -1 if retry_after is None else max(0.0, retry_after)
         applied = self._cooldown(keys=keys, args=[seconds, self.cooldown_base, self.cooldown_cap])
         self._redis.hincrby(STATS["cooldowns"], self._account_field, 1)
-        return applied / 1_000_000
+        return float(applied) / 1_000_000
 
     def observe(self, *, limit: int | None, remaining: int | None, reset: float | None) -> None:
         """Learn from a provider's ``X-RateLimit-*`` headers: record them for ``budgets``, and
         when nothing remains, pause the account fleet-wide until the window resets."""
-        fields = {k: v for k, v in (("limit", limit), ("remaining", remaining), ("reset", reset)) if v is not None}
+        given = (("limit", limit), ("remaining", remaining), ("reset", reset))
+        fields: dict[Any, float] = {k: v for k, v in given if v is not None}
         if fields:
             key = f"{PREFIX}:observed:{self.key}"
             self._redis.hset(key, mapping={**fields, "at": time.time()})
@@ -142,14 +145,14 @@ class ProviderBudget:
             return 0.0
         return max(0.0, int(until) / 1_000_000 - self._now())
 
-    def stats(self) -> dict[str, float | int | None]:
+    def stats(self) -> dict[str, Any]:
         """Granted calls per second over the last minute (sliding estimate), cooldown, learned limits."""
         now = self._now()
         minute, into = divmod(now, 60)
         cur, prev = self._redis.mget(f"{PREFIX}:granted:{self.key}:{int(minute)}",
                                      f"{PREFIX}:granted:{self.key}:{int(minute) - 1}")
         last_minute = int(prev or 0) * (1 - into / 60) + int(cur or 0)
-        observed = {k.decode(): float(v) for k, v in self._redis.hgetall(f"{PREFIX}:observed:{self.key}").items()}
+        observed = {text(k): float(v) for k, v in self._redis.hgetall(f"{PREFIX}:observed:{self.key}").items()}
         return {"rate_last_minute": round(last_minute / 60, 2), "cooldown_s": round(self.cooldown_remaining(), 2),
                 "observed": observed or None}
 
@@ -190,7 +193,7 @@ class ProviderSlots:
         return [m.decode() if isinstance(m, bytes) else m for m in woken if m]
 
     def holders(self) -> list[str]:
-        return [m.decode() for m in self._redis.zrange(self.keys[0], 0, -1)]
+        return texts(self._redis.zrange(self.keys[0], 0, -1))
 
     def waiters(self) -> list[str]:
-        return [m.decode() for m in self._redis.zrange(self.keys[1], 0, -1)]
+        return texts(self._redis.zrange(self.keys[1], 0, -1))

@@ -14,6 +14,8 @@ import hmac
 import json
 from typing import Any
 
+from tasks.redis_text import text
+
 #: A notification is kept whole or refused (413), never stored cut: every provider's is far smaller.
 MAX_BODY = 65536
 REF_TTL = 30 * 86400
@@ -23,7 +25,7 @@ EVENTS_KEPT = 20
 EVENT_MAX = MAX_BODY  # characters of one kept notification (JSON)
 
 
-def webhook_events(redis: Any, job_id: str) -> list[dict]:
+def webhook_events(redis: Any, job_id: str) -> list[dict[str, Any]]:
     """The notifications received for a job, oldest first (for providers without a status API)."""
     return [json.loads(raw) for raw in redis.lrange(f"if:webhook:events:{job_id}", 0, -1)]
 
@@ -62,5 +64,5 @@ def job_for_ref(redis: Any, provider: str, account: str, refs: list[str]) -> str
     for ref in refs:
         job_id = redis.get(f"if:webhook:ref:{provider}:{account}:{ref}")
         if job_id:
-            return job_id.decode()
+            return text(job_id)
     return None

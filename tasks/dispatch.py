@@ -29,7 +29,7 @@ def next_dispatch(job: Job, step: str) -> str:
     job.dispatch = {"task_id": tid, "step": step, "seq": seq, "queue": queue,
                     "member": member(queue, tid, PRIORITY[job.priority])}
     job.step = step
-    return job.dispatch["member"]
+    return str(job.dispatch["member"])
 
 
 def publish(schedule_member: str) -> None:

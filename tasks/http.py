@@ -184,3 +184,7 @@ class BoundClient:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
+
+
+#: What a step's ``ctx.http(kind)`` gives: a client, or a client acting for one job.
+Http = ProviderClient | BoundClient

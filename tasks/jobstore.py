@@ -27,13 +27,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
 import redis
 
+from tasks.redis_text import text
 from tasks.stats import STATS
 
 STATES = ("queued", "creating", "uploading", "submitting", "processing", "ready", "failed", "cancelled")
@@ -157,11 +158,12 @@ class JobStore:
         raw = self.redis.get(self.idem_key(provider, account, key))
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    def get_many(self, job_ids: Sequence[str | bytes]) -> list[Job]:
+    def get_many(self, job_ids: Iterable[object]) -> list[Job]:
         """The records of those of ``job_ids`` that exist, in one round trip."""
-        if not job_ids:
+        keys = [self.key(text(i)) for i in job_ids]
+        if not keys:
             return []
-        raws = self.redis.mget([self.key(i.decode() if isinstance(i, bytes) else i) for i in job_ids])
+        raws = self.redis.mget(keys)
         return [Job.from_json(raw) for raw in raws if raw]
 
     def iter_jobs(self, *, batch: int = 500) -> Iterator[Job]:

@@ -9,6 +9,7 @@ from typing import Any
 from tasks.jobstore import Job, Lease
 from tasks.providers import StepContext
 from tasks.queues import PRIORITY
+from tasks.redis_text import texts
 from tasks.runtime import Runtime
 from tasks.transfer.s3 import forget_credentials
 
@@ -53,7 +54,7 @@ def reap(rt: Runtime) -> int:
         pools = rt.slot_pools(provider, account)
         active = rt.store.active_key(provider, account)
         members = {m for slots in pools for m in (*slots.holders(), *slots.waiters())}
-        members |= {m.decode() for m in rt.redis.zrange(active, 0, -1)}
+        members |= set(texts(rt.redis.zrange(active, 0, -1)))
         for job_id in members:
             job = rt.store.get(job_id)
             if job is not None and not job.terminal:

@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
 _SECRETS: set[str] = set()
 _configured = False
@@ -46,7 +48,7 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not _SECRETS:
         return event_dict
     return {k: _scrub(v) for k, v in event_dict.items()}
@@ -59,7 +61,7 @@ def configure(level: str | None = None) -> None:
         return
     _configured = True
     level = (level or os.environ.get("INGEST_LOG_LEVEL", "INFO")).upper()
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kombu import Queue
+from kombu.entity import Queue
 
 from tasks.config import PROVIDER_DEFAULTS
 

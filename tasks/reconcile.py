@@ -45,7 +45,7 @@ def _queued_task_ids(rt: Runtime, queues: Iterable[str], *, limit: int | None = 
     ids: set[str] = set()
     unread: set[str] = set()
 
-    def add(raw: bytes) -> None:
+    def add(raw: bytes | str) -> None:
         try:
             message = json.loads(raw)
             if isinstance(message, list):  # unacked entries are [message, exchange, routing_key]

@@ -111,4 +111,4 @@ def _count_attempt(job: Job, step: str, exc: StepError, settings: Any) -> bool:
     job.attempts[step] = job.attempts.get(step, 0) + 1
     job.error = {"step": step, "message": str(exc), "status": exc.status, "kind": Outcome.TRANSIENT.value,
                  "at": time.time()}
-    return job.attempts[step] < settings.max_attempts
+    return bool(job.attempts[step] < settings.max_attempts)

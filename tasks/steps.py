@@ -63,7 +63,7 @@ def _following(job: Job, step: str) -> str | None:
 
 def _poll_delay(settings: Any, polls: int) -> float:
     base = min(settings.poll_max, settings.poll_initial * 1.5 ** max(0, polls - 1))
-    return base * random.uniform(0.8, 1.2)
+    return float(base * random.uniform(0.8, 1.2))
 
 
 def _run_step(step: str, job: Job, ctx: StepContext) -> _Next | str:
@@ -173,7 +173,7 @@ def _drive(rt: Any, job: Job, lease: Lease, step: str, ctx: StepContext) -> None
             job.note(then.event, **dict(then.detail))
         _advance(job, lease, _Next(then.step, then.delay), waiting=then.waiting)
         return
-    if outcome == "ready":
+    if isinstance(outcome, str):  # "ready"
         job.error = None
         finish(rt, job, lease, "ready")
         log.info("job.ready")
@@ -186,8 +186,8 @@ def _slot_held(rt: Any, job: Job, step: str) -> bool:
     slot_step = ADAPTERS[job.provider].slot_step(job)
     if STEPS.index(step) < STEPS.index(slot_step):
         return True
-    return rt.slots(job.provider, job.account, job).acquire(job.id, score=slot_score(job),
-                                                            wake_with=job.dispatch["member"])
+    return bool(rt.slots(job.provider, job.account, job).acquire(job.id, score=slot_score(job),
+                                                                 wake_with=job.dispatch["member"]))
 
 
 def _fail(job: Job, lease: Lease, step: str, exc: StepError, ctx: StepContext) -> None:

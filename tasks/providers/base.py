@@ -129,8 +129,8 @@ class Adapter:
         """The provider's ids an account-wide notification is about (see webhooks.remember_ref)."""
         return []
 
-    def ensure_account_hook(self, ctx: StepContext, url: str, *, cache_seconds: int,
-                            find: Callable[[], dict | None], create: Callable[[], Any]) -> None:
+    def ensure_account_hook(self, ctx: StepContext, url: str | None, *, cache_seconds: int,
+                            find: Callable[[], dict[str, Any] | None], create: Callable[[], Any]) -> None:
         """Register the account's webhook (``url``) at the provider once for the whole fleet:
         one worker at a time looks for it (``find``) and creates it if missing (``create``,
         which returns the provider's answer). The outcome is remembered for ``cache_seconds``,

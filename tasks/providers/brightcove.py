@@ -56,6 +56,7 @@ from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.logs import register_secret
 from tasks.providers.base import Adapter, Status, StepContext
+from tasks.redis_text import text
 from tasks.transfer import single_put_max
 from tasks.transfer.s3 import (
     abort_multipart,
@@ -104,8 +105,8 @@ def _field_problems(fields: dict[str, str], defined: dict[str, list[str] | None]
     for name, value in fields.items():
         if name not in defined:
             problems.append(f"{name!r} is not a custom field defined on the account")
-        elif defined[name] is not None and value not in defined[name]:
-            problems.append(f"{value!r} is not one of the values of custom field {name!r}: {', '.join(defined[name])}")
+        elif (values := defined[name]) is not None and value not in values:
+            problems.append(f"{value!r} is not one of the values of custom field {name!r}: {', '.join(values)}")
     return problems
 
 
@@ -176,9 +177,9 @@ class BrightcoveAdapter(Adapter):
         """The fleet's access token for this account; ``stale`` = the one an API refused."""
         key = f"if:oauth:brightcove:{ctx.account.name}"
         cached = ctx.redis.get(key)
-        if cached and cached.decode() != stale:
-            register_secret(cached.decode())
-            return cached.decode()
+        if cached and text(cached) != stale:
+            register_secret(text(cached))
+            return text(cached)
         # One refresh at a time across the fleet; the others wait for its result.
         locked = bool(ctx.redis.set(f"{key}:lock", 1, nx=True, ex=TOKEN_LOCK_SECONDS))
         if not locked:
@@ -186,8 +187,8 @@ class BrightcoveAdapter(Adapter):
             while time.monotonic() < deadline:
                 time.sleep(0.1)
                 cached = ctx.redis.get(key)
-                if cached and cached.decode() != stale:
-                    return cached.decode()
+                if cached and text(cached) != stale:
+                    return text(cached)
         try:
             resp = ctx.http("oauth").request(
                 "POST", f"{ctx.account.setting('OAUTH_URL')}/v4/access_token",
@@ -200,7 +201,7 @@ class BrightcoveAdapter(Adapter):
             if locked:
                 ctx.redis.delete(f"{key}:lock")
         body = resp.json()
-        token, ttl = body["access_token"], float(body.get("expires_in", 300))
+        token, ttl = str(body["access_token"]), float(body.get("expires_in", 300))
         register_secret(token)
         # Renew 30 s before expiry (or at 80 % of a very short lifetime).
         keep = ttl - 30 if ttl > 60 else ttl * 0.8
@@ -276,7 +277,8 @@ class BrightcoveAdapter(Adapter):
         key = f"if:brightcove:video_fields:{ctx.account.name}"
         cached = None if fresh else ctx.redis.get(key)
         if cached:
-            return json.loads(cached)
+            loaded: dict[str, list[str] | None] = json.loads(cached)
+            return loaded
         body = self._api(ctx, "GET", self._cms(ctx, "/video_fields")).json()
         entries = body.get("custom_fields") if isinstance(body, dict) else None
         defined: dict[str, list[str] | None] = {}
@@ -284,7 +286,7 @@ class BrightcoveAdapter(Adapter):
             if isinstance(entry, dict) and isinstance(entry.get("id"), str):
                 values = entry.get("enum_values")
                 enum = entry.get("type") == "enum" and isinstance(values, list)
-                defined[entry["id"]] = [str(v) for v in values] if enum else None
+                defined[entry["id"]] = [str(v) for v in values] if enum and isinstance(values, list) else None
         if not isinstance(entries, list):
             ctx.job.note("video_fields.unexpected", answer=str(body)[:200])
         ctx.redis.set(key, json.dumps(defined), ex=FIELDS_TTL)

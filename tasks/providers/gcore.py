@@ -36,7 +36,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import requests
 
@@ -88,7 +88,7 @@ def _description(job: Job) -> str:
     return f"{job.description}\n{job_tag(job.id)}" if job.description else job_tag(job.id)
 
 
-def _one(body: object) -> dict:
+def _one(body: object) -> dict[str, Any]:
     """The create answer is one video in the docs and a list in the OpenAPI types."""
     if isinstance(body, list):
         if not body:
@@ -180,7 +180,7 @@ class GcoreAdapter(Adapter):
         if video.get("client_id") is not None:
             job.provider_ids["client_id"] = video["client_id"]
 
-    def _find_own_video(self, ctx: StepContext) -> dict | None:
+    def _find_own_video(self, ctx: StepContext) -> dict[str, Any] | None:
         """The video a crashed run of this step may have created: listed by the marker, and
         adopted only if its description ends with this job's tag (another job's video may
         share the 31-bit marker). Any other answer is noted and treated as "none"."""
@@ -231,11 +231,12 @@ class GcoreAdapter(Adapter):
         job.note("upload.session", server=server["hostname"])
 
     @staticmethod
-    def _client_id(ctx: StepContext, params: dict) -> str:
+    def _client_id(ctx: StepContext, params: dict[str, Any]) -> str:
         """The account's client id for the TUS metadata, never empty: the upload answer's
         ``video.client_id`` (the SDK's own example reads it there), else the create answer's,
         else INGEST_GCORE_CLIENT_ID."""
-        video = params.get("video") if isinstance(params.get("video"), dict) else {}
+        raw = params.get("video")
+        video: dict[str, Any] = raw if isinstance(raw, dict) else {}
         for value in (video.get("client_id"), ctx.job.provider_ids.get("client_id")):
             if value is not None and str(value).strip():
                 return str(value).strip()

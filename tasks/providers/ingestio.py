@@ -190,7 +190,7 @@ class IngestioAdapter(Adapter):
             kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": VND}
         return ctx.http("api").request(method, f"{ctx.account.base_url}{path}", **kwargs)
 
-    def _list(self, ctx: StepContext, path: str, params: dict[str, str] | None = None) -> Iterator[dict]:
+    def _list(self, ctx: StepContext, path: str, params: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a list, page by page (``206`` + ``Next-Range`` -> ``Range``)."""
         headers: dict[str, str] = {}
         for _ in range(MAX_PAGES):
@@ -241,7 +241,7 @@ class IngestioAdapter(Adapter):
                              {"filename": name, "type": _mime(job.source), "size": job.bytes_total})
 
     def _find_or_create(self, ctx: StepContext, what: str, event: str, path: str, params: dict[str, str] | None,
-                        ours: Callable[[dict], bool], body: dict[str, Any]) -> None:
+                        ours: Callable[[dict[str, Any]], bool], body: dict[str, Any]) -> None:
         """Record ``provider_ids[<what>_id]``: found by the fleet's marker if a run that may
         have created it died before recording it (``<what>_requested``), else created."""
         job, ids = ctx.job, ctx.job.provider_ids
@@ -292,7 +292,8 @@ class IngestioAdapter(Adapter):
         if resp.status_code == 404:
             raise UploadSessionLost(f"Ingest.io no longer knows upload {up.get('upload_id')}: "
                                     f"{self.error_text(resp)}", status=404, provider=self.name)
-        return resp.json()
+        signed: dict[str, str] = resp.json()
+        return signed
 
     def _put_part(self, ctx: StepContext, f: IO[bytes], part: int | None, start: int, length: int) -> str:
         """Sign and PUT one part; an expired or refused signature is signed again. -> ETag."""

@@ -105,7 +105,7 @@ class IttybitAdapter(Adapter):
             self._search(ctx, "/webhooks/endpoints", lambda e: e.get("url") == url and e.get(
                 "status", "active") == "active" and set(HOOK_TOPICS) <= set(e.get("topics") or [])), None))
 
-    def _search(self, ctx: StepContext, path: str, match: Callable[[dict], bool]) -> Iterator[dict]:
+    def _search(self, ctx: StepContext, path: str, match: Callable[[dict[str, Any]], bool]) -> Iterator[dict[str, Any]]:
         """Items of a list (newest first) that ``match``: at most ``MARKER_PAGES`` pages."""
         for page in range(1, MARKER_PAGES + 1):
             resp = ctx.http("api").request("GET", self._url(ctx, path), params={"limit": LIST_LIMIT, "page": page})
@@ -191,14 +191,16 @@ class IttybitAdapter(Adapter):
         job.note("file.created", file_id=found["id"])
 
     @staticmethod
-    def _is_ours(task: dict, body: dict[str, Any]) -> bool:
+    def _is_ours(task: dict[str, Any], body: dict[str, Any]) -> bool:
         """The ingest task a crashed run created for this job: by ``ref`` where the provider
         echoes it (``options.ref``), else by source URL and file name."""
-        options = task.get("options") if isinstance(task.get("options"), dict) else {}
+        raw_options = task.get("options")
+        options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
         refs = {r for r in (task.get("ref"), options.get("ref")) if r}
         if refs:
             return body["ref"] in refs
-        given = task.get("input") if isinstance(task.get("input"), dict) else {}
+        raw_input = task.get("input")
+        given: dict[str, Any] = raw_input if isinstance(raw_input, dict) else {}
         return task.get("kind") == "ingest" and given.get("url") == body["url"] \
             and given.get("filename") in (None, body["filename"])
 
@@ -224,7 +226,7 @@ class IttybitAdapter(Adapter):
         job.upload.setdefault("offset", 0)
         job.upload.update({"protocol": "ranged-put", "path": path, "expiry": sig.get("expiry")})
         job.note("upload.signed", path=path)
-        return sig["url"]
+        return str(sig["url"])
 
     def upload_slice(self, ctx: StepContext) -> bool:
         job = ctx.job
@@ -253,7 +255,7 @@ class IttybitAdapter(Adapter):
                     ctx.progress()
             return self._uploaded(ctx, unwrap(up.result), size) if up.done else False
 
-    def _uploaded(self, ctx: StepContext, file: dict, size: int) -> bool:
+    def _uploaded(self, ctx: StepContext, file: dict[str, Any], size: int) -> bool:
         ctx.job.provider_ids["file_id"] = file["id"]
         ctx.job.bytes_done = ctx.job.upload["offset"] = size
         ctx.job.note("file.created", file_id=file["id"])

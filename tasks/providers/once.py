@@ -43,7 +43,7 @@ import re
 import time
 from functools import lru_cache
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urlsplit
 
 import requests
@@ -263,7 +263,7 @@ class OnceAdapter(Adapter):
                                  f"(INGEST_ONCE_NOTIFY_DEADLINE){heard}")
         return Status("processing", provider_state=state)
 
-    def _media_item(self, ctx: StepContext) -> dict | None:
+    def _media_item(self, ctx: StepContext) -> dict[str, Any] | None:
         """The job's media item: by id once known, else found in the collection by foreignKey."""
         job = ctx.job
         base = (f"{ctx.account.base_url}/media-management-api/domains/{ctx.account.setting('DOMAIN_ID')}"
@@ -309,7 +309,7 @@ class OnceAdapter(Adapter):
             job.note("once.unexpected_answer", what=what, answer=text)
 
 
-def _version(value: Any) -> bool:
+def _version(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

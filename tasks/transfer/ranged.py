@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import IO, Any
 
 from tasks.errors import TransientError
-from tasks.http import ProviderClient
+from tasks.http import Http
 
 
 class RangedUpload:
-    def __init__(self, http: ProviderClient, url: str, fileobj: IO[bytes], *, size: int, offset: int,
+    def __init__(self, http: Http, url: str, fileobj: IO[bytes], *, size: int, offset: int,
                  chunk_size: int, headers: dict[str, str] | None = None):
         self.http, self.url, self.file = http, url, fileobj
         self.size, self.offset, self.chunk_size = size, offset, chunk_size

@@ -20,15 +20,15 @@ Example::
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, Any, cast
 from urllib.parse import urljoin
 
 from tusclient.client import TusClient
 from tusclient.request import TusRequest
-from tusclient.uploader import Uploader
+from tusclient.uploader.uploader import Uploader
 
 from tasks.errors import PermanentError, Throttled, TransientError, UploadSessionLost
-from tasks.http import ProviderClient, parse_retry_after
+from tasks.http import Http, parse_retry_after
 
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 LOCKED_RETRY = 1.0  # seconds before asking a locked upload again (no Retry-After from tusd)
@@ -48,6 +48,8 @@ def _locked(retry_after: str | None) -> UploadLocked:
 class _FleetTusRequest(TusRequest):
     """One PATCH of one chunk, sent through the provider client."""
 
+    _http: Http
+
     def perform(self) -> None:
         chunk = self.file.read(self._content_length)
         resp = self._http.request("PATCH", self._url, data=chunk, headers=self._request_headers,
@@ -58,12 +60,12 @@ class _FleetTusRequest(TusRequest):
 
 
 class _FleetUploader(Uploader):
-    def __init__(self, http: ProviderClient, **kwargs):
+    def __init__(self, http: Http, **kwargs: Any):
         self.http = http
         super().__init__(**kwargs)
 
     def get_offset(self) -> int:
-        resp = self.http.request("HEAD", self.url, headers=self.get_headers(), allow=(403, 404, 410, 423))
+        resp = self.http.request("HEAD", str(self.url), headers=self.get_headers(), allow=(403, 404, 410, 423))
         if resp.status_code == 423:
             raise _locked(resp.headers.get("Retry-After"))
         if resp.status_code in (403, 404, 410):
@@ -74,23 +76,24 @@ class _FleetUploader(Uploader):
         return int(offset)
 
     def create_url(self) -> str:
-        resp = self.http.request("POST", self.client.url, headers=self.get_url_creation_headers(), allow=(405,))
+        endpoint = cast(TusClient, self.client).url
+        resp = self.http.request("POST", endpoint, headers=self.get_url_creation_headers(), allow=(405,))
         if resp.status_code == 405 or "Location" not in resp.headers:
             raise PermanentError(f"upload session refused: {self.http.error_text(resp)}", status=resp.status_code)
-        return urljoin(self.client.url, resp.headers["Location"])
+        return urljoin(endpoint, resp.headers["Location"])
 
     def _do_request(self) -> None:
         request = _FleetTusRequest(self)
         request._http = self.http
         request.perform()
-        self.request = request
+        self.request = request  # type: ignore[assignment]  # tuspy types it None until set
         if request.status_code == 423:  # nothing was taken; the next request seeks to the offset again
             raise _locked(request.response_headers.get("retry-after"))
         if request.status_code in (404, 410):
             raise UploadSessionLost(f"upload session gone (HTTP {request.status_code})", status=request.status_code)
 
 
-def create_session(http: ProviderClient, endpoint: str, fileobj: IO[bytes], metadata: dict[str, str]) -> str:
+def create_session(http: Http, endpoint: str, fileobj: IO[bytes], metadata: dict[str, str]) -> str:
     """POST a new upload (creation extension) and return its absolute URL."""
     uploader = _FleetUploader(http, file_stream=fileobj, client=TusClient(endpoint, headers=dict(TUS_HEADERS)),
                               metadata=metadata)
@@ -100,7 +103,7 @@ def create_session(http: ProviderClient, endpoint: str, fileobj: IO[bytes], meta
 class TusUpload:
     """An existing upload session, resumed from the server's offset (one HEAD)."""
 
-    def __init__(self, http: ProviderClient, url: str, fileobj: IO[bytes], *, chunk_size: int):
+    def __init__(self, http: Http, url: str, fileobj: IO[bytes], *, chunk_size: int):
         self._up = _FleetUploader(http, file_stream=fileobj, url=url, chunk_size=chunk_size,
                                   client=TusClient(url, headers=dict(TUS_HEADERS)))
         self.size = self._up.get_file_size()
@@ -119,12 +122,13 @@ class TusUpload:
         before = self._up.offset
         self._up.stop_at = self.size
         self._up._do_request()
-        if self._up.request.status_code == 409:
+        request = cast(_FleetTusRequest, self._up.request)
+        if request.status_code == 409:
             self._up.offset = self._up.get_offset()
             return 0
-        new = self._up.request.response_headers.get("upload-offset")
+        new = request.response_headers.get("upload-offset")
         if new is None:
-            raise TransientError("PATCH answer had no Upload-Offset", status=self._up.request.status_code)
+            raise TransientError("PATCH answer had no Upload-Offset", status=request.status_code)
         self._up.offset = int(new)
         return self._up.offset - before
 
