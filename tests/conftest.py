@@ -1,8 +1,8 @@
 """Shared fixtures: a real redis-server and the sandbox on free ports, real worker processes.
 
 The environment that points the fleet at them is set when this module is imported, before
-anything imports ``workers.app`` (the Celery app reads its settings at import), and every
-process the tests start inherits it. Everything runs on loopback and is torn down after.
+anything reads settings (each process builds them once, on first use), and every process the
+tests start inherits it. Everything runs on loopback and is torn down after.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ Settings follow ARCHITECTURE.md and the checks in shared/design/celery-redis-flo
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
@@ -24,11 +26,17 @@ from tasks.broker import APP_NAME, celery_config
 from tasks.config import Settings
 from workers import health
 
-settings = Settings.from_env()
+app = Celery(APP_NAME, include=["workers.steps"])
 
-app = Celery(APP_NAME, broker=settings.redis_url, include=["workers.steps"])
 
-app.conf.update(celery_config(settings))
+def _configuration() -> dict[str, Any]:
+    # Read from the environment when Celery first needs its configuration (a worker, Flower or
+    # a publish starting), never at import: importing the app builds no settings.
+    settings = Settings.from_env()
+    return {"broker_url": settings.redis_url, **celery_config(settings)}
+
+
+app.add_defaults(_configuration)
 
 fleet_logging.install_celery_hooks()
 

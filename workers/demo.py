@@ -189,8 +189,8 @@ def _run(fleet: Fleet, console: Console, *, keep: bool) -> int:
     fleet.sandbox_port = free_port()
     fleet.webhook_port = free_port()
     fleet.settings = _fleet_settings(fleet.home, redis_url, fleet.sandbox_url, fleet.webhook_port)
-    # The Celery app reads its settings when first imported, so this process (which
-    # submits the intents) must see them before anything imports tasks.* or workers.app.
+    # This process (which submits the intents) builds its settings once, on first use:
+    # they must be in its environment before then.
     os.environ.update(fleet.settings)
     fleet.group = ProcessGroup({**os.environ, "PYTHONUNBUFFERED": "1"}, fleet.home / "logs")
     _start_sandbox(fleet, console)
