@@ -22,11 +22,12 @@ from typing import Any
 
 import redis
 
+from tasks import keys
 from tasks.errors import Throttled
 from tasks.redis_text import text, texts
 from tasks.stats import STATS
 
-PREFIX = "if:budget"
+PREFIX = keys.BUDGET
 #: Answers of gcra.lua.
 REFUSED, GRANTED, RESERVED = 0, 1, 2
 #: How long a reservation outlives its due time when its holder never comes back (ms).
@@ -117,9 +118,9 @@ class ProviderBudget:
 
         Without ``Retry-After`` the pause grows exponentially with consecutive 429s, capped.
         """
-        keys = [f"{PREFIX}:cooldown:{self.key}", f"{PREFIX}:throttles:{self.key}"]
+        names = [f"{PREFIX}:cooldown:{self.key}", f"{PREFIX}:throttles:{self.key}"]
         seconds = -1 if retry_after is None else max(0.0, retry_after)
-        applied = self._cooldown(keys=keys, args=[seconds, self.cooldown_base, self.cooldown_cap])
+        applied = self._cooldown(keys=names, args=[seconds, self.cooldown_base, self.cooldown_cap])
         self._redis.hincrby(STATS["cooldowns"], self._account_field, 1)
         return float(applied) / 1_000_000
 

@@ -14,6 +14,7 @@ import hmac
 import json
 from typing import Any
 
+from tasks import keys
 from tasks.redis_text import text
 
 #: A notification is kept whole or refused (413), never stored cut: every provider's is far smaller.
@@ -27,7 +28,7 @@ EVENT_MAX = MAX_BODY  # characters of one kept notification (JSON)
 
 def webhook_events(redis: Any, job_id: str) -> list[dict[str, Any]]:
     """The notifications received for a job, oldest first (for providers without a status API)."""
-    return [json.loads(raw) for raw in redis.lrange(f"if:webhook:events:{job_id}", 0, -1)]
+    return [json.loads(raw) for raw in redis.lrange(keys.webhook_events(job_id), 0, -1)]
 
 
 def token_for(secret: str, provider: str, job_id: str) -> str:
@@ -57,12 +58,12 @@ def derived_secret(settings: Any, provider: str, account: str) -> str:
 
 def remember_ref(redis: Any, provider: str, account: str, ref: str, job_id: str) -> None:
     """Record that the provider's id ``ref`` belongs to ``job_id`` (for account-wide hooks)."""
-    redis.set(f"if:webhook:ref:{provider}:{account}:{ref}", job_id, ex=REF_TTL)
+    redis.set(keys.webhook_ref(provider, account, ref), job_id, ex=REF_TTL)
 
 
 def job_for_ref(redis: Any, provider: str, account: str, refs: list[str]) -> str | None:
     for ref in refs:
-        job_id = redis.get(f"if:webhook:ref:{provider}:{account}:{ref}")
+        job_id = redis.get(keys.webhook_ref(provider, account, ref))
         if job_id:
             return text(job_id)
     return None

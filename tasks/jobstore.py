@@ -34,6 +34,7 @@ from typing import Any
 
 import redis
 
+from tasks import keys
 from tasks.redis_text import text
 from tasks.stats import STATS
 
@@ -46,8 +47,8 @@ STEP_STATE = {"create": "creating", "target": "uploading", "upload": "uploading"
               "submit": "submitting", "await": "processing"}
 
 HISTORY_LIMIT = 40
-SCHEDULE_KEY = "if:schedule"
-SCHEDULE_CLAIMED_KEY = "if:schedule:claimed"
+SCHEDULE_KEY = keys.SCHEDULE
+SCHEDULE_CLAIMED_KEY = keys.SCHEDULE_CLAIMED
 
 
 class StaleLease(Exception):
@@ -139,15 +140,15 @@ class JobStore:
 
     @staticmethod
     def key(job_id: str) -> str:
-        return f"if:job:{job_id}"
+        return keys.job(job_id)
 
     @staticmethod
     def active_key(provider: str, account: str) -> str:
-        return f"if:active:{provider}:{account}"
+        return keys.active(provider, account)
 
     @staticmethod
     def idem_key(provider: str, account: str, key: str) -> str:
-        return f"if:idem:{provider}:{account}:{key}"
+        return keys.idempotency(provider, account, key)
 
     # -- reading ---------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
@@ -160,17 +161,17 @@ class JobStore:
 
     def get_many(self, job_ids: Iterable[object]) -> list[Job]:
         """The records of those of ``job_ids`` that exist, in one round trip."""
-        keys = [self.key(text(i)) for i in job_ids]
-        if not keys:
+        names = [self.key(text(i)) for i in job_ids]
+        if not names:
             return []
-        raws = self.redis.mget(keys)
+        raws = self.redis.mget(names)
         return [Job.from_json(raw) for raw in raws if raw]
 
     def iter_jobs(self, *, batch: int = 500) -> Iterator[Job]:
         """Every job, oldest first, read in batches (constant memory per batch)."""
         start = 0
         while True:
-            ids = self.redis.zrange("if:jobs", start, start + batch - 1)
+            ids = self.redis.zrange(keys.JOBS, start, start + batch - 1)
             if not ids:
                 return
             yield from self.get_many(ids)
@@ -181,14 +182,14 @@ class JobStore:
         """Store a new job unless its idempotency key is known: returns (job id, created)."""
         created, job_id = self._create(
             keys=[self.idem_key(job.provider, job.account, job.idempotency_key), self.key(job.id),
-                  "if:jobs", SCHEDULE_KEY, self.active_key(job.provider, job.account), STATS["states"]],
+                  keys.JOBS, SCHEDULE_KEY, self.active_key(job.provider, job.account), STATS["states"]],
             args=[job.id, job.to_json(), job.created_at, dispatch_member, grace, f"{job.provider}:{job.state}"],
         )
         return (job_id.decode() if isinstance(job_id, bytes) else job_id), bool(created)
 
     def acquire(self, job_id: str, *, ttl: float, force: bool = False) -> Lease | tuple[None, float]:
         """Take the job's lease: a :class:`Lease`, or ``(None, seconds until it frees)``."""
-        token, pttl = self._acquire(keys=[f"if:lease:{job_id}", f"if:fence:{job_id}"],
+        token, pttl = self._acquire(keys=[keys.lease(job_id), keys.fence(job_id)],
                                     args=[int(ttl * 1000), "1" if force else "0"])
         if token:
             return Lease(job_id, int(token), ttl)
@@ -204,7 +205,7 @@ class JobStore:
         job.updated_at = time.time()
         member, delay = schedule if schedule else ("", 0)
         ok = self._write(
-            keys=[self.key(job.id), f"if:fence:{job.id}", f"if:lease:{job.id}", SCHEDULE_KEY,
+            keys=[self.key(job.id), keys.fence(job.id), keys.lease(job.id), SCHEDULE_KEY,
                   STATS["states"], STATS["finished"], STATS["bytes"]],
             args=[lease.token, job.to_json(), int(lease.ttl * 1000), "1" if release else "0", member, delay,
                   job.provider, job.account, job.state, job.bytes_done],
@@ -214,7 +215,7 @@ class JobStore:
 
     def holds(self, lease: Lease) -> bool:
         """Whether ``lease`` is still the job's newest (a cheap check before a side effect)."""
-        return int(self.redis.get(f"if:fence:{lease.job_id}") or 0) == lease.token
+        return int(self.redis.get(keys.fence(lease.job_id)) or 0) == lease.token
 
     def schedule(self, member: str, delay: float) -> None:
         """Put one dispatch in the schedule, due ``delay`` seconds from now (Redis clock)."""

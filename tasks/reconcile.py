@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tasks import keys
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job
 from tasks.logs import get_logger
 from tasks.queues import priority_lists, queue_length
@@ -90,7 +91,7 @@ def orphans(rt: Runtime, *, quiet: float = 0.0, scan_limit: int | None = None) -
         if member and (rt.redis.zscore(SCHEDULE_KEY, member) is not None
                        or rt.redis.zscore(SCHEDULE_CLAIMED_KEY, member) is not None):
             continue
-        if rt.redis.exists(f"if:lease:{job.id}"):
+        if rt.redis.exists(keys.lease(job.id)):
             continue
         if job.waiting == "slot" and rt.redis.zscore(rt.slots(job.provider, job.account).keys[1], job.id) is not None:
             continue

@@ -5,10 +5,12 @@ metrics exporter (workers.metrics) reads them, so they count for the whole fleet
 worker restarts.
 """
 
+from tasks import keys
+
 STATS = {
-    "states": "if:stats:states",  # jobs by provider:state (a gauge; moved on every state change)
-    "finished": "if:stats:finished",  # provider:state -> jobs that reached it (ready/failed/cancelled)
-    "bytes": "if:stats:bytes_uploaded",  # provider:account -> bytes uploaded
-    "throttle_waits": "if:stats:throttle_waits",  # provider:account -> calls deferred by the budget
-    "cooldowns": "if:stats:cooldowns",  # provider:account -> provider 429s that paused the account
+    "states": f"{keys.STATS}:states",  # jobs by provider:state (a gauge; moved on every state change)
+    "finished": f"{keys.STATS}:finished",  # provider:state -> jobs that reached it (ready/failed/cancelled)
+    "bytes": f"{keys.STATS}:bytes_uploaded",  # provider:account -> bytes uploaded
+    "throttle_waits": f"{keys.STATS}:throttle_waits",  # provider:account -> calls deferred by the budget
+    "cooldowns": f"{keys.STATS}:cooldowns",  # provider:account -> provider 429s that paused the account
 }

@@ -31,3 +31,13 @@ def test_the_domain_never_imports_the_processes() -> None:
 
 def test_the_sandbox_imports_nothing_of_the_fleet() -> None:
     assert _imports("sandbox", ("tasks", "workers")) == set()
+
+
+def test_redis_keys_are_named_in_one_module() -> None:
+    import re
+
+    literal = re.compile(r"""f?["']if:""")
+    stray = [f"{path.relative_to(ROOT)}:{n}" for package in ("tasks", "workers")
+             for path in sorted((ROOT / package).rglob("*.py")) if path.name != "keys.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if literal.search(line)]
+    assert stray == [], "name Redis keys in tasks/keys.py"

@@ -42,6 +42,7 @@ import threading
 import time
 from typing import Any
 
+from tasks import keys
 from tasks.callbacks import EVENTS_KEPT, MAX_BODY, derived_secret, job_for_ref, token_for
 from tasks.logs import get_logger
 from tasks.providers import ADAPTERS
@@ -147,14 +148,14 @@ class WebhookReceiver:
     def _accept(self, provider: str, job_id: str, raw: bytes, payload: Any) -> tuple[int, dict]:
         """Keep a notification for its job (once) and make the job's pending poll due now."""
         digest = hashlib.sha256(b"%s:%s:" % (provider.encode(), job_id.encode()) + raw).hexdigest()
-        if not self.rt.redis.set(f"if:webhook:seen:{digest}", 1, nx=True, ex=86400):
+        if not self.rt.redis.set(keys.webhook_seen(digest), 1, nx=True, ex=86400):
             log.info("webhook.ignored", provider=provider, job_id=job_id, reason="duplicate")
             return 200, {"ok": True, "duplicate": True}
         job = self.rt.store.get(job_id)
         if job is None or job.provider != provider:
             log.info("webhook.ignored", provider=provider, job_id=job_id, reason="unknown job")
             return 404, {"error": "unknown job"}
-        key = f"if:webhook:events:{job_id}"
+        key = keys.webhook_events(job_id)
         pipe = self.rt.redis.pipeline()
         pipe.rpush(key, json.dumps(payload))
         pipe.ltrim(key, -EVENTS_KEPT, -1)

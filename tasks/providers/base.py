@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
+from tasks import keys
 from tasks.errors import PermanentError
 from tasks.http import default_error_text
 from tasks.retry import Outcome, renew
@@ -138,7 +139,7 @@ class Adapter:
         a refusal is noted on the job and the job goes on by polling."""
         if not url:
             return
-        key = f"if:{self.name}:hook:{ctx.account.name}"
+        key = keys.account_hook(self.name, ctx.account.name)
         if ctx.redis.get(key) or not ctx.redis.set(f"{key}:lock", 1, nx=True, ex=30):
             return
         try:

@@ -50,6 +50,7 @@ from urllib.parse import quote
 
 import requests
 
+from tasks import keys
 from tasks.callbacks import callback_url
 from tasks.config import ConfigError
 from tasks.errors import PermanentError, TransientError, UploadSessionLost
@@ -175,7 +176,7 @@ class BrightcoveAdapter(Adapter):
     # -- OAuth -----------------------------------------------------------------------
     def _token(self, ctx: StepContext, *, stale: str | None = None) -> str:
         """The fleet's access token for this account; ``stale`` = the one an API refused."""
-        key = f"if:oauth:brightcove:{ctx.account.name}"
+        key = keys.oauth_token(self.name, ctx.account.name)
         cached = ctx.redis.get(key)
         if cached and text(cached) != stale:
             register_secret(text(cached))
@@ -274,7 +275,7 @@ class BrightcoveAdapter(Adapter):
 
     def _defined_fields(self, ctx: StepContext, *, fresh: bool = False) -> dict[str, list[str] | None]:
         """The account's custom fields (id -> enum values, None for free text), cached in Redis."""
-        key = f"if:brightcove:video_fields:{ctx.account.name}"
+        key = keys.video_fields(self.name, ctx.account.name)
         cached = None if fresh else ctx.redis.get(key)
         if cached:
             loaded: dict[str, list[str] | None] = json.loads(cached)

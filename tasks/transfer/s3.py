@@ -29,6 +29,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tasks import keys
 from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
 from tasks.logs import register_secret
 
@@ -39,7 +40,7 @@ _SESSION_LOST = {"NoSuchUpload", "ExpiredToken", "InvalidAccessKeyId", "AccessDe
 
 
 def _secret_key(job_id: str) -> str:
-    return f"if:secret:{job_id}:upload"
+    return keys.upload_secret(job_id)
 
 
 def store_credentials(redis: Any, job_id: str, values: dict[str, str], *, ttl: int) -> None:
