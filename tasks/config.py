@@ -21,49 +21,52 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import textwrap
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Each provider's public API and budget, from shared/design/providers.md; every value can be
-#: overridden per account. ``rate`` = requests/s for the account across the fleet (0 = no
-#: limit), ``slots`` = provider-side jobs submitted and not yet terminal (0 = no limit),
-#: ``entity_rate`` = requests/s on one entity (Brightcove: 10 a minute on one video).
-PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
-    # About 4 req/s (third-party figure; Gcore's own page is not public).
-    "gcore": {"base_url": "https://api.gcore.com", "rate": "4", "burst": "1", "slots": "0", "entity_rate": "0"},
-    # 20 req/s per account across CMS and Dynamic Ingest, <= 10 requests a minute on one video,
-    # 200 concurrent normal-priority ingest jobs (Dynamic Ingest best practices).
-    "brightcove": {"base_url": "https://cms.api.brightcove.com", "rate": "20", "burst": "1", "slots": "200",
-                   "entity_rate": str(10 / 60), "credential": "CLIENT_SECRET", "required": "CLIENT_ID,ACCOUNT_ID",
-                   "oauth_url": "https://oauth.brightcove.com", "ingest_url": "https://ingest.api.brightcove.com"},
-    # No published numbers: conservative defaults, to be set per account.
-    "once": {"base_url": "https://api.unicornmedia.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0",
-             "required": "DOMAIN_ID,CATALOG_ID"},
-    # API_VERSION: the Accept-Version every call pins (ittybit/sdk-php v1.0.0 pins 2025-08-20).
-    "ittybit": {"base_url": "https://api.ittybit.com", "rate": "5", "burst": "1", "slots": "0", "entity_rate": "0",
-                "api_version": "2025-08-20"},
-    # Server-defined limit announced in X-RateLimit-* on every answer: learned, not configured.
-    # PROFILE: the encoding profile (a UUID from GET /encoding/profiles) every job uses.
-    "ingestio": {"base_url": "https://api.ingest.io", "rate": "0", "burst": "1", "slots": "0", "entity_rate": "0",
-                 "required": "PROFILE"},
-}
+from tasks.declare import BUDGET_SETTINGS, Setting
+from tasks.errors import ConfigError
+from tasks.providers import ADAPTERS, REGISTRY
 
-#: The settings a provider account understands (upper-case env suffixes). An account exists
-#: once its credential is set (``API_KEY``, or ``CLIENT_SECRET`` where the provider uses OAuth).
-ACCOUNT_SETTINGS = ("API_KEY", "CLIENT_SECRET", "CLIENT_ID", "ACCOUNT_ID", "BASE_URL", "OAUTH_URL", "INGEST_URL",
-                    "S3_ENDPOINT", "PROFILE", "CAPTURE_IMAGES", "SINGLE_PUT_MAX", "PART_SIZE", "CHUNK_SIZE",
-                    "DOMAIN_ID", "CATALOG_ID", "STAGING_BUCKET", "STAGING_REGION", "STAGING_ACCESS_KEY_ID",
-                    "STAGING_SECRET_ACCESS_KEY", "NOTIFY_DEADLINE", "API_VERSION", "LOCK_WAIT",
-                    "CUSTOM_FIELDS", "LOW_SLOTS", "PUBLISH",
-                    "RATE", "BURST", "SLOTS", "ENTITY_RATE")
-_BUDGET_SETTINGS = ("RATE", "BURST", "SLOTS", "ENTITY_RATE")
-_META = ("CREDENTIAL", "REQUIRED")
+__all__ = ["ACCOUNT_NAME_RE", "AccountConfig", "ConfigError", "Settings", "account_var", "credential_of", "declared",
+           "settings_listing"]
+
 ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+def declared(provider: str) -> dict[str, Setting]:
+    """The account settings ``provider``'s adapter declares, by name (tasks.declare)."""
+    return {s.name: s for s in ADAPTERS[provider].account_settings}
+
+
+def credential_of(provider: str) -> str:
+    """The setting whose presence makes an account exist (``API_KEY``, or ``CLIENT_SECRET``)."""
+    return ADAPTERS[provider].credential
+
+
+def account_var(provider: str, account: str, setting: str) -> str:
+    """The environment variable of one setting of one account."""
+    prefix = f"INGEST_{provider.upper()}"
+    return f"{prefix}_{setting}" if account == "default" else f"{prefix}__{account.upper()}__{setting}"
+
+
+def settings_listing(providers: Iterable[str] | None = None) -> str:
+    """Every declared account setting of ``providers`` (default: all), as commented
+    ``# INGEST_<PROVIDER>_<SETTING>=<default>`` lines with what each is for: the providers'
+    part of deploy/.env.example, which a test keeps equal to this (``ingest-fleet settings``)."""
+    blocks = []
+    for provider in providers or REGISTRY:
+        lines = [f"# {ADAPTERS[provider].title or provider}"]
+        for spec in declared(provider).values():
+            text = " ".join(filter(None, (spec.help, "Required." if spec.required else "")))
+            if text and spec.name not in BUDGET_SETTINGS:  # the budget four are explained once, above
+                lines += [f"# {line}" for line in textwrap.wrap(text, 96)]
+            value = spec.example if (spec.secret or not spec.default) and spec.example else spec.default
+            lines.append(f"# {account_var(provider, 'default', spec.name)}={value}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,24 @@ class AccountConfig:
     def budget_key(self) -> str:
         return f"{self.provider}:{self.name}"
 
-    def setting(self, name: str, default: str = "") -> str:
-        """A provider-specific setting (e.g. ``ACCOUNT_ID``), as configured or defaulted."""
-        return self.extra.get(name.upper()) or default
+    def setting(self, name: str) -> str:
+        """A provider-specific setting (e.g. ``ACCOUNT_ID``), as configured or its declared
+        default; checked at start against its declaration (tasks.declare), so never malformed."""
+        name = name.upper()
+        return self.extra[name] if name in self.extra else declared(self.provider)[name].default
+
+    def number(self, name: str) -> float:
+        return float(self.setting(name))
+
+    def whole(self, name: str) -> int:
+        return int(self.setting(name))
+
+    def flag(self, name: str) -> bool:
+        return self.setting(name) == "true"
+
+    def var(self, name: str) -> str:
+        """The environment variable that sets ``name`` for this account."""
+        return account_var(self.provider, self.name, name.upper())
 
 
 @dataclass(frozen=True)
@@ -156,14 +174,8 @@ class Settings:
         try:
             return self.accounts[(provider, name)]
         except KeyError:
-            raise ConfigError(
-                f"no account {name!r} configured for provider {provider!r}: set "
-                + (
-                    f"INGEST_{provider.upper()}_{_credential(provider)}"
-                    if name == "default"
-                    else f"INGEST_{provider.upper()}__{name.upper()}__{_credential(provider)}"
-                )
-            ) from None
+            raise ConfigError(f"no account {name!r} configured for provider {provider!r}: set "
+                              f"{account_var(provider, name, credential_of(provider))}") from None
 
     def accounts_of(self, provider: str) -> list[str]:
         return sorted(n for p, n in self.accounts if p == provider)
@@ -189,60 +201,58 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _credential(provider: str) -> str:
-    return PROVIDER_DEFAULTS[provider].get("credential", "API_KEY")
-
-
 def _accounts(env: Mapping[str, str]) -> dict[tuple[str, str], AccountConfig]:
-    """Collect every configured (provider, account): an account exists once it has a key."""
+    """Collect every configured (provider, account): an account exists once its credential is set.
+    A variable under a provider's prefix that its adapter does not declare is refused (a typo
+    must not leave a setting silently at its default)."""
     raw: dict[tuple[str, str], dict[str, str]] = {}
     for var, value in env.items():
         if not var.startswith("INGEST_"):
             continue
         rest = var[len("INGEST_"):]
-        for provider in PROVIDER_DEFAULTS:
+        for provider in REGISTRY:
             prefix = provider.upper()
             if rest.startswith(prefix + "__"):
                 account, sep, setting = rest[len(prefix) + 2:].partition("__")
-                if sep and setting in ACCOUNT_SETTINGS:
-                    raw.setdefault((provider, account.lower()), {})[setting] = value
-            elif rest.startswith(prefix + "_") and rest[len(prefix) + 1:] in ACCOUNT_SETTINGS:
-                raw.setdefault((provider, "default"), {})[rest[len(prefix) + 1:]] = value
+            elif rest.startswith(prefix + "_"):
+                account, sep, setting = "default", "_", rest[len(prefix) + 1:]
+            else:
+                continue
+            if not sep or setting not in declared(provider):
+                raise ConfigError(f"{var} is not a setting of {provider}; its settings are "
+                                  f"{', '.join(declared(provider))} (ingest-fleet settings lists them)")
+            raw.setdefault((provider, account.lower()), {})[setting] = value
+            break
     accounts = {}
     for (provider, name), values in raw.items():
-        credential = _credential(provider)
+        credential = credential_of(provider)
         if not values.get(credential):
             continue
-        # A named account inherits the default account's endpoint and budget unless overridden.
-        merged = {k.upper(): v for k, v in PROVIDER_DEFAULTS[provider].items()}
-        merged.update({k: v for k, v in raw.get((provider, "default"), {}).items() if v and k != credential})
-        merged.update({k: v for k, v in values.items() if v})
-        var = f"INGEST_{provider.upper()}" + ("_" if name == "default" else f"__{name.upper()}__")
         if not ACCOUNT_NAME_RE.match(name):
-            raise ConfigError(f"{var}{credential}: account name {name!r} must be 1-32 of a-z, 0-9, _ and -")
-        for required in filter(None, merged.get("REQUIRED", "").split(",")):
-            if not merged.get(required):
-                raise ConfigError(f"{var}{required} is not set; {provider} needs it with {var}{credential}")
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}|latest", merged.get("API_VERSION", "latest")):
-            raise ConfigError(f"{var}API_VERSION={merged['API_VERSION']!r} is not an API version; set a date such as "
-                              f"{PROVIDER_DEFAULTS[provider].get('api_version', '2025-08-20')}, or latest")
-        try:
-            rate, burst = float(merged["RATE"]), int(float(merged["BURST"]))
-            slots, entity_rate = int(float(merged["SLOTS"])), float(merged["ENTITY_RATE"])
-        except ValueError:
-            raise ConfigError(f"{var}RATE, BURST, SLOTS and ENTITY_RATE must be numbers") from None
-        if min(rate, burst, slots, entity_rate) < 0:
-            raise ConfigError(f"{var}RATE, BURST, SLOTS and ENTITY_RATE must not be negative")
+            raise ConfigError(f"{account_var(provider, name, credential)}: account name {name!r} must be 1-32 "
+                              "of a-z, 0-9, _ and -")
+        # A named account inherits the default account's settings (not its credential) unless set.
+        given = {k: v for k, v in raw.get((provider, "default"), {}).items() if v and k != credential}
+        given.update({k: v for k, v in values.items() if v})
+        merged: dict[str, str] = {}
+        for spec in declared(provider).values():
+            var = account_var(provider, name if spec.name in values else "default", spec.name)
+            if spec.name in given:
+                merged[spec.name] = spec.check(var, given[spec.name])
+            elif spec.required:
+                raise ConfigError(f"{account_var(provider, name, spec.name)} is not set; {provider} needs it "
+                                  f"with {account_var(provider, name, credential)}")
+            else:
+                merged[spec.name] = spec.default
         accounts[(provider, name)] = AccountConfig(
             provider=provider,
             name=name,
             base_url=merged["BASE_URL"].rstrip("/"),
             secret=merged[credential],
-            rate=rate,
-            burst=max(1, burst),
-            slots=slots,
-            entity_rate=entity_rate,
-            extra={k: v for k, v in merged.items()
-                   if k not in (credential, "BASE_URL", *_BUDGET_SETTINGS, *_META)},
+            rate=float(merged["RATE"]),
+            burst=max(1, int(merged["BURST"])),
+            slots=int(merged["SLOTS"]),
+            entity_rate=float(merged["ENTITY_RATE"]),
+            extra={k: v for k, v in merged.items() if k not in (credential, "BASE_URL", *BUDGET_SETTINGS)},
         )
     return accounts

@@ -11,6 +11,10 @@
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable (and the fix)."""
+
+
 class StepError(Exception):
     """Base of every classified failure; ``str()`` is safe to log and to store."""
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 from kombu.entity import Queue
 
-from tasks.config import PROVIDER_DEFAULTS
+from tasks.providers import REGISTRY
 
 if TYPE_CHECKING:
     import redis
 
     from tasks.config import Settings
 
-PROVIDERS = tuple(PROVIDER_DEFAULTS)
+PROVIDERS = tuple(REGISTRY)
 KINDS = ("api", "upload", "poll")
 
 STEP_KIND = {"create": "api", "target": "api", "upload": "upload", "submit": "api", "await": "poll"}

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from tasks.config import ConfigError
-from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
+from tasks.errors import ConfigError, PermanentError, StepError, Throttled, TransientError, UploadSessionLost
 
 if TYPE_CHECKING:
     from tasks.jobstore import Job

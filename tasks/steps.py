@@ -31,9 +31,8 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks import retry
-from tasks.config import ConfigError
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
-from tasks.errors import PermanentError, StepError
+from tasks.errors import ConfigError, PermanentError, StepError
 from tasks.jobstore import STEP_STATE, STEPS, Job, Lease, StaleLease
 from tasks.lifecycle import finish, slot_score, step_context
 from tasks.logs import get_logger

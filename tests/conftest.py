@@ -8,6 +8,7 @@ tests start inherits it. Everything runs on loopback and is torn down after.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -50,12 +51,13 @@ TIME_SCALE = 0.1
 
 
 def shipped_budgets(scale: float) -> dict[str, str]:
-    from tasks.config import PROVIDER_DEFAULTS, Settings
+    from tasks.config import Settings, declared
+    from tasks.providers import REGISTRY
 
     env = {"INGEST_SHORT_WAIT": f"{Settings.from_env({}).short_wait * scale:g}"}
-    for provider, defaults in PROVIDER_DEFAULTS.items():
-        for name in ("rate", "entity_rate"):
-            env[f"INGEST_{provider.upper()}_{name.upper()}"] = f"{float(defaults[name]) / scale:g}"
+    for provider in REGISTRY:
+        for name in ("RATE", "ENTITY_RATE"):
+            env[f"INGEST_{provider.upper()}_{name}"] = f"{float(declared(provider)[name].default) / scale:g}"
     return env
 
 
@@ -133,15 +135,18 @@ def sandbox(redis_server: EmbeddedRedis) -> Iterator[SandboxHandle]:
                           "--ingestio-jwt-secret", INGESTIO_JWT_SECRET])
     handle = SandboxHandle(SANDBOX_URL, proc)
     handle.wait_healthy()
-    # The sandbox's S3 listens on a port of its own: take it from the settings it printed
-    # (its output may reach the log a moment after it answers /health).
+    # From the settings the sandbox printed (as a new user's fleet takes them): its S3
+    # endpoint's port, and all settings of a provider ENV does not name (one just added).
+    # Its output may reach the log a moment after it answers /health.
     deadline = time.monotonic() + 20
-    while "INGEST_ONCE_S3_ENDPOINT=" not in proc.tail(100_000) and time.monotonic() < deadline:
+    while "sandbox listening on" not in proc.tail(100_000) and time.monotonic() < deadline:
         time.sleep(0.1)
+    configured = {name.split("_")[1] for name in ENV if name.startswith("INGEST_")}  # GCORE, BRIGHTCOVE, ...
     for line in proc.tail(100_000).splitlines():
-        for name in ("INGEST_BRIGHTCOVE_S3_ENDPOINT", "INGEST_ONCE_S3_ENDPOINT"):
-            if line.startswith(f"export {name}="):
-                os.environ[name] = line.split("=", 1)[1].strip()
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            if name.endswith("_S3_ENDPOINT") or name.split("_")[1] not in configured:
+                os.environ[name] = shlex.split(value)[0] if value else ""
     yield handle
     group.stop_all()
 
@@ -234,7 +239,7 @@ class Fleet:
         return "\n".join(p.tail(50_000_000) for p in self.group.procs)
 
     def stop(self) -> None:
-        # Graceful shutdown has tests of its own (tests/test_operations.py); here it would
+        # Graceful shutdown has tests of its own (tests/fleet/test_operations.py); here it would
         # only cost ~3 s a worker, and the next test wipes Redis and resets the sandbox.
         self.group.kill_all()
 

@@ -1,5 +1,6 @@
 """A local HTTP endpoint for the sandbox tests: collects the notifications an emulated
-provider sends (Brightcove callbacks, Ittybit and Ingest.io webhooks), and can answer 500 first."""
+provider sends (Brightcove callbacks, Ittybit, Ingest.io and Once webhooks), and can answer
+500 first. The one receiver of the suite."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Receiver:
     """Collects the JSON notifications POSTed to ``url``; answers ``fail_first`` 500s first.
 
-    ``hooks`` holds the parsed bodies it accepted; ``received`` every POST as it arrived
-    (``headers``, raw ``body``, the ``status`` answered), failed ones included.
+    ``hooks`` holds the parsed bodies it accepted; ``received`` every request as it arrived
+    (``method``, ``path``, ``headers``, raw ``body``, parsed ``json``, the ``status`` answered),
+    failed ones included. POST, PUT and GET are taken (Once may notify with any of them).
     ``fail_headers`` are added to the 500 answers (e.g. a provider's "do not retry" header).
     """
 
@@ -27,14 +29,15 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                body = json.loads(raw)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw) if raw else {}
                 with receiver._lock:
                     failing = receiver.fail_first > 0
                     receiver.fail_first -= failing
                     if not failing:
                         receiver.hooks.append(body)
-                    receiver.received.append({"headers": dict(self.headers), "body": raw,
+                    receiver.received.append({"method": self.command, "path": self.path,
+                                              "headers": dict(self.headers), "body": raw, "json": body,
                                               "status": 500 if failing else 200})
                     extra = dict(receiver.fail_headers) if failing else {}
                 self.send_response(500 if failing else 200)
@@ -42,6 +45,8 @@ class Receiver:
                     self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_PUT = do_GET = do_POST
 
             def log_message(self, *args):
                 pass
@@ -56,6 +61,18 @@ class Receiver:
             assert time.monotonic() < deadline, f"{len(self.hooks)} of {n} notifications: {self.hooks}"
             time.sleep(0.02)
         return list(self.hooks)
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[dict]:
+        """The first ``n`` requests as ``{"method", "path", "body": parsed}``."""
+        deadline = time.monotonic() + timeout
+        while len(self.received) < n:
+            assert time.monotonic() < deadline, f"{len(self.received)} of {n} requests: {self.received}"
+            time.sleep(0.02)
+        return self.requests()
+
+    def requests(self) -> list[dict]:
+        with self._lock:
+            return [{"method": r["method"], "path": r["path"], "body": r["json"]} for r in self.received]
 
     def clear(self):
         with self._lock:

@@ -118,6 +118,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from tasks.config import settings_listing
+    from tasks.intent import IntentError
+    from tasks.providers import REGISTRY
+
+    for provider in args.provider:
+        if provider not in REGISTRY:
+            raise IntentError("provider", f"unknown provider {provider!r}; choose from {', '.join(REGISTRY)}")
+    print(settings_listing(args.provider), end="")
+    return 0
+
+
 def cmd_budgets(args: argparse.Namespace) -> int:
     from tasks.admin import report
 
@@ -256,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("budgets", help="per provider and account: limit, rate, cooldown, slots, backlog")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_budgets)
+
+    s = sub.add_parser("settings", help="every provider setting with its default, as deploy/.env.example lists "
+                                        "them (INGEST_<PROVIDER>__<ACCOUNT>__<SETTING> for a named account)")
+    s.add_argument("provider", nargs="*", help="only these providers")
+    s.set_defaults(func=cmd_settings)
 
     s = sub.add_parser("worker", help="run a Celery worker (celery -A workers.app worker)")
     s.add_argument("-Q", "--queues", help="comma-separated queues (default: all)")

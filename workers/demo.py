@@ -46,6 +46,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from sandbox.media import make_video_file
+from tasks.providers import ADAPTERS, REGISTRY
 from tasks.queues import queues_of_kind
 from workers.embedded_redis import EmbeddedRedis, RedisNotFound, free_port
 from workers.procs import (
@@ -106,6 +107,21 @@ SAMPLES = (
     # Ingest.io has no URL ingest: two pushes, a signed multipart one and a single PUT.
     Sample("ingestio", "push", 1, 24 * MB), Sample("ingestio", "push", 2, 4 * MB),
 )
+
+
+def samples() -> tuple[Sample, ...]:
+    """The demo's videos: the ones chosen above, and for a provider they leave out (one just
+    added to the registry) a push if it takes uploads and a pull if it fetches URLs."""
+    extra = []
+    for name in REGISTRY:
+        if not any(s.provider == name for s in SAMPLES):
+            if ADAPTERS[name].supports_push:
+                extra.append(Sample(name, "push", 1, 8 * MB))
+            if ADAPTERS[name].pull_schemes & {"http", "https"}:
+                extra.append(Sample(name, "pull", 1, 8 * MB))
+    return SAMPLES + tuple(extra)
+
+
 BRIGHTCOVE_SINGLE_PUT_MAX = 16 * MB  # the small push goes as one PUT, the large one as S3 multipart
 BRIGHTCOVE_PART_SIZE = 8 * 1024 * 1024
 
@@ -188,7 +204,7 @@ def _run(fleet: Fleet, console: Console, *, keep: bool) -> int:
     redis_url = _start_redis(fleet, console)
     fleet.sandbox_port = free_port()
     fleet.webhook_port = free_port()
-    fleet.settings = _fleet_settings(fleet.home, redis_url, fleet.sandbox_url, fleet.webhook_port)
+    fleet.settings = _fleet_settings(fleet.home, redis_url, fleet.webhook_port)
     # This process (which submits the intents) builds its settings once, on first use:
     # they must be in its environment before then.
     os.environ.update(fleet.settings)
@@ -223,7 +239,7 @@ def _prepare(home: Path) -> None:
 
 def _make_samples(home: Path, console: Console) -> None:
     made = 0
-    for seed, sample in enumerate(SAMPLES):
+    for seed, sample in enumerate(samples()):
         path = sample.path(home)
         if path.exists() and path.stat().st_size == sample.size:
             continue
@@ -233,8 +249,8 @@ def _make_samples(home: Path, console: Console) -> None:
         make_video_file(partial, sample.size, seed=seed)
         partial.replace(path)
         made += 1
-    total = sum(s.size for s in SAMPLES) // MB
-    _ok(console, "samples", f"{total} MB in {HOME}/samples/ and media/ ({made} made, {len(SAMPLES) - made} reused)")
+    total = sum(s.size for s in samples()) // MB
+    _ok(console, "samples", f"{total} MB in {HOME}/samples/ and media/ ({made} made, {len(samples()) - made} reused)")
 
 
 def _start_redis(fleet: Fleet, console: Console) -> str:
@@ -257,28 +273,23 @@ def _start_redis(fleet: Fleet, console: Console) -> str:
     return fleet.redis.url
 
 
-def _fleet_settings(home: Path, redis_url: str, sandbox_url: str, webhook_port: int) -> dict[str, str]:
-    # What points the fleet at the sandbox, and nothing else: budgets, slices and polls run at
-    # the shipped defaults, as a user's fleet would against the real providers (issue 11).
+#: The demo's own choices of provider settings (checked against the adapters' declarations by
+#: tests/unit/test_config.py): uploads of both kinds, single PUT and multipart, within its sample sizes.
+DEMO_PROVIDER_SETTINGS = {
+    "INGEST_BRIGHTCOVE_SINGLE_PUT_MAX": str(BRIGHTCOVE_SINGLE_PUT_MAX),
+    "INGEST_BRIGHTCOVE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
+    "INGEST_ONCE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
+}
+
+
+def _fleet_settings(home: Path, redis_url: str, webhook_port: int) -> dict[str, str]:
+    # The providers' endpoints and credentials are the ones the sandbox prints (adopted when it
+    # starts), and nothing else: budgets, slices and polls run at the shipped defaults, as a
+    # user's fleet would against the real providers (issue 11).
     return {
         "REDIS_URL": redis_url,
         "INGEST_SOURCE_ROOTS": str(home / "samples"),
-        "INGEST_GCORE_BASE_URL": sandbox_url,
-        "INGEST_GCORE_API_KEY": secrets.token_urlsafe(18),
-        "INGEST_BRIGHTCOVE_CLIENT_ID": "demo-bc-client",
-        "INGEST_BRIGHTCOVE_CLIENT_SECRET": secrets.token_urlsafe(18),
-        "INGEST_BRIGHTCOVE_ACCOUNT_ID": "6200000000001",
-        "INGEST_BRIGHTCOVE_OAUTH_URL": sandbox_url,
-        "INGEST_BRIGHTCOVE_BASE_URL": sandbox_url,
-        "INGEST_BRIGHTCOVE_INGEST_URL": sandbox_url,
-        "INGEST_BRIGHTCOVE_SINGLE_PUT_MAX": str(BRIGHTCOVE_SINGLE_PUT_MAX),
-        "INGEST_BRIGHTCOVE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
-        "INGEST_ITTYBIT_API_KEY": secrets.token_urlsafe(18),
-        "INGEST_ITTYBIT_BASE_URL": sandbox_url,
-        # Once pulls local files from a staging bucket (the sandbox's S3 accepts any key).
-        "INGEST_ONCE_STAGING_ACCESS_KEY_ID": "demo-staging",
-        "INGEST_ONCE_STAGING_SECRET_ACCESS_KEY": secrets.token_urlsafe(18),
-        "INGEST_ONCE_PART_SIZE": str(BRIGHTCOVE_PART_SIZE),
+        **DEMO_PROVIDER_SETTINGS,
         "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}",
         "INGEST_WEBHOOK_SECRET": secrets.token_urlsafe(24),
         # Yours if set (e.g. to look at Flower while the demo runs), else a fresh one.
@@ -290,15 +301,10 @@ def _start_sandbox(fleet: Fleet, console: Console) -> None:
     argv = sandbox_argv(fleet.sandbox_port, fleet.home / "sandbox", fleet.home / "media",
                         processing_seconds=PROCESSING_SECONDS)
     cfg = fleet.settings
-    proc = _start(fleet, "sandbox", argv + [
-        "--gcore-api-key", cfg["INGEST_GCORE_API_KEY"],
-        "--brightcove-client-id", cfg["INGEST_BRIGHTCOVE_CLIENT_ID"],
-        "--brightcove-client-secret", cfg["INGEST_BRIGHTCOVE_CLIENT_SECRET"],
-        "--brightcove-account-id", cfg["INGEST_BRIGHTCOVE_ACCOUNT_ID"],
-        "--ittybit-api-key", cfg["INGEST_ITTYBIT_API_KEY"]])
+    proc = _start(fleet, "sandbox", argv)
     # Its settings are printed before this line, and it serves by then.
     _wait_until(proc, _logged(proc, "sandbox listening on"), "'sandbox listening on' in its log")
-    # What the sandbox chose itself (its S3 endpoint's port) comes from the settings it printed.
+    # Every provider's endpoints and credentials (and its S3 endpoint's port) are the settings it printed.
     printed = dict(line[len("export "):].split("=", 1) for line in proc.tail(100_000).splitlines()
                    if line.startswith("export "))
     adopted = {k: v for k, v in printed.items() if k not in cfg}
@@ -312,7 +318,7 @@ def _start_sandbox(fleet: Fleet, console: Console) -> None:
                                ("ingestio", "ingestio.part_put")):
         slow_link = {"provider": provider, "latency_ms": UPLOAD_CHUNK_LATENCY_MS, "latency_endpoints": [endpoint]}
         requests.put(f"{fleet.sandbox_url}/_sandbox/faults", json=slow_link, timeout=5).raise_for_status()
-    _ok(console, "sandbox", f"{fleet.sandbox_url} (Gcore, Brightcove + S3, Ittybit, Once, Ingest.io; "
+    _ok(console, "sandbox", f"{fleet.sandbox_url} ({', '.join(REGISTRY)}, S3; "
                             f"{PROCESSING_SECONDS:g} s processing, "
                             f"+{UPLOAD_CHUNK_LATENCY_MS / 1000:g} s per upload chunk)")
 
@@ -380,7 +386,7 @@ def _submit_all(fleet: Fleet) -> list[DemoJob]:
     from tasks.producer import submit
 
     jobs = []
-    for sample in SAMPLES:
+    for sample in samples():
         source = str(sample.path(fleet.home)) if sample.mode == "push" else f"{fleet.sandbox_url}/media/{sample.name}"
         intent = {"provider": sample.provider, "source": source, "title": sample.title, "tags": ["demo"]}
         jobs.append(DemoJob(sample, submit(intent)))

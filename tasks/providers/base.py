@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import requests
 
 from tasks import keys
+from tasks.declare import Setting
 from tasks.errors import PermanentError
 from tasks.http import default_error_text
 from tasks.retry import Outcome, renew
@@ -91,6 +92,13 @@ class Adapter:
     """Base of every provider adapter; override the steps the provider has."""
 
     name: str = ""
+    #: One line a person reads in listings (``ingest-fleet settings``, deploy/.env.example).
+    title: str = ""
+    #: The account setting whose presence makes an account exist.
+    credential: ClassVar[str] = "API_KEY"
+    #: Every setting an account of this provider has (tasks.declare): ``BASE_URL``, the
+    #: credential and the four budget settings (``budget()``) at least.
+    account_settings: ClassVar[tuple[Setting, ...]] = ()
     pull_schemes: frozenset[str] = frozenset({"http", "https"})
     supports_push: bool = True
     #: Answers that differ from the default policy (tasks.http.DEFAULT_POLICY), by status.

@@ -33,9 +33,7 @@ Contract: shared/design/providers.md §1 and the seed ``brightcove-dynamic-inges
 
 Every CMS and DI call carries ``Content-Type: application/json`` as the references list it.
 
-Settings (besides the credentials and URLs): ``INGEST_BRIGHTCOVE_CUSTOM_FIELDS`` (above),
-``INGEST_BRIGHTCOVE_LOW_SLOTS`` (default 100), ``PROFILE``, ``CAPTURE_IMAGES``,
-``SINGLE_PUT_MAX``, ``PART_SIZE``, ``S3_ENDPOINT``.
+Settings: ``BrightcoveAdapter.account_settings`` (``ingest-fleet settings brightcove``).
 """
 
 from __future__ import annotations
@@ -52,8 +50,8 @@ import requests
 
 from tasks import keys
 from tasks.callbacks import callback_url
-from tasks.config import ConfigError
-from tasks.errors import PermanentError, TransientError, UploadSessionLost
+from tasks.declare import Setting, budget
+from tasks.errors import ConfigError, PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.logs import register_secret
 from tasks.providers.base import Adapter, Status, StepContext
@@ -69,13 +67,10 @@ from tasks.transfer.s3 import (
     upload_multipart_slice,
 )
 
-DEFAULT_SINGLE_PUT_MAX = 100 * 1000 * 1000  # AWS advises multipart from ~100 MB
-DEFAULT_PART_SIZE = 16 * 1024 * 1024
 CREDENTIALS_TTL = 23 * 3600  # Brightcove's temporary credentials and URLs last 24 h
 TOKEN_LOCK_SECONDS = 10
 PROGRESS = {"processing": 10, "publishing": 50, "published": 90}
 FIELDS_TTL = 300  # seconds the account's custom field definitions are trusted
-DEFAULT_LOW_SLOTS = 100  # low-priority jobs at once per account (ingest priority queueing page)
 JSON = {"Content-Type": "application/json"}
 
 
@@ -113,6 +108,33 @@ def _field_problems(fields: dict[str, str], defined: dict[str, list[str] | None]
 
 class BrightcoveAdapter(Adapter):
     name = "brightcove"
+    title = "Brightcove Video Cloud (OAuth client credentials + CMS + Dynamic Ingest)"
+    credential = "CLIENT_SECRET"
+    account_settings = (
+        Setting("CLIENT_ID", required=True, example="<client-id>"),
+        Setting("CLIENT_SECRET", secret=True, example="<client-secret>"),
+        Setting("ACCOUNT_ID", required=True, example="<video-cloud-account-id>"),
+        Setting("OAUTH_URL", "https://oauth.brightcove.com"),
+        Setting("BASE_URL", "https://cms.api.brightcove.com"),
+        Setting("INGEST_URL", "https://ingest.api.brightcove.com"),
+        Setting("S3_ENDPOINT", help="Only for an S3 stand-in (the sandbox); AWS otherwise."),
+        # AWS advises multipart from about 100 MB.
+        Setting("SINGLE_PUT_MAX", str(100 * 1000 * 1000), int,
+                help="One PUT below this size (bytes), S3 multipart above."),
+        Setting("PART_SIZE", str(16 * 1024 * 1024), int, help="S3 multipart part size (bytes)."),
+        Setting("PROFILE", help="Sent with each ingest request when set (account default otherwise)."),
+        Setting("CAPTURE_IMAGES", pattern=r"(?i)true|false|yes|no|1|0", hint="true or false",
+                help="Whether ingest captures poster and thumbnail (unset: Brightcove's default)."),
+        Setting("CUSTOM_FIELDS", pattern=r"[^,:]+:[^,:]+(,[^,:]+:[^,:]+)*",
+                hint="key:field_id pairs, e.g. team:department,topic:subject",
+                help="Intent metadata key -> CMS custom field id (key:field,...); unset: keys must be fields "
+                     "defined on the account."),
+        Setting("LOW_SLOTS", "100", int, help="Low-priority ingest jobs in flight per account (Brightcove's "
+                                              "low-priority queue; 0 = no limit)."),
+        # 20 req/s per account across CMS and Dynamic Ingest, <= 10 requests a minute on one video,
+        # 200 concurrent normal-priority ingest jobs (Dynamic Ingest best practices).
+        *budget(rate=20, slots=200, entity_rate=10 / 60),
+    )
     pull_schemes = frozenset({"http", "https", "s3"})
 
     # -- answers ---------------------------------------------------------------------
@@ -145,8 +167,6 @@ class BrightcoveAdapter(Adapter):
     def check_account(self, intent: ValidatedIntent, account: Any) -> None:
         try:
             mapping = _field_map(account)
-            if intent.priority == "low":
-                self._low_slots(account)
         except ConfigError as exc:
             raise IntentError("account", str(exc)) from None
         for key in intent.metadata:
@@ -164,14 +184,7 @@ class BrightcoveAdapter(Adapter):
 
     @staticmethod
     def _low_slots(account: Any) -> int:
-        raw = account.setting("LOW_SLOTS", str(DEFAULT_LOW_SLOTS))
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"INGEST_BRIGHTCOVE_LOW_SLOTS must be a whole number (0 = no limit), not {raw!r}") from None
-        if value < 0:
-            raise ConfigError("INGEST_BRIGHTCOVE_LOW_SLOTS must not be negative (0 = no limit)")
-        return value
+        return int(account.whole("LOW_SLOTS"))
 
     # -- OAuth -----------------------------------------------------------------------
     def _token(self, ctx: StepContext, *, stale: str | None = None) -> str:
@@ -309,13 +322,12 @@ class BrightcoveAdapter(Adapter):
         store_credentials(ctx.redis, job.id, {k: urls[k] for k in (
             "access_key_id", "secret_access_key", "session_token", "signed_url") if urls.get(k)},
             ttl=CREDENTIALS_TTL)
-        single_max = single_put_max(ctx.settings, int(float(ctx.account.setting("SINGLE_PUT_MAX",
-                                                                                 str(DEFAULT_SINGLE_PUT_MAX)))))
+        single_max = single_put_max(ctx.settings, ctx.account.whole("SINGLE_PUT_MAX"))
         size = job.bytes_total or 0
         job.upload = {
             "protocol": "s3", "mode": "single" if size <= single_max else "multipart",
             "bucket": urls["bucket"], "key": urls["object_key"], "api_request_url": urls["api_request_url"],
-            "part_size": part_size_for(size, int(float(ctx.account.setting("PART_SIZE", str(DEFAULT_PART_SIZE))))),
+            "part_size": part_size_for(size, ctx.account.whole("PART_SIZE")),
         }
         job.note("upload.target", mode=job.upload["mode"], bucket=urls["bucket"])
 

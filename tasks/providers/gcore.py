@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import requests
 
 from tasks.config import AccountConfig
+from tasks.declare import Setting, budget
 from tasks.errors import PermanentError, TransientError
 from tasks.http import default_error_text
 from tasks.intent import IntentError, ValidatedIntent
@@ -56,9 +57,6 @@ MARKER_BITS = 31
 LOOKUP_PAGES = 5  # at most 5 x 100 videos share one marker before the lookup gives up
 #: Intent priority -> Gcore ``priority`` (-10..10, default 0; SDK ``create_video_param.py``).
 PRIORITY = {"low": -5, "normal": 0, "high": 5}
-#: How long a TUS upload may stay locked by another connection before it counts as a failed
-#: attempt (``INGEST_GCORE_LOCK_WAIT``): a paused worker's PATCH lasts until a timeout ends it.
-DEFAULT_LOCK_WAIT = 600.0
 CLIENT_MISMATCH = "does not match this client"
 CLIENT_ID_HINT = ("the TUS client_id must be the account's client id (Video.client_id); "
                   "set INGEST_GCORE_CLIENT_ID to it")
@@ -74,14 +72,6 @@ def job_tag(job_id: str) -> str:
     """The job's full id as the last line of the video's description, which Gcore documents
     as "not visible to the end-users" (unlike ``name``, which players show)."""
     return f"[ingest-fleet job {job_id}]"
-
-
-def _lock_wait(ctx: StepContext) -> float:
-    raw = ctx.account.setting("LOCK_WAIT", str(DEFAULT_LOCK_WAIT))
-    try:
-        return float(raw)
-    except ValueError:
-        raise PermanentError(f"INGEST_GCORE_LOCK_WAIT={raw!r} is not a number of seconds", provider="gcore") from None
 
 
 def _description(job: Job) -> str:
@@ -101,6 +91,18 @@ def _one(body: object) -> dict[str, Any]:
 
 class GcoreAdapter(Adapter):
     name = "gcore"
+    title = "Gcore Streaming"
+    account_settings = (
+        Setting("API_KEY", secret=True, example="<gcore-api-key>"),
+        Setting("BASE_URL", "https://api.gcore.com"),
+        Setting("CLIENT_ID", help="Only where Gcore's answers leave the video's client_id out (the TUS upload "
+                                  "needs it)."),
+        # A paused worker's PATCH holds the upload until a timeout ends it.
+        Setting("LOCK_WAIT", "600", float, help="A TUS upload locked by another connection (423) is waited for "
+                                                "this long before it counts as a failed attempt (s)."),
+        # About 4 req/s (a third-party figure; Gcore's own page is not public).
+        *budget(rate=4),
+    )
     pull_schemes = frozenset({"http", "https", "sftp"})
     #: ``origin_http_headers``: "Authorization: <type> <credentials>" sent by Gcore with its
     #: pull of ``origin_url`` (SDK ``create_video_param.py``). A secret: masked in logs and
@@ -276,7 +278,7 @@ class GcoreAdapter(Adapter):
         if "locked_since" not in job.upload:
             job.upload["locked_since"] = time.time()
             job.note("upload.locked")
-        limit = _lock_wait(ctx)
+        limit = ctx.account.number("LOCK_WAIT")
         if time.time() - job.upload["locked_since"] > limit:
             job.upload.pop("locked_since", None)
             raise TransientError(f"upload locked by another connection for over {limit:g} s "

@@ -59,6 +59,7 @@ import requests
 
 from tasks.callbacks import account_callback_url, derived_secret, remember_ref
 from tasks.config import AccountConfig
+from tasks.declare import Setting, budget
 from tasks.errors import PermanentError, TransientError, UploadSessionLost
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.logs import register_secret
@@ -69,13 +70,11 @@ VND = "application/vnd.ingest.v1+json"
 #: The Content-Type every part is signed with and PUT with, as the node SDK's
 #: ``UploaderBase._signChunk``/``_sendChunk``: the signature covers it.
 PART_TYPE = "application/octet-stream"
-DEFAULT_SINGLE_PUT_MAX = 5 * 1024 * 1024  # Ingest's SDK goes multipart above 5 MiB
 MAX_PAGES = 200  # a marker search reads at most this many pages of a list
 RESIGN_LIMIT = 3  # signatures tried for one part in one slice before the slice is retried
 HOOK_EVENTS = ["jobs.complete", "jobs.error", "inputs.complete", "inputs.cancelled"]
 HOOK_CACHE_SECONDS = 3600
 JOB_RUNNING, JOB_COMPLETE, JOB_FAILED = 0, 1, 10
-PUBLISH_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 #: The documented input states (list filters), in the order a 409 on complete asks them: the
 #: short lists first, ``ready`` (every input ever completed) last. Listed as processing, queued,
 #: error (the file arrived, the probe refused it) or ready = the upload completed.
@@ -126,6 +125,19 @@ class _PartReader:
 
 class IngestioAdapter(Adapter):
     name = "ingestio"
+    title = "Ingest.io (the rate limit is learned from X-RateLimit-* answers)"
+    account_settings = (
+        Setting("API_KEY", secret=True, example="<ingestio-token>"),
+        Setting("PROFILE", required=True, example="<profile-uuid>",
+                help="Encoding profile every job uses (a UUID from GET /encoding/profiles)."),
+        Setting("BASE_URL", "https://api.ingest.io"),
+        Setting("PUBLISH", "false", bool, help="Publish each video once encoded (per job: --opt publish=true)."),
+        # Ingest's SDK goes multipart above 5 MiB.
+        Setting("SINGLE_PUT_MAX", str(5 * 1024 * 1024), int, help="One PUT below this size (bytes), signed "
+                                                                  "multipart above."),
+        # Server-defined limit announced in X-RateLimit-* on every answer: learned, not configured.
+        *budget(rate=0),
+    )
     pull_schemes = frozenset()  # Ingest.io documents no URL ingest
     learns_rate_limit = True
     account_webhooks = True
@@ -203,26 +215,16 @@ class IngestioAdapter(Adapter):
             headers = {"Range": nxt}
         raise TransientError(f"GET {path}: more than {MAX_PAGES} pages; marker search gave up", provider=self.name)
 
-    @staticmethod
-    def _var(ctx: StepContext, setting: str) -> str:
-        """The environment variable of one of the account's settings."""
-        return f"INGEST_INGESTIO_{setting}" if ctx.account.name == "default" else \
-            f"INGEST_INGESTIO__{ctx.account.name.upper()}__{setting}"
-
     def _publish(self, ctx: StepContext) -> bool:
         """Whether the job publishes its video once encoded: the intent's option, else the setting."""
         if "publish" in ctx.job.options:
             return bool(ctx.job.options["publish"])
-        raw = ctx.account.setting("PUBLISH", "false").strip().lower()
-        if raw not in PUBLISH_VALUES:
-            raise PermanentError(f"{self._var(ctx, 'PUBLISH')}={raw!r} is not a boolean; set it to true or false",
-                                 provider=self.name)
-        return PUBLISH_VALUES[raw]
+        return ctx.account.flag("PUBLISH")
 
     def _check_token(self, ctx: StepContext) -> None:
         exp = jwt_expiry(ctx.account.secret)
         if exp is not None and exp < time.time():
-            var = self._var(ctx, "API_KEY")
+            var = ctx.account.var("API_KEY")
             raise PermanentError(f"the Ingest.io token expired at {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(exp))}; "
                                  f"set a new one in {var}", provider=self.name)
 
@@ -269,8 +271,7 @@ class IngestioAdapter(Adapter):
         if job.upload.get("type"):
             return  # resumed: the recorded upload goes on
         size = job.bytes_total or 0
-        single_max = single_put_max(ctx.settings, int(float(ctx.account.setting("SINGLE_PUT_MAX",
-                                                                                 str(DEFAULT_SINGLE_PUT_MAX)))))
+        single_max = single_put_max(ctx.settings, ctx.account.whole("SINGLE_PUT_MAX"))
         kind = "amazon" if size <= single_max else "amazonMP"
         resp = self._api(ctx, "POST", self._input_path(ctx, "/upload"), params={"type": kind},
                          body={"type": _mime(job.source), "size": size})

@@ -43,6 +43,7 @@ import requests
 
 from tasks.callbacks import account_callback_url, remember_ref
 from tasks.config import AccountConfig
+from tasks.declare import Setting, budget
 from tasks.errors import PermanentError, UploadSessionLost
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer import single_put_max
@@ -50,7 +51,6 @@ from tasks.transfer.ranged import RangedUpload
 from tasks.transfer.s3 import forget_credentials, load_credentials, store_credentials
 
 CHUNKED_FROM = 100 * 1000 * 1000  # Ittybit: files of 100 MB and more go in chunks
-DEFAULT_CHUNK = 16 * 1024 * 1024
 SUCCESS = frozenset({"completed", "complete", "ready", "succeeded"})
 FAILURE = frozenset({"failed", "error", "cancelled"})
 HOOK_TOPICS = ["task.succeeded", "task.failed"]
@@ -72,6 +72,17 @@ def unwrap(body: Any) -> Any:
 
 class IttybitAdapter(Adapter):
     name = "ittybit"
+    title = "Ittybit"
+    account_settings = (
+        Setting("API_KEY", secret=True, example="<ittybit-api-key>"),
+        Setting("BASE_URL", "https://api.ittybit.com"),
+        Setting("API_VERSION", "2025-08-20", pattern=r"\d{4}-\d{2}-\d{2}|latest",
+                hint="a date such as 2025-08-20, or latest",
+                help="The API version every call pins (Accept-Version), as Ittybit's SDK 1.0.0 does."),
+        Setting("CHUNK_SIZE", str(16 * 1024 * 1024), int, help="Chunk size (bytes) for files of 100 MB and more."),
+        # No published numbers: a conservative default, to be set per account.
+        *budget(rate=5),
+    )
     intent_options: ClassVar[dict[str, type]] = {"folder": str, "filename": str, "sync": bool}
     account_webhooks = True
 
@@ -238,7 +249,7 @@ class IttybitAdapter(Adapter):
                 answer = ctx.http("upload").request("PUT", url, data=f, headers={"Content-Type": content_type})
                 return self._uploaded(ctx, unwrap(answer.json()), size)
             job.upload["chunked"] = True
-            chunk = int(float(ctx.account.setting("CHUNK_SIZE", str(DEFAULT_CHUNK))))
+            chunk = ctx.account.whole("CHUNK_SIZE")
             up = RangedUpload(ctx.http("upload"), url, f, size=size, offset=int(job.upload.get("offset", 0)),
                               chunk_size=chunk)
             while not up.done and ctx.time_left() > 0:

@@ -52,6 +52,7 @@ from jsonschema import Draft4Validator
 
 from tasks.callbacks import EVENT_MAX, callback_url, webhook_events
 from tasks.config import AccountConfig
+from tasks.declare import Setting, budget
 from tasks.errors import PermanentError, StepError
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.providers.base import Adapter, Status, StepContext
@@ -64,8 +65,6 @@ FIELD_OF = {"foreignKey": "idempotency_key", "media": "source", "title": "title"
             "notifications": "options.notifications"}
 JSON_OPTIONS = ("publicationRules", "cuePoints", "timedText", "notifications")
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D]")
-DEFAULT_NOTIFY_DEADLINE = 3600.0
-DEFAULT_PART_SIZE = 16 * 1024 * 1024
 MEDIA_PAGES_PER_POLL = 10  # 200 items a poll at most; the next poll resumes where this one stopped
 STAGING_SETTINGS = ("STAGING_BUCKET", "STAGING_ACCESS_KEY_ID", "STAGING_SECRET_ACCESS_KEY")
 #: S3's answers that mean the staging credentials (or the bucket's policy) are wrong.
@@ -73,13 +72,8 @@ CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "AccessDenied", "SignatureDo
                               "ExpiredToken"})
 
 
-def setting_var(account: AccountConfig, name: str) -> str:
-    """The environment variable of ``account``'s setting ``name`` (as tasks.config reads it)."""
-    return f"INGEST_ONCE_{name}" if account.name == "default" else f"INGEST_ONCE__{account.name.upper()}__{name}"
-
-
 def staging_fix(account: AccountConfig) -> str:
-    names = ", ".join(setting_var(account, n) for n in STAGING_SETTINGS)
+    names = ", ".join(account.var(n) for n in STAGING_SETTINGS)
     return (f"set {names} to a bucket Once can read and a key pair that may write to it "
             "(`ingest-fleet sandbox` prints them for the sandbox)")
 
@@ -121,6 +115,24 @@ def schema_errors(body: dict[str, Any]) -> list[tuple[str, str]]:
 
 class OnceAdapter(Adapter):
     name = "once"
+    title = "Brightcove Once (pull-only; local files are staged in your S3 bucket first)"
+    account_settings = (
+        Setting("API_KEY", secret=True, example="<once-api-key>"),
+        Setting("DOMAIN_ID", required=True, example="<domain-id>"),
+        Setting("CATALOG_ID", required=True, example="<catalog-id>"),
+        Setting("BASE_URL", "https://api.unicornmedia.com"),
+        Setting("STAGING_BUCKET", example="<bucket>", help="Where local files are staged for Once to pull."),
+        Setting("STAGING_REGION", "us-east-1"),
+        Setting("STAGING_ACCESS_KEY_ID", secret=True, example="<aws-access-key-id>",
+                help="With the secret below: a key pair that may write to the bucket (local files only)."),
+        Setting("STAGING_SECRET_ACCESS_KEY", secret=True, example="<aws-secret-access-key>"),
+        Setting("S3_ENDPOINT", help="Only for an S3 stand-in (the sandbox)."),
+        Setting("PART_SIZE", str(16 * 1024 * 1024), int, help="S3 multipart part size of the staging upload."),
+        Setting("NOTIFY_DEADLINE", "3600", float, help="The media-management API decides the state; a job never "
+                                                       "published fails after this many s."),
+        # No published numbers: a conservative default, to be set per account.
+        *budget(rate=5),
+    )
     intent_options: ClassVar[dict[str, type]] = {name: list for name in JSON_OPTIONS}
     pull_schemes = frozenset({"http", "https", "s3"})
 
@@ -154,7 +166,7 @@ class OnceAdapter(Adapter):
     def check_account(self, intent: ValidatedIntent, account: AccountConfig) -> None:
         if intent.mode != "push":
             return
-        missing = [setting_var(account, n) for n in STAGING_SETTINGS if not account.setting(n)]
+        missing = [account.var(n) for n in STAGING_SETTINGS if not account.setting(n)]
         if missing:
             raise IntentError("source", f"a local file is staged in S3 before Once pulls it, but "
                                         f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; "
@@ -177,7 +189,7 @@ class OnceAdapter(Adapter):
     def _staging(self, ctx: StepContext) -> dict[str, str]:
         """The staging settings of this worker; a missing one fails the job, naming it."""
         values = {n: ctx.account.setting(n) for n in STAGING_SETTINGS}
-        missing = [setting_var(ctx.account, n) for n, v in values.items() if not v]
+        missing = [ctx.account.var(n) for n, v in values.items() if not v]
         if missing:
             raise PermanentError(f"this worker cannot stage the file in S3 for Once: {', '.join(missing)} "
                                  f"not set; {staging_fix(ctx.account)}")
@@ -191,14 +203,14 @@ class OnceAdapter(Adapter):
         creds = {"access_key_id": staging["STAGING_ACCESS_KEY_ID"],
                  "secret_access_key": staging["STAGING_SECRET_ACCESS_KEY"]}
         return s3_client(creds, endpoint=ctx.account.setting("S3_ENDPOINT") or None,
-                         region=ctx.account.setting("STAGING_REGION", "us-east-1"),
+                         region=ctx.account.setting("STAGING_REGION"),
                          timeouts=(ctx.settings.http_connect_timeout, ctx.settings.http_read_timeout))
 
     def obtain_upload_target(self, ctx: StepContext) -> None:
         job = ctx.job
         if job.upload.get("key"):
             return
-        wanted = int(float(ctx.account.setting("PART_SIZE", str(DEFAULT_PART_SIZE))))
+        wanted = ctx.account.whole("PART_SIZE")
         job.upload = {"protocol": "s3", "mode": "multipart", "bucket": self._bucket(ctx),
                       "key": f"ingest-fleet/{job.id}/{os.path.basename(job.source)}",
                       "part_size": part_size_for(job.bytes_total or 0, wanted)}
@@ -254,7 +266,7 @@ class OnceAdapter(Adapter):
             else:
                 self._unexpected(job, "item", item)
         waited = time.time() - job.provider_ids.get("awaiting_since", time.time())
-        deadline = float(ctx.account.setting("NOTIFY_DEADLINE", str(DEFAULT_NOTIFY_DEADLINE)))
+        deadline = ctx.account.number("NOTIFY_DEADLINE")
         if waited > deadline:
             events = webhook_events(ctx.redis, job.id) if ctx.redis is not None else []
             heard = f"; the last notification (unverified) said: {json.dumps(events[-1])[:300]}" if events else \

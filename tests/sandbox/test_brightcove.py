@@ -29,7 +29,7 @@ SECRET = "test-bc-secret-5Tq9"
 ACCOUNT = "6200000000042"
 BUCKET = "ingestion-upload-sandbox"
 MiB = 1024 * 1024
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RENDITIONS = ["default/audio64", "default/audio128", "default/video360", "default/video720", "default/video1080"]
 
 

@@ -23,7 +23,7 @@ from tests.receiver import Receiver
 KEY = "test-ittybit-key"
 MiB = 1024 * 1024
 CLIP_SIZE = 2 * MiB + 300_000  # three chunks: 1 MiB, 1 MiB, the rest
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENVELOPE_KEYS = {"meta", "data", "error", "links"}
 
 

@@ -35,10 +35,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tasks.config import ACCOUNT_SETTINGS, PROVIDER_DEFAULTS
+from tasks.config import account_var, declared, settings_listing
+from tasks.providers import REGISTRY
 from workers.cli import build_parser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -195,25 +196,27 @@ def env_example_names() -> set[str]:
     return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), flags=re.M))
 
 
+def account_setting_names() -> set[str]:
+    """Every setting any provider's adapter declares (tasks.declare)."""
+    return {name for provider in REGISTRY for name in declared(provider)}
+
+
 @functools.cache
 def code_env_names() -> frozenset[str]:
     """Complete INGEST_* names written as string literals in the fleet's code."""
     names: set[str] = set()
     for path in [*ROOT.joinpath("workers").rglob("*.py"), *ROOT.joinpath("tasks").rglob("*.py")]:
         names.update(re.findall(r"""["'](INGEST_[A-Z0-9_]*[A-Z0-9])["']""", path.read_text()))
-    return frozenset(names - set(ACCOUNT_SETTINGS))  # Brightcove's setting("INGEST_URL") is an account setting
+    return frozenset(names - account_setting_names())  # Brightcove's setting("INGEST_URL") is an account setting
 
 
 def provider_settings(provider: str) -> set[str]:
-    """The account settings a provider uses: credential, endpoint, budget, its required
-    settings and defaulted endpoints, and whatever its adapter reads with ``setting("X")``."""
-    defaults = PROVIDER_DEFAULTS[provider]
-    names = {defaults.get("credential", "API_KEY"), "BASE_URL", "RATE", "BURST", "SLOTS", "ENTITY_RATE"}
-    names |= set(filter(None, defaults.get("required", "").split(",")))
-    names |= {k.upper() for k in defaults if k not in ("credential", "required")}
+    """The account settings a provider declares, and whatever its adapter reads (``setting("X")``,
+    ``number("X")``, ...), which must be among them."""
+    names = set(declared(provider))
     adapter = ROOT / "tasks" / "providers" / f"{provider}.py"
-    if adapter.exists():
-        names |= set(re.findall(r"""\.setting\(\s*["']([A-Z0-9_]+)["']""", adapter.read_text()))
+    read = set(re.findall(r"""\.(?:setting|number|whole|flag|var)\(\s*["']([A-Z0-9_]+)["']""", adapter.read_text()))
+    assert read <= names, f"{provider}'s adapter reads undeclared settings {sorted(read - names)}"
     return names
 
 
@@ -222,13 +225,13 @@ def known_setting(name: str) -> bool:
     setting (default account or named)."""
     if name in code_env_names() | ANNOUNCED_SETTINGS:
         return True
-    for provider in PROVIDER_DEFAULTS:
+    for provider in REGISTRY:
         prefix = f"INGEST_{provider.upper()}_"
         if name.startswith(prefix + "_"):
             _, sep, setting = name[len(prefix) + 1:].partition("__")
-            return bool(sep) and setting in ACCOUNT_SETTINGS
+            return bool(sep) and setting in declared(provider)
         if name.startswith(prefix):
-            return name[len(prefix):] in ACCOUNT_SETTINGS
+            return name[len(prefix):] in declared(provider)
     return False
 
 
@@ -698,13 +701,34 @@ def test_env_example_lists_every_setting_the_code_reads():
     documented = env_example_names()
     missing = {"REDIS_URL", "FLOWER_BASIC_AUTH"} - documented
     missing |= (code_env_names() | ANNOUNCED_SETTINGS) - documented
-    for provider in PROVIDER_DEFAULTS:
+    for provider in REGISTRY:
         missing |= {f"INGEST_{provider.upper()}_{s}" for s in provider_settings(provider)} - documented
-    # Every account setting the config understands is documented for some provider.
-    for setting in ACCOUNT_SETTINGS:
-        if not any(f"INGEST_{p.upper()}_{setting}" in documented for p in PROVIDER_DEFAULTS):
-            missing.add(f"INGEST_<PROVIDER>_{setting}")
     assert not missing, f"deploy/.env.example lacks: {sorted(missing)}"
+
+
+def test_env_example_providers_part_is_generated_from_the_declarations():
+    """The providers' part of .env.example is what `ingest-fleet settings` prints: a setting
+    declared, renamed or re-defaulted in an adapter shows here, or this fails (regenerate it
+    with `ingest-fleet settings`)."""
+    text, listing = ENV_EXAMPLE.read_text(), settings_listing()
+    first = listing.splitlines(keepends=True)[0]
+    assert first in text, f"deploy/.env.example has no providers' part starting {first.strip()!r}"
+    assert text[text.index(first):] == listing, \
+        "deploy/.env.example's providers part differs from `ingest-fleet settings`: paste its output there"
+
+
+def test_secrets_go_in_the_secret_and_never_in_the_configmap():
+    """Every setting an adapter declares secret is in the Secret template, none in the ConfigMap."""
+    secret_text = (K8S / "secret.example.yaml").read_text()
+    cm_text = (K8S / "configmap.yaml").read_text()
+    for provider in REGISTRY:
+        for spec in declared(provider).values():
+            var = account_var(provider, "default", spec.name)
+            if spec.secret:
+                assert re.search(rf"^\s*#?\s*{var}:", secret_text, re.M), f"secret.example.yaml lacks {var}"
+                assert not re.search(rf"^\s*#?\s*{var}:", cm_text, re.M), f"configmap.yaml names the secret {var}"
+    for name in re.findall(r"^\s*#?\s*(INGEST_[A-Z0-9_]+):", cm_text + secret_text, re.M):
+        assert known_setting(name), f"deploy/k8s names {name}, which nothing reads"
 
 
 def test_env_example_documents_only_real_settings_and_no_secrets():

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -20,6 +17,7 @@ from botocore.config import Config
 
 from sandbox import Sandbox, make_invalid_file, make_video_file
 from sandbox.once import DEFAULT_CATALOG, DEFAULT_DOMAIN, validate
+from tests.receiver import Receiver
 
 KEY = "test-once-key"
 INGEST = f"/ingest-api/{DEFAULT_DOMAIN}/catalogs/{DEFAULT_CATALOG}"
@@ -73,48 +71,9 @@ def sandbox(tmp_path_factory, media):
         yield sb
 
 
-class Receiver:
-    """Collects the notifications sent to ``url`` (any method; GET's come as query parameters)."""
-
-    def __init__(self):
-        self.hooks: list[dict] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else {}
-                with receiver._lock:
-                    receiver.hooks.append({"method": self.command, "path": self.path, "body": body})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_POST = do_PUT = do_GET = _record
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/once-hooks"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def wait_for(self, n: int, timeout: float = 10.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.hooks) < n:
-            assert time.monotonic() < deadline, f"{len(self.hooks)} of {n} notifications: {self.hooks}"
-            time.sleep(0.02)
-        return list(self.hooks)
-
-    def close(self):
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    r = Receiver()
+    r = Receiver("/once-hooks")
     yield r
     r.close()
 
@@ -122,8 +81,7 @@ def receiver():
 @pytest.fixture(autouse=True)
 def clean(sandbox, receiver):
     requests.post(f"{sandbox.url}/_sandbox/reset", timeout=30).raise_for_status()
-    with receiver._lock:
-        receiver.hooks.clear()
+    receiver.clear()
 
 
 @pytest.fixture
@@ -207,7 +165,7 @@ def test_valid_request_is_published_and_notified(sandbox, api, receiver, media):
     shown = api_item(api, item["id"])
     assert (shown["foreignKey"], shown["draftVersion"], shown["publishedVersion"]) == ("clip-1", 1, 1)
     assert "status" not in shown and "error" not in shown and "sourceSha256" not in shown
-    hooks = receiver.wait_for(4)  # publish (POST) + ingest, transcode, publish (PUT, in order)
+    hooks = receiver.wait_for_requests(4)  # publish (POST) + ingest, transcode, publish (PUT, in order)
     posts = [h["body"] for h in hooks if h["method"] == "POST"]
     puts = [h["body"]["event"] for h in hooks if h["method"] == "PUT"]
     assert puts == ["ingest", "transcode", "publish"]
@@ -233,7 +191,7 @@ def test_seed_example_is_accepted_despite_its_casing(sandbox, api, receiver):
     assert validate(body) == {}
     ingest(api, body)
     assert wait_item(api, "wildlife07")["status"] == "published"
-    hooks = receiver.wait_for(1)
+    hooks = receiver.wait_for_requests(1)
     assert [(h["path"], h["body"]["event"]) for h in hooks] == [("/once-hooks/publish", "publish")]
 
 
@@ -304,7 +262,7 @@ def test_same_foreign_key_twice_is_one_item_with_two_versions(sandbox, api, rece
     assert listing["totalResults"] == 1 and len(listing["results"]) == 1
     versions = state(sandbox)["items"][0]["versions"]
     assert [(v["version"], v["status"]) for v in versions] == [(1, "published"), (2, "published")]
-    hooks_got = receiver.wait_for(1)  # "update" fires for the second version only
+    hooks_got = receiver.wait_for_requests(1)  # "update" fires for the second version only
     assert [(h["body"]["event"], h["body"]["version"]) for h in hooks_got] == [("publish", 2)]
 
 
@@ -316,9 +274,9 @@ def test_non_video_sends_an_error_notification(sandbox, api, receiver):
     assert item["status"] == "error" and item["error"] == "The source is not a video"
     shown = api_item(api, item["id"])  # the API shows no failure: the item just stays unpublished
     assert (shown["draftVersion"], shown["publishedVersion"]) == (1, 0) and "error" not in shown
-    hooks = receiver.wait_for(1)
+    hooks = receiver.wait_for_requests(1)
     time.sleep(0.2)
-    assert len(receiver.hooks) == 1  # the publish subscription hears nothing
+    assert len(receiver.requests()) == 1  # the publish subscription hears nothing
     p = hooks[0]["body"]
     assert (p["event"], p["status"], p["message"], p["requestId"]) == (
         "error", "error", "The source is not a video", answer["requestId"])
@@ -333,7 +291,7 @@ def test_processing_fault_and_duplicates(sandbox, api, receiver):
                  "notifications": [{"target": receiver.url, "notificationType": "error", "method": "GET"}]})
     item = wait_item(api, "doomed")
     assert item["status"] == "error" and item["error"] == "Transcoding failed"
-    hooks = receiver.wait_for(2)
+    hooks = receiver.wait_for_requests(2)
     assert all(h["method"] == "GET" and "event=error" in h["path"] for h in hooks)
 
 

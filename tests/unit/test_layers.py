@@ -1,0 +1,98 @@
+"""Layers run one way (issue 12): ``workers/`` (the processes) imports ``tasks/`` (the domain),
+never the reverse, and ``sandbox/`` (the emulators) imports neither. Read from the code's own
+imports, those inside functions too, so a cycle cannot hide in a late import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+def _imports(package: str, of: tuple[str, ...]) -> set[tuple[str, str]]:
+    """(file, module) for every import in ``package`` of a module under one of ``of``."""
+    found = set()
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            found |= {(str(path.relative_to(ROOT)), m) for m in modules if m.split(".")[0] in of}
+    return found
+
+
+def test_the_domain_never_imports_the_processes() -> None:
+    assert _imports("tasks", ("workers",)) == set(), \
+        "tasks/ must not import workers/: what the domain needs belongs in tasks/"
+
+
+def test_the_sandbox_imports_nothing_of_the_fleet() -> None:
+    assert _imports("sandbox", ("tasks", "workers")) == set()
+
+
+def test_redis_keys_are_named_in_one_module() -> None:
+    import re
+
+    literal = re.compile(r"""f?["']if:""")
+    stray = [f"{path.relative_to(ROOT)}:{n}" for package in ("tasks", "workers")
+             for path in sorted((ROOT / package).rglob("*.py")) if path.name != "keys.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if literal.search(line)]
+    assert stray == [], "name Redis keys in tasks/keys.py"
+
+
+# --- a provider is one declaration (docs/adding-a-provider.md) ---------------------------------
+
+def _provider_files_in_doc() -> tuple[int, list[str]]:
+    """The file count the page states and the files of its table (with ``<name>``)."""
+    import re
+
+    text = (ROOT / "docs" / "adding-a-provider.md").read_text()
+    count = re.search(r"touches \*\*(\d+) files\*\*", text)
+    assert count, "docs/adding-a-provider.md must state how many files a provider touches"
+    table = text[text.index("## The files"):text.index("## The declaration")]
+    files = re.findall(r"^\| `([^`]+)` \|", table, re.M)
+    optional = re.findall(r"^Optional: `([^`]+)`", table, re.M)
+    return int(count.group(1)), files + optional
+
+
+def _naming(provider: str) -> set[str]:
+    """Code files (tasks/, workers/, sandbox/) that name ``provider``: a string literal that is
+    the name or starts with it (``"gcore"``, ``"gcore.tus_patch"``; docstrings aside), or an
+    import of its adapter or emulator module."""
+    import re
+
+    found = set()
+    for package in ("tasks", "workers", "sandbox"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                          if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                          and node.body and isinstance(node.body[0], ast.Expr)
+                          and isinstance(node.body[0].value, ast.Constant)}
+            for node in ast.walk(tree):
+                named = (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                         and re.fullmatch(rf"{provider}([._:].*)?", node.value))
+                named = named or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] == provider)
+                if named:
+                    found.add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_a_provider_touches_only_the_files_adding_a_provider_lists() -> None:
+    from tasks.providers import REGISTRY
+
+    count, files = _provider_files_in_doc()
+    assert count == len(files) - 1, f"the page says {count} files; its table lists {len(files) - 1} (+1 optional)"
+    for provider in REGISTRY:
+        listed = {f.replace("<name>", provider) for f in files}
+        for path in listed:
+            package = path.removesuffix(".py")
+            assert (ROOT / path).exists() or (ROOT / package / "__init__.py").exists(), \
+                f"{provider}: docs/adding-a-provider.md lists {path}, which does not exist"
+        # An emulator split into a package (sandbox/<name>/) names its provider in its own files.
+        named = {p for p in _naming(provider) if not p.startswith(f"sandbox/{provider}/")}
+        assert named - listed == set(), \
+            f"{provider} is named in {sorted(named - listed)}, which docs/adding-a-provider.md does not list"
