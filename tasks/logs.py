@@ -1,8 +1,8 @@
 """structlog configuration: JSON lines with ``job_id``, ``provider``, ``step``, ``task_id``.
 
-Configured in one place; processors are plain functions. Celery is told not to touch
-logging (``setup_logging`` is connected), and each task binds its context through
-contextvars in ``task_prerun`` and clears it in ``task_postrun``.
+Configured in one place; processors are plain functions. In a worker, workers.app tells
+Celery not to touch logging (``setup_logging`` is connected) and binds each task's context
+through contextvars in ``task_prerun`` (cleared in ``task_postrun``).
 
 Secrets are kept out by construction (no code logs headers, credentials or tokens) and,
 as a second fence, :func:`redact` masks any known secret value that reaches a log line.
@@ -94,29 +94,3 @@ def configure(level: str | None = None) -> None:
 
 def get_logger(name: str = "ingest") -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
-
-
-def install_celery_hooks() -> None:
-    """Connect Celery's signals so worker logs are JSON with the task's context bound."""
-    from celery import signals
-
-    from tasks.queues import parse_task_id
-
-    @signals.setup_logging.connect(weak=False)
-    def _setup_logging(**_: Any) -> None:
-        configure()
-
-    @signals.task_prerun.connect(weak=False)
-    def _bind(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
-        structlog.contextvars.clear_contextvars()
-        context = {"task_id": task_id, "task": getattr(task, "name", None)}
-        try:
-            context["job_id"], _seq, context["step"] = parse_task_id(task_id or "")
-        except ValueError:
-            if args:
-                context["job_id"] = args[0]
-        structlog.contextvars.bind_contextvars(**context)
-
-    @signals.task_postrun.connect(weak=False)
-    def _unbind(**_: Any) -> None:
-        structlog.contextvars.clear_contextvars()

@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING
 
 from kombu.entity import Queue
 
+from tasks.config import Settings
 from tasks.providers import REGISTRY
 
 if TYPE_CHECKING:
     import redis
-
-    from tasks.config import Settings
 
 PROVIDERS = tuple(REGISTRY)
 KINDS = ("api", "upload", "poll")
@@ -52,8 +51,6 @@ def queue_for(provider: str, step: str, account: str = "default") -> str:
 
 def _accounts(settings: Settings | None, provider: str) -> list[str]:
     if settings is None:
-        from tasks.config import Settings
-
         settings = Settings.from_env()
     return sorted({"default", *settings.accounts_of(provider)})
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tasks import keys
+from tasks.dispatch import next_dispatch
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job
 from tasks.logs import get_logger
 from tasks.queues import priority_lists, queue_length
@@ -111,8 +112,7 @@ def _requeue(rt: Runtime, job: Job) -> None:
     if job.dispatch.get("member"):
         rt.store.schedule(job.dispatch["member"], 0)
         return
-    from tasks.dispatch import next_dispatch  # no dispatch recorded at all: a new one, under its lease
-
+    # No dispatch recorded at all: a new one, under the job's lease.
     lease = rt.store.acquire(job.id, ttl=30, force=True)
     member = next_dispatch(job, job.step)
     rt.store.save(job, lease, release=True, schedule=(member, 0))  # type: ignore[arg-type]

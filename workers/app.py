@@ -18,12 +18,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_shutting_down
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_shutting_down,
+)
 
 from tasks import logs as fleet_logging
 from tasks.broker import APP_NAME, celery_config
 from tasks.config import Settings
+from tasks.queues import parse_task_id
 from workers import health
 
 app = Celery(APP_NAME, include=["workers.steps"])
@@ -38,7 +47,30 @@ def _configuration() -> dict[str, Any]:
 
 app.add_defaults(_configuration)
 
-fleet_logging.install_celery_hooks()
+
+
+# Worker logs are the fleet's JSON lines (Celery is told not to set up its own), with the
+# running task's id, job and step bound to every line.
+@setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    fleet_logging.configure()
+
+
+@task_prerun.connect
+def _bind(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    context = {"task_id": task_id, "task": getattr(task, "name", None)}
+    try:
+        context["job_id"], _seq, context["step"] = parse_task_id(task_id or "")
+    except ValueError:
+        if args:
+            context["job_id"] = args[0]
+    structlog.contextvars.bind_contextvars(**context)
+
+
+@task_postrun.connect
+def _unbind(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
 
 
 @worker_init.connect

