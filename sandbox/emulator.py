@@ -1,15 +1,20 @@
 """The contract between the :class:`~sandbox.server.Sandbox` and a provider emulator.
 
-Adding a provider means one module ``sandbox/<provider>.py`` with an :class:`Emulator`
-subclass, listed in :data:`sandbox.server.EMULATORS`. The sandbox gives it a
-:class:`Context`, mounts its :meth:`~Emulator.routes` on the shared port, applies the
-provider's faults and logs its requests; the emulator only speaks its provider's contract.
+Adding a provider means one module ``sandbox/<provider>.py`` (or, for a large contract, a
+package ``sandbox/<provider>/`` split by resource) with an :class:`Emulator` subclass, listed
+in :data:`sandbox.server.EMULATORS`. The sandbox gives it a :class:`Context`, mounts its
+:meth:`~Emulator.routes` on the shared port, applies the provider's faults and logs its
+requests; the emulator only speaks its provider's contract. The base class keeps what every
+emulator needs alike: a lock over its entities, :meth:`~Emulator.reset` (forget them and the
+stored bytes), and thread pools for background work that :meth:`~Emulator.stop` ends.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -63,6 +68,16 @@ class Emulator:
 
     def __init__(self, ctx: Context, **options: Any):
         self.ctx = ctx
+        #: Guards the emulator's entities; :meth:`reset` holds it while :meth:`clear` runs.
+        self._lock = threading.RLock()
+        self._pools: list[ThreadPoolExecutor] = []
+
+    def pool(self, name: str, workers: int) -> ThreadPoolExecutor:
+        """A pool of ``workers`` threads named ``<provider>-<name>`` for background work (source
+        fetches, notification deliveries); :meth:`stop` shuts it down, dropping queued work."""
+        executor = ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-{name}")
+        self._pools.append(executor)
+        return executor
 
     def routes(self) -> list[Route]:
         raise NotImplementedError
@@ -76,11 +91,21 @@ class Emulator:
         raise NotImplementedError
 
     def reset(self) -> None:
-        """Forget every entity and stored byte."""
+        """Forget every entity and stored byte: :meth:`clear` under the lock, then an empty data dir."""
+        with self._lock:
+            self.clear()
+            shutil.rmtree(self.ctx.data_dir, ignore_errors=True)
+            self.ctx.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def clear(self) -> None:
+        """Forget every entity and counter; :meth:`reset` calls it holding the lock."""
         raise NotImplementedError
 
     def stop(self) -> None:
-        """Release background resources; called once when the sandbox stops."""
+        """Release background resources; called once when the sandbox stops. The base shuts down
+        every :meth:`pool` without waiting; a subclass that holds more calls ``super().stop()``."""
+        for executor in self._pools:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def admit(self, req: Request) -> Response | None:
         """Screen a request routed to this provider before its faults are decided.

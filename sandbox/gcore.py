@@ -74,16 +74,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import json
 import secrets
-import shutil
 import string
-import threading
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,9 +86,10 @@ from urllib.parse import urlsplit
 
 from .emulator import Context, Emulator
 from .faults import Setting
+from .fetch import FetchFailed, download
 from .media import file_sha256, is_video_container
 from .tus import TusServer, TusUpload, tus_error
-from .web import BLOCK_SIZE, HttpError, Request, Response, Route, json_response, route
+from .web import HttpError, Request, Response, Route, json_response, route
 
 FIRST_VIDEO_ID = 2_500_000
 UPLOAD_SERVER_ID = 561  # the seed's example server id
@@ -168,10 +163,6 @@ class Video:
     origin_auth: bool = False  # created with origin_http_headers (the value is never kept in state)
 
 
-class _PullFailed(Exception):
-    """One download attempt failed; the message ends up in the video's ``error``."""
-
-
 class GcoreEmulator(Emulator):
     """Gcore videos API + TUS upload server + emulated processing."""
 
@@ -195,7 +186,6 @@ class GcoreEmulator(Emulator):
         self.api_key = api_key
         self.client_id = int(client_id)
         self._base = f"http://{ctx.address}"
-        self._lock = threading.RLock()
         self._videos: dict[int, Video] = {}
         self._next_id = FIRST_VIDEO_ID
         self._tokens = UploadTokens(secrets.token_bytes(32))
@@ -204,7 +194,7 @@ class GcoreEmulator(Emulator):
                               max_size=TUS_MAX_SIZE, authorize=self._authorize_upload,
                               complete=self._upload_complete, after_patch=self._after_patch, lock_timeout=0)
         self._held: set[str] = set()  # uploads whose lock a "paused client" already held once
-        self._pulls = ThreadPoolExecutor(PULL_WORKERS, thread_name_prefix="gcore-pull")
+        self._pulls = self.pool("pull", PULL_WORKERS)
 
     # -- Emulator ------------------------------------------------------------------
 
@@ -254,18 +244,12 @@ class GcoreEmulator(Emulator):
             "tokens_issued": tokens,
         }
 
-    def reset(self) -> None:
-        with self._lock:
-            self._videos.clear()
-            self._tokens_issued.clear()
-            self._held.clear()
-            self._next_id = FIRST_VIDEO_ID
-            self._tus.reset()
-            shutil.rmtree(self.ctx.data_dir, ignore_errors=True)
-            self.ctx.data_dir.mkdir(parents=True, exist_ok=True)
-
-    def stop(self) -> None:
-        self._pulls.shutdown(wait=False, cancel_futures=True)
+    def clear(self) -> None:
+        self._videos.clear()
+        self._tokens_issued.clear()
+        self._held.clear()
+        self._next_id = FIRST_VIDEO_ID
+        self._tus.reset()
 
     # -- REST handlers -------------------------------------------------------------
 
@@ -422,7 +406,7 @@ class GcoreEmulator(Emulator):
         for attempt in range(1, PULL_ATTEMPTS + 1):
             try:
                 size = self._download(video, url, headers, path)
-            except _PullFailed as exc:
+            except FetchFailed as exc:
                 reason = str(exc)
                 if not self._alive(video):
                     path.unlink(missing_ok=True)
@@ -437,30 +421,17 @@ class GcoreEmulator(Emulator):
         self._pull_failed(video, reason)
 
     def _download(self, video: Video, url: str, headers: dict[str, str], path: Path) -> int:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=PULL_TIMEOUT) as resp:
-                if resp.status != 200:
-                    raise _PullFailed(f"HTTP {resp.status}")
-                length = resp.headers.get("Content-Length")
-                with self._lock:
-                    video.pull_path, video.pulled = path, 0
-                    video.pull_size = int(length) if length and length.isdigit() else None
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "wb") as f:
-                    while block := resp.read(BLOCK_SIZE):
-                        if not self._alive(video) or self.ctx.stopping.is_set():
-                            raise _PullFailed("cancelled")
-                        f.write(block)
-                        with self._lock:
-                            video.pulled += len(block)
-                return video.pulled
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise _PullFailed(f"HTTP {exc.code}") from None
-        except urllib.error.URLError as exc:
-            raise _PullFailed(str(exc.reason)) from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise _PullFailed(str(exc) or type(exc).__name__) from None
+        def started(length: int | None) -> None:
+            with self._lock:
+                video.pull_path, video.pulled, video.pull_size = path, 0, length
+
+        def received(block: bytes) -> None:
+            with self._lock:
+                video.pulled += len(block)
+
+        download(url, path, timeout=PULL_TIMEOUT, alive=lambda: self._alive(video), stopping=self.ctx.stopping,
+                 headers=headers, on_start=started, on_block=received)
+        return video.pulled
 
     def _pull_failed(self, video: Video, reason: str) -> None:
         with self._lock:

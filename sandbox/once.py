@@ -101,14 +101,12 @@ import http.client
 import json
 import logging
 import re
-import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -120,6 +118,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .emulator import Context, Emulator
 from .faults import Setting
+from .fetch import FetchFailed, download
 from .media import is_video_container
 from .notify import Delivery, post_json
 from .web import BLOCK_SIZE, HttpError, Request, Response, Route, json_response, route
@@ -201,10 +200,6 @@ class Job:
     sending: bool = False
 
 
-class _FetchFailed(Exception):
-    pass
-
-
 class OnceEmulator(Emulator):
     """Brightcove Once: ingest jobs validated against the seed's schema, media items, notifications."""
 
@@ -224,13 +219,12 @@ class OnceEmulator(Emulator):
         self.domain_id = domain_id
         self.catalog_id = catalog_id
         self._base = f"http://{ctx.address}"
-        self._lock = threading.RLock()
         self._items: dict[str, MediaItem] = {}  # by foreignKey, creation order
         self._jobs: dict[str, Job] = {}
         self._requests: list[dict[str, Any]] = []
         self._notifications_sent: list[dict[str, Any]] = []
-        self._fetches = ThreadPoolExecutor(WORKERS, thread_name_prefix="once-fetch")
-        self._deliveries = ThreadPoolExecutor(WORKERS, thread_name_prefix="once-notify")
+        self._fetches = self.pool("fetch", WORKERS)
+        self._deliveries = self.pool("notify", WORKERS)
         ctx.s3.add_bucket(STAGING_BUCKET)
 
     # -- Emulator ------------------------------------------------------------------
@@ -272,22 +266,15 @@ class OnceEmulator(Emulator):
                 "notifications_sent": [dict(n) for n in self._notifications_sent],
             }
 
-    def reset(self) -> None:
+    def clear(self) -> None:
         # The staging bucket comes back with the S3 reset (a standing bucket of the S3 server).
-        with self._lock:
-            for job in self._jobs.values():
-                if job.source is not None:
-                    job.source.unlink(missing_ok=True)
-            self._items.clear()
-            self._jobs.clear()
-            self._requests.clear()
-            self._notifications_sent.clear()
-            shutil.rmtree(self.ctx.data_dir, ignore_errors=True)
-            self.ctx.data_dir.mkdir(parents=True, exist_ok=True)
-
-    def stop(self) -> None:
-        self._fetches.shutdown(wait=False, cancel_futures=True)
-        self._deliveries.shutdown(wait=False, cancel_futures=True)
+        for job in self._jobs.values():
+            if job.source is not None:
+                job.source.unlink(missing_ok=True)
+        self._items.clear()
+        self._jobs.clear()
+        self._requests.clear()
+        self._notifications_sent.clear()
 
     # -- API handlers --------------------------------------------------------------
 
@@ -398,7 +385,7 @@ class OnceEmulator(Emulator):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             sha256 = self._fetch(job, job.version.source_url, path)
-        except _FetchFailed as exc:
+        except FetchFailed as exc:
             path.unlink(missing_ok=True)
             log.info("once: could not fetch %s: %s", job.version.source_url, exc)
             self._fail(job, f"Could not fetch the source: {exc}")
@@ -462,12 +449,12 @@ class OnceEmulator(Emulator):
             bucket, _, key = url.removeprefix("s3://").partition("/")
             return self._fetch_s3(bucket, key, path)
         if urlsplit(url).scheme.lower() not in ("http", "https"):
-            raise _FetchFailed(f"unsupported URL scheme in {url!r}")
+            raise FetchFailed(f"unsupported URL scheme in {url!r}")
         attempt = 1
         while True:
             try:
                 return self._download(job, url, path)
-            except _FetchFailed:
+            except FetchFailed:
                 if attempt == FETCH_ATTEMPTS or not self._alive(job) \
                         or self.ctx.stopping.wait(FETCH_RETRY_DELAY * attempt):
                     raise
@@ -483,31 +470,16 @@ class OnceEmulator(Emulator):
                     digest.update(block)
                     f.write(block)
         except ClientError as exc:
-            raise _FetchFailed(f"s3://{bucket}/{key}: {exc.response['Error'].get('Code')}") from None
+            raise FetchFailed(f"s3://{bucket}/{key}: {exc.response['Error'].get('Code')}") from None
         except (BotoCoreError, OSError) as exc:
-            raise _FetchFailed(str(exc)) from None
+            raise FetchFailed(str(exc)) from None
         return digest.hexdigest()
 
     def _download(self, job: Job, url: str, path: Path) -> str:
         digest = hashlib.sha256()
-        try:
-            with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as resp:
-                if resp.status != 200:
-                    raise _FetchFailed(f"HTTP {resp.status}")
-                with open(path, "wb") as f:
-                    while block := resp.read(BLOCK_SIZE):
-                        if not self._alive(job):
-                            raise _FetchFailed("cancelled")
-                        digest.update(block)
-                        f.write(block)
-            return digest.hexdigest()
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise _FetchFailed(f"HTTP {exc.code}") from None
-        except urllib.error.URLError as exc:
-            raise _FetchFailed(str(exc.reason)) from None
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            raise _FetchFailed(str(exc) or type(exc).__name__) from None
+        download(url, path, timeout=FETCH_TIMEOUT, alive=lambda: self._alive(job), stopping=self.ctx.stopping,
+                 on_block=digest.update)
+        return digest.hexdigest()
 
     # -- notifications -------------------------------------------------------------
 

@@ -71,7 +71,7 @@ from moto.server import ThreadedMotoServer
 
 from .faults import FaultSpec
 from .requestlog import RequestLog
-from .web import BLOCK_SIZE, ClientGone, Request, Response, TrackedHTTPServer, abort_connection
+from .web import BLOCK_SIZE, ClientGone, Request, Response, TrackedHTTPServer, abort_connection, write_response
 
 if TYPE_CHECKING:
     from .faults import ProviderFaults
@@ -327,7 +327,7 @@ class S3Server:
         if response is None:
             abort_connection(h)
         else:
-            _send(h, req, response)
+            write_response(h, req, response, relay=True)
 
     def _forward(self, target: str, req: Request) -> Response:
         """Send the request to moto, streaming its body; answer moto's response, body streamed.
@@ -371,31 +371,6 @@ def _relay(conn: http.client.HTTPConnection, upstream: http.client.HTTPResponse)
             yield block
     finally:
         conn.close()
-
-
-def _send(h: _ProxyHandler, req: Request, response: Response) -> None:
-    """Write ``response``; moto's headers go out as moto sent them (its ``Date`` and ``Server`` too)."""
-    body = response.body
-    try:
-        h.send_response_only(response.status)
-        for name, value in response.headers.items():
-            h.send_header(name, value)
-        length = len(body) if isinstance(body, bytes) else response.length
-        if length is not None and response.status not in (204, 304):
-            h.send_header("Content-Length", str(length))
-        h.end_headers()
-        if req.method != "HEAD":
-            if isinstance(body, bytes):
-                h.wfile.write(body)
-            else:
-                for block in body:
-                    h.wfile.write(block)
-    except OSError:  # the client went away while we answered
-        h.close_connection = True
-    finally:
-        if hasattr(body, "close"):
-            body.close()  # a relayed body closes its upstream connection even if never iterated
-
 
 
 def _v2_signature(secret: str, method: str, md5: str, content_type: str, expires: str, amz: dict[str, str],

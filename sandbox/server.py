@@ -17,8 +17,8 @@ draining any unread body, and appends one entry to the request log
 (:meth:`~sandbox.emulator.Emulator.finish`). S3 (:mod:`sandbox.s3`, provider ``s3``)
 listens on a port of its own, :attr:`Sandbox.s3` ``.url``, with the same faults and log.
 
-To add a provider, write ``sandbox/<provider>.py`` with an
-:class:`~sandbox.emulator.Emulator` subclass and list it in :data:`EMULATORS`.
+To add a provider, write ``sandbox/<provider>.py`` (or a package ``sandbox/<provider>/``) with
+an :class:`~sandbox.emulator.Emulator` subclass and list it in :data:`EMULATORS`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,17 @@ from .once import OnceEmulator
 from .requestlog import RequestLog
 from .s3 import S3Server
 from .scheduler import Scheduler
-from .web import ClientGone, HttpError, Request, Response, Router, TrackedHTTPServer, abort_connection, json_response
+from .web import (
+    ClientGone,
+    HttpError,
+    Request,
+    Response,
+    Router,
+    TrackedHTTPServer,
+    abort_connection,
+    json_response,
+    write_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +208,7 @@ class Sandbox:
         if response is None:
             abort_connection(h)
         else:
-            _send(h, req, response)
+            write_response(h, req, response)
 
     def _emulator(self, req: Request) -> Emulator | None:
         """The emulator whose route the request took, if any."""
@@ -268,33 +278,6 @@ def _split_options(provider_options: dict[str, Any]) -> dict[str, dict[str, Any]
         else:
             raise TypeError(f"Sandbox() got an unexpected option {key!r}")
     return options
-
-
-def _send(h: _Handler, req: Request, response: Response) -> None:
-    body = response.body
-    try:
-        h.send_response(response.status)
-        for name, value in response.headers.items():
-            h.send_header(name, value)
-        # 204/304 carry no body and no Content-Length (RFC 9110 §8.6).
-        length = None if response.status in (204, 304) else (
-            len(body) if isinstance(body, bytes) else response.length)
-        if length is not None:
-            h.send_header("Content-Length", str(length))
-        h.end_headers()
-        if req.method == "HEAD" or length is None:
-            return
-        if isinstance(body, bytes):
-            h.wfile.write(body)
-        else:
-            for block in body:
-                h.wfile.write(block)
-    except OSError:  # the client went away while we answered
-        h.close_connection = True
-    finally:
-        if hasattr(body, "close"):
-            body.close()  # a streamed file body closes its file even if never iterated
-
 
 
 class _Handler(BaseHTTPRequestHandler):

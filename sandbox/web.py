@@ -276,3 +276,40 @@ def abort_connection(handler: BaseHTTPRequestHandler) -> None:
     handler.close_connection = True
     with suppress(OSError):
         handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def write_response(h: BaseHTTPRequestHandler, req: Request, response: Response, *, relay: bool = False) -> None:
+    """Write ``response`` to ``req``'s connection, then close a body that can be closed.
+
+    204 and 304 answers carry no ``Content-Length`` (RFC 9110 §8.6), nor does a streamed body
+    without a ``length``; HEAD answers carry no body. The sandbox's own answers get the
+    handler's ``Server`` and ``Date`` headers and a body only with a ``Content-Length``. A
+    relayed answer (``relay=True``: the S3 proxy's, from moto) goes out as upstream sent it:
+    its own headers only (moto's ``Date`` and ``Server`` too) and its body as given. A client
+    that goes away meanwhile only closes the connection.
+    """
+    body = response.body
+    try:
+        if relay:
+            h.send_response_only(response.status)
+        else:
+            h.send_response(response.status)
+        for name, value in response.headers.items():
+            h.send_header(name, value)
+        length = None if response.status in (204, 304) else (
+            len(body) if isinstance(body, bytes) else response.length)
+        if length is not None:
+            h.send_header("Content-Length", str(length))
+        h.end_headers()
+        if req.method == "HEAD" or (length is None and not relay):
+            return
+        if isinstance(body, bytes):
+            h.wfile.write(body)
+        else:
+            for block in body:
+                h.wfile.write(block)
+    except OSError:  # the client went away while we answered
+        h.close_connection = True
+    finally:
+        if hasattr(body, "close"):
+            body.close()  # a streamed file or relayed upstream body closes even if never iterated
