@@ -21,9 +21,6 @@ import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from sandbox import Sandbox, make_invalid_file, make_video_file
-from tests.receiver import Receiver
-
 CLIENT_ID = "test-bc-client"
 SECRET = "test-bc-secret-5Tq9"
 ACCOUNT = "6200000000042"
@@ -36,34 +33,9 @@ RENDITIONS = ["default/audio64", "default/audio128", "default/video360", "defaul
 # -- fixtures and helpers ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("media")
-    make_video_file(d / "clip.mp4", 15 * MiB, seed=1)  # three 5 MiB parts
-    make_video_file(d / "small.mp4", 300_000, seed=2)
-    make_invalid_file(d / "notes.txt", 4096)
-    return d
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, media):
-    sb = Sandbox(data_dir=tmp_path_factory.mktemp("data"), media_dir=media, processing_seconds=0.3, seed=1,
-                 brightcove_client_id=CLIENT_ID, brightcove_client_secret=SECRET, brightcove_account_id=ACCOUNT)
-    with sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    r = Receiver("/bc-callbacks")
-    yield r
-    r.close()
-
-
-@pytest.fixture(autouse=True)
-def clean(sandbox, receiver):
-    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=30).raise_for_status()
-    receiver.clear()
+MEDIA = {"clip.mp4": 15 * MiB, "small.mp4": 300_000}  # clip: three 5 MiB parts
+SANDBOX_OPTIONS = {"brightcove_client_id": CLIENT_ID, "brightcove_client_secret": SECRET, "brightcove_account_id": ACCOUNT}
+RECEIVER_PATH = "/bc-callbacks"
 
 
 def get_token(sandbox, secret: str = SECRET) -> requests.Response:

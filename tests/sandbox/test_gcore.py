@@ -22,7 +22,7 @@ import requests
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 
-from sandbox import Sandbox, make_invalid_file, make_video_file
+from sandbox import make_invalid_file, make_video_file
 from sandbox.media import is_video_container
 
 KEY = "test-gcore-key"
@@ -35,26 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # -- fixtures and helpers ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("media")
-    make_video_file(d / "clip.mp4", 12 * MiB, seed=1)
-    make_video_file(d / "small.mp4", 300_000, seed=2)
-    make_invalid_file(d / "notes.txt", 4096)
-    return d
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, media):
-    sb = Sandbox(data_dir=tmp_path_factory.mktemp("data"), media_dir=media, processing_seconds=0.3,
-                 seed=1, gcore_api_key=KEY, gcore_client_id=CLIENT_ID)
-    with sb:
-        yield sb
-
-
-@pytest.fixture(autouse=True)
-def clean(sandbox):
-    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=5).raise_for_status()
+MEDIA = {"clip.mp4": 12 * MiB, "small.mp4": 300_000}
+SANDBOX_OPTIONS = {"gcore_api_key": KEY, "gcore_client_id": CLIENT_ID}
 
 
 @pytest.fixture

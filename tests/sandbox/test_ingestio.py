@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sandbox import Sandbox, make_invalid_file, make_video_file
 from sandbox.ingestio import DEFAULT_NETWORK, default_profile_id, mint_token
-from tests.receiver import Receiver
 
 V1 = "application/vnd.ingest.v1+json"
 MiB = 1024 * 1024
@@ -33,39 +31,14 @@ OCTET = "application/octet-stream"  # the node SDK signs and PUTs parts with thi
 # -- fixtures and helpers ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("media")
-    make_video_file(d / "big.mp4", BIG_SIZE, seed=1)
-    make_video_file(d / "small.mp4", 300_000, seed=2)
-    make_invalid_file(d / "notes.txt", 4096)
-    return d
+MEDIA = {"big.mp4": BIG_SIZE, "small.mp4": 300_000}
+SANDBOX_OPTIONS = {"ingestio_jwt_secret": SECRET}
+RECEIVER_PATH = "/ingestio-hooks"
 
 
 @pytest.fixture(scope="module")
 def big(media) -> bytes:
     return (media / "big.mp4").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, media):
-    sb = Sandbox(data_dir=tmp_path_factory.mktemp("data"), media_dir=media, processing_seconds=0.3, seed=1,
-                 ingestio_jwt_secret=SECRET)
-    with sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    r = Receiver("/ingestio-hooks")
-    yield r
-    r.close()
-
-
-@pytest.fixture(autouse=True)
-def clean(sandbox, receiver):
-    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=30).raise_for_status()
-    receiver.clear()
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sandbox import Sandbox, make_invalid_file, make_video_file
-from tests.receiver import Receiver
+from sandbox import Sandbox
 
 KEY = "test-ittybit-key"
 MiB = 1024 * 1024
@@ -30,34 +29,9 @@ ENVELOPE_KEYS = {"meta", "data", "error", "links"}
 # -- fixtures and helpers ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("media")
-    make_video_file(d / "clip.mp4", CLIP_SIZE, seed=1)
-    make_video_file(d / "small.mp4", 300_000, seed=2)
-    make_invalid_file(d / "notes.txt", 4096)
-    return d
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, media):
-    sb = Sandbox(data_dir=tmp_path_factory.mktemp("data"), media_dir=media, processing_seconds=0.3, seed=1,
-                 ittybit_api_key=KEY)
-    with sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    r = Receiver("/ittybit-hooks")
-    yield r
-    r.close()
-
-
-@pytest.fixture(autouse=True)
-def clean(sandbox, receiver):
-    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=30).raise_for_status()
-    receiver.clear()
+MEDIA = {"clip.mp4": CLIP_SIZE, "small.mp4": 300_000}
+SANDBOX_OPTIONS = {"ittybit_api_key": KEY}
+RECEIVER_PATH = "/ittybit-hooks"
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ import pytest
 import requests
 from botocore.config import Config
 
-from sandbox import Sandbox, make_invalid_file, make_video_file
 from sandbox.once import DEFAULT_CATALOG, DEFAULT_DOMAIN, validate
-from tests.receiver import Receiver
 
 KEY = "test-once-key"
 INGEST = f"/ingest-api/{DEFAULT_DOMAIN}/catalogs/{DEFAULT_CATALOG}"
@@ -54,34 +52,10 @@ SEED_EXAMPLE = {
 }
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("media")
-    make_video_file(d / "clip.mp4", 400_000, seed=1)
-    make_video_file(d / "other.mp4", 300_000, seed=2)
-    make_invalid_file(d / "notes.txt", 4096)
-    return d
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, media):
-    sb = Sandbox(data_dir=tmp_path_factory.mktemp("data"), media_dir=media, processing_seconds=0.2, seed=1,
-                 once_api_key=KEY)
-    with sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    r = Receiver("/once-hooks")
-    yield r
-    r.close()
-
-
-@pytest.fixture(autouse=True)
-def clean(sandbox, receiver):
-    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=30).raise_for_status()
-    receiver.clear()
+MEDIA = {"clip.mp4": 400_000, "other.mp4": 300_000}
+SANDBOX_OPTIONS = {"once_api_key": KEY}
+PROCESSING_SECONDS = 0.2
+RECEIVER_PATH = "/once-hooks"
 
 
 @pytest.fixture
