@@ -39,7 +39,9 @@ from tasks.redis_text import text
 from tasks.stats import STATS
 
 STATES = ("queued", "creating", "uploading", "submitting", "processing", "ready", "failed", "cancelled")
-TERMINAL = frozenset({"ready", "failed", "cancelled"})
+TERMINAL = frozenset({"ready", "failed", "cancelled"})  # also named in lua/lease_acquire.lua
+#: What :meth:`JobStore.acquire` answers for a dispatch the record no longer names.
+STALE = -1.0
 
 #: The chain, in order; each step is a Celery task (tasks.steps) and sets the job's state.
 STEPS = ("create", "target", "upload", "submit", "await")
@@ -187,13 +189,18 @@ class JobStore:
         )
         return (job_id.decode() if isinstance(job_id, bytes) else job_id), bool(created)
 
-    def acquire(self, job_id: str, *, ttl: float, force: bool = False) -> Lease | tuple[None, float]:
-        """Take the job's lease: a :class:`Lease`, or ``(None, seconds until it frees)``."""
-        token, pttl = self._acquire(keys=[keys.lease(job_id), keys.fence(job_id)],
-                                    args=[int(ttl * 1000), "1" if force else "0"])
+    def acquire(self, job_id: str, *, ttl: float, force: bool = False,
+                dispatch: str = "") -> Lease | tuple[None, float]:
+        """Take the job's lease: a :class:`Lease`, or ``(None, seconds until it frees)``.
+
+        With ``dispatch`` (a task id), only while the record names that dispatch and is not
+        terminal, checked atomically with taking the lease; else ``(None, STALE)``.
+        """
+        token, pttl = self._acquire(keys=[keys.lease(job_id), keys.fence(job_id), self.key(job_id)],
+                                    args=[int(ttl * 1000), "1" if force else "0", dispatch])
         if token:
             return Lease(job_id, int(token), ttl)
-        return None, max(0.0, pttl / 1000)
+        return (None, STALE) if int(pttl) == -1 else (None, max(0.0, pttl / 1000))
 
     def save(self, job: Job, lease: Lease, *, release: bool = False,
              schedule: tuple[str, float] | None = None) -> None:

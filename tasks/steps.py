@@ -33,7 +33,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from tasks import retry
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import ConfigError, PermanentError, StepError
-from tasks.jobstore import STEP_STATE, STEPS, Job, Lease, StaleLease
+from tasks.jobstore import STALE, STEP_STATE, STEPS, Job, Lease, StaleLease
 from tasks.lifecycle import finish, slot_score, step_context
 from tasks.logs import get_logger
 from tasks.providers import ADAPTERS, StepContext
@@ -115,14 +115,25 @@ def run(tid: str, job_id: str, step: str) -> None:
     if job.dispatch.get("task_id") != tid or job.terminal:
         log.info("dispatch.stale", current=job.dispatch.get("task_id"), state=job.state)
         return
-    lease = store.acquire(job_id, ttl=settings.lease_seconds)
+    # The check above saves a lease for a message that is plainly stale; the one that counts is
+    # made again with taking the lease, atomically (issue 13): a duplicate that stalled here
+    # while the first run finished the step must not run it again on the old record.
+    lease = store.acquire(job_id, ttl=settings.lease_seconds, dispatch=tid)
     if not isinstance(lease, Lease):
+        if lease[1] == STALE:
+            log.info("dispatch.stale", reason="the record moved on before the lease was taken")
+            return
         # Another worker still drives this job (e.g. a redelivery while the first run is
         # alive): look again when its lease ends; the task-id check then settles it.
         wait = lease[1] + 1.0
         store.schedule(job.dispatch["member"], wait)
         log.info("lease.busy", retry_in=round(wait, 1))
         return
+    current = store.get(job_id)  # under the lease: the record as the last holder left it
+    if current is None:  # removed meanwhile (the lease expires on its own)
+        log.warning("job.missing")
+        return
+    job = current
     structlog.contextvars.bind_contextvars(provider=job.provider, account=job.account)
     if not _slot_held(rt, job, step):
         # No provider-side slot: wait in line without a worker. A release wakes this very

@@ -1,7 +1,26 @@
 -- Take the per-job lease and a new fencing token.
--- KEYS[1] lease key, KEYS[2] fence counter
+-- KEYS[1] lease key, KEYS[2] fence counter, KEYS[3] job record
 -- ARGV[1] lease ttl (ms), ARGV[2] '1' to take it even if held (operator actions: cancel, retry)
--- returns {token, 0} on success, {0, pttl_ms} when another holder has it
+-- ARGV[3] a dispatch's task id, or '': take the lease only while the record names this
+--         dispatch and is not terminal, checked in this same atomic step (a duplicate message
+--         that stalled after its own check must not run the step again on an old record)
+-- returns {token, 0} on success, {0, pttl_ms} when another holder has it, {0, -1} when the
+-- dispatch is stale (the record names another one, is terminal, or is gone)
+if ARGV[3] ~= '' then
+  local raw = redis.call('GET', KEYS[3])
+  if not raw then
+    return {0, -1}
+  end
+  local record = cjson.decode(raw)
+  local dispatch = record['dispatch']
+  if type(dispatch) ~= 'table' or dispatch['task_id'] ~= ARGV[3] then
+    return {0, -1}
+  end
+  local state = record['state']
+  if state == 'ready' or state == 'failed' or state == 'cancelled' then
+    return {0, -1}
+  end
+end
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('PTTL', KEYS[1])}
 end

@@ -254,3 +254,19 @@ def test_a_holder_back_too_late_takes_the_next_free_slot_a_few_times_then_goes(r
         time.sleep(info.value.retry_after + 0.2)  # back more than half an interval late
     # After LATE_RESLOTS new slots the late reservation is used as it is: the call goes.
     budget.acquire(max_wait=0.0, holder="j")
+
+
+def test_a_dispatch_takes_the_lease_only_while_the_record_names_it(fake) -> None:
+    """The task-id check and the lease are one atomic step (lua/lease_acquire.lua)."""
+    from tasks.jobstore import STALE
+
+    store = JobStore(fake)
+    store.create(_job(dispatch={"task_id": "j1.1.create", "step": "create"}), dispatch_member="m", grace=30)
+    assert store.acquire("j1", ttl=5, dispatch="j1.0.create") == (None, STALE)  # an older dispatch
+    assert store.acquire("gone", ttl=5, dispatch="gone.1.create") == (None, STALE)  # no record
+    lease = store.acquire("j1", ttl=5, dispatch="j1.1.create")
+    assert isinstance(lease, Lease)
+    job = store.get("j1")
+    job.state = "failed"
+    store.save(job, lease, release=True)
+    assert store.acquire("j1", ttl=5, dispatch="j1.1.create") == (None, STALE)  # terminal
