@@ -105,9 +105,10 @@ class ProviderClient:
         if self.entity_budget:
             self.entity_budget(entity).charge(holder=holder or entity)
 
-    def bound(self, holder: str) -> BoundClient:
-        """This client on behalf of ``holder`` (a job): long budget waits reserve its token."""
-        return BoundClient(self, holder)
+    def bound(self, holder: str, fence: Callable[[], None] | None = None) -> BoundClient:
+        """This client on behalf of ``holder`` (a job): long budget waits reserve its token, and
+        ``fence`` (which raises if the job was taken over) runs right before every POST."""
+        return BoundClient(self, holder, fence)
 
     def request(self, method: str, url: str, *, allow: Iterable[int] = (), entity: str | None = None,
                 holder: str | None = None, on_send: Callable[[], None] | None = None,
@@ -172,11 +173,17 @@ class ProviderClient:
 class BoundClient:
     """A :class:`ProviderClient` acting for one job (see :meth:`ProviderClient.bound`)."""
 
-    def __init__(self, client: ProviderClient, holder: str):
-        self.client, self.holder = client, holder
+    def __init__(self, client: ProviderClient, holder: str, fence: Callable[[], None] | None = None):
+        self.client, self.holder, self.fence = client, holder, fence
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("holder", self.holder)
+        if self.fence is not None and method.upper() == "POST":
+            # A POST may create something at the provider: it leaves only while this worker
+            # still holds the job (a worker that paused in a budget wait, a GC or a frozen VM
+            # and was taken over meanwhile sends nothing). After any on_send: a marker's
+            # fenced checkpoint, then the check, both once every token is granted.
+            kwargs["on_send"] = _then(kwargs.get("on_send"), self.fence)
         return self.client.request(method, url, **kwargs)
 
     def charge_entity(self, entity: str) -> None:
@@ -184,6 +191,15 @@ class BoundClient:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
+
+
+def _then(first: Callable[[], None] | None, second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        if first is not None:
+            first()
+        second()
+
+    return both
 
 
 #: What a step's ``ctx.http(kind)`` gives: a client, or a client acting for one job.

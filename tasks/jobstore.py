@@ -220,6 +220,11 @@ class JobStore:
         if not ok:
             raise StaleLease(f"job {job.id}: lease {lease.token} was taken over")
 
+    def check(self, lease: Lease) -> None:
+        """Raise :class:`StaleLease` unless ``lease`` is still the job's newest."""
+        if not self.holds(lease):
+            raise StaleLease(f"job {lease.job_id}: taken over (lease {lease.token} is not the newest)")
+
     def holds(self, lease: Lease) -> bool:
         """Whether ``lease`` is still the job's newest (a cheap check before a side effect)."""
         return int(self.redis.get(keys.fence(lease.job_id)) or 0) == lease.token

@@ -18,7 +18,7 @@ def step_context(rt: Runtime, job: Job, lease: Lease, *, seconds: float, log: An
     """What an adapter gets to work on ``job`` for at most ``seconds`` under ``lease``."""
     return StepContext(
         job=job, settings=rt.settings, account=rt.settings.account(job.provider, job.account),
-        http=lambda kind: rt.client(job.provider, job.account, kind).bound(job.id),
+        http=lambda kind: rt.client(job.provider, job.account, kind).bound(job.id, fence=lambda: rt.store.check(lease)),
         checkpoint=lambda: rt.store.save(job, lease), deadline=time.monotonic() + seconds, log=log,
         redis=rt.redis,
     )

@@ -56,3 +56,34 @@ def test_a_duplicate_that_stalls_before_the_lease_never_runs_the_step_again(rt, 
     assert len(sandbox.log(endpoint="ittybit.create_task")) == 1
     after = rt.store.get(job_id)
     assert after.dispatch["step"] == "await" and [e["event"] for e in after.history].count("task.created") == 1
+
+
+def test_a_worker_paused_before_its_post_sends_nothing_once_taken_over(rt, sandbox, clean, monkeypatch):
+    """A worker stalls after its step began (here: in the budget wait before Once's ingest POST,
+    as a GC pause or a frozen VM would); meanwhile the job is taken over (its lease expired and
+    another run, or an operator's retry, took it). When the paused worker wakes, its POST must
+    not leave: the lease is checked right before every POST a step sends."""
+    from tasks.budget import ProviderBudget
+
+    source = make_source("paused.mp4", 300_000, folder=MEDIA)
+    job_id = submit({"provider": "once", "source": f"{SANDBOX_URL}/media/{source.name}", "title": "paused"})
+    job = _drive_to(rt, job_id, "submit")
+
+    reached, go = threading.Event(), threading.Event()
+    acquire = ProviderBudget.acquire
+
+    def pausing_acquire(self, *args, **kwargs):
+        if threading.current_thread().name == "paused":
+            reached.set()
+            assert go.wait(30)
+        return acquire(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProviderBudget, "acquire", pausing_acquire)
+    paused = threading.Thread(target=steps.run, args=(job.dispatch["task_id"], job_id, "submit"), name="paused")
+    paused.start()
+    assert reached.wait(10), "the step never got to its POST"
+    rt.store.acquire(job_id, ttl=30, force=True)  # taken over: a newer lease and fencing token
+    go.set()
+    paused.join(30)
+
+    assert sandbox.log(endpoint="once.ingest") == []
