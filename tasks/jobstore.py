@@ -35,6 +35,7 @@ from typing import Any
 import redis
 
 from tasks import keys
+from tasks.logs import scrub
 from tasks.redis_text import text
 from tasks.stats import STATS
 
@@ -108,7 +109,9 @@ class Job:
         del self.history[:-HISTORY_LIMIT]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        # Scrubbed as log lines are: a provider's error text or a history entry that quotes a
+        # credential, token or signed URL this process knows never reaches Redis (issue 13).
+        return json.dumps(scrub(asdict(self)), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:

@@ -48,6 +48,12 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+def scrub(value: Any) -> Any:
+    """``value`` (text, or dicts and lists of it) with every registered secret masked: for what
+    leaves the process other than by a log line (a job record, a task's failure in Flower)."""
+    return _scrub(value) if _SECRETS else value
+
+
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not _SECRETS:
         return event_dict
@@ -76,8 +82,8 @@ def configure(level: str | None = None) -> None:
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            redact,
             structlog.processors.format_exc_info,
+            redact,  # after the traceback is text: an exception's message may carry a secret
             structlog.processors.JSONRenderer(),
         ],
     )

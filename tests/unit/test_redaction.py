@@ -1,0 +1,63 @@
+"""Secrets never leave a process in clear (issue 13, item 9): not in a log line's traceback,
+not in a job record's error or history, not in a failed task's exception (what Flower shows)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import traceback
+
+import pytest
+
+from tasks.jobstore import Job
+from tasks.logs import register_secret
+
+SECRET = "sk-live-Zq8vW3nT5yR1"
+
+
+def test_a_logged_traceback_is_scrubbed() -> None:
+    code = f"""
+import logging
+from tasks.logs import configure, get_logger, register_secret
+configure()
+register_secret({SECRET!r})
+try:
+    raise RuntimeError("provider said: bad token {SECRET}")
+except RuntimeError:
+    get_logger().exception("step.crashed")
+    logging.getLogger("celery.worker").exception("stdlib too")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "RuntimeError" in done.stderr and "***" in done.stderr
+    assert SECRET not in done.stderr
+
+
+def test_a_job_record_keeps_no_registered_secret() -> None:
+    register_secret(SECRET)
+    job = Job(id="j1", provider="gcore", account="default", source="https://h/a.mp4", mode="pull", title="t",
+              idempotency_key="k")
+    job.error = {"step": "submit", "message": f"HTTP 401: token {SECRET} is not valid"}
+    job.note("http.error", detail=[f"Authorization: Bearer {SECRET}"])
+    raw = job.to_json()
+    assert SECRET not in raw and "token *** is not valid" in raw
+
+
+def test_a_failed_task_shows_celery_only_a_scrubbed_message(monkeypatch) -> None:
+    from tasks import steps
+    from workers.steps import StepCrashed, submit_ingest
+
+    register_secret(SECRET)
+
+    def crash(*_: object) -> None:
+        try:
+            raise ConnectionError(f"lost redis://:{SECRET}@redis:6379/0")
+        except ConnectionError as inner:
+            raise RuntimeError(f"while saving: {inner}") from inner
+
+    monkeypatch.setattr(steps, "run", crash)
+    with pytest.raises(StepCrashed) as failure:
+        submit_ingest("j1")
+    shown = "".join(traceback.format_exception(failure.value))  # what Celery sends in task-failed
+    assert SECRET not in shown and "RuntimeError: while saving: lost redis://:***@redis" in shown
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__
