@@ -29,6 +29,8 @@ from pathlib import Path
 from tasks.declare import BUDGET_SETTINGS, Setting
 from tasks.errors import ConfigError
 from tasks.providers import ADAPTERS, REGISTRY
+from tasks.sealed import VAR as SEAL_VAR
+from tasks.sealed import Sealer
 
 __all__ = ["ACCOUNT_NAME_RE", "AccountConfig", "ConfigError", "Settings", "account_var", "credential_of", "declared",
            "settings_listing"]
@@ -130,6 +132,7 @@ class Settings:
     reconcile_seconds: float
     webhook_url: str
     webhook_secret: str = field(repr=False)
+    secret_key: str = field(repr=False)  # INGEST_SECRET_KEY: seals secrets at rest (tasks.sealed)
     accounts: Mapping[tuple[str, str], AccountConfig] = field(repr=False)
 
     @classmethod
@@ -167,6 +170,7 @@ class Settings:
             reconcile_seconds=_num(env, "INGEST_RECONCILE_SECONDS", 60.0),
             webhook_url=env.get("INGEST_WEBHOOK_URL", "").rstrip("/"),
             webhook_secret=env.get("INGEST_WEBHOOK_SECRET", ""),
+            secret_key=_secret_key(env),
             accounts=_accounts(env),
         )
 
@@ -179,6 +183,15 @@ class Settings:
 
     def accounts_of(self, provider: str) -> list[str]:
         return sorted(n for p, n in self.accounts if p == provider)
+
+
+def _secret_key(env: Mapping[str, str]) -> str:
+    """INGEST_SECRET_KEY as given; a malformed one is refused here. Unset is allowed: only the
+    workers need it, and they refuse to start without it (tasks.sealed, ``ingest-fleet worker``)."""
+    value = env.get(SEAL_VAR, "")
+    if value.strip():
+        Sealer(value)
+    return value
 
 
 def _num(env: Mapping[str, str], name: str, default: float) -> float:

@@ -20,7 +20,7 @@ def step_context(rt: Runtime, job: Job, lease: Lease, *, seconds: float, log: An
         job=job, settings=rt.settings, account=rt.settings.account(job.provider, job.account),
         http=lambda kind: rt.client(job.provider, job.account, kind).bound(job.id, fence=lambda: rt.store.check(lease)),
         checkpoint=lambda: rt.store.save(job, lease), deadline=time.monotonic() + seconds, log=log,
-        redis=rt.redis,
+        redis=rt.redis, sealer=lambda: rt.sealer,
     )
 
 

@@ -14,11 +14,12 @@ from celery import Celery
 
 from tasks.broker import producer_app
 from tasks.budget import ProviderBudget, ProviderSlots
-from tasks.config import Settings
+from tasks.config import Settings, declared
 from tasks.http import ProviderClient
 from tasks.jobstore import JobStore
 from tasks.logs import register_secret
 from tasks.providers import ADAPTERS
+from tasks.sealed import Sealer
 
 
 class Runtime:
@@ -28,7 +29,7 @@ class Runtime:
         for account in self.settings.accounts.values():
             register_secret(account.secret)
             for name, value in account.extra.items():
-                if "SECRET" in name:
+                if declared(account.provider)[name].secret:
                     register_secret(value)
 
     @cached_property
@@ -40,6 +41,11 @@ class Runtime:
     def celery(self) -> Celery:
         """The producer of step messages (configured as the workers' app: tasks.broker)."""
         return producer_app(self.settings)
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        """Seals what is kept secret in Redis; ConfigError (naming INGEST_SECRET_KEY) without a key."""
+        return Sealer(self.settings.secret_key)
 
     @cached_property
     def store(self) -> JobStore:

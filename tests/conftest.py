@@ -91,6 +91,7 @@ ENV = {
     "INGEST_INGESTIO_PROFILE": default_profile_id(DEFAULT_NETWORK),
     "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{WEBHOOK_PORT}",
     "INGEST_WEBHOOK_SECRET": "test-webhook-secret-9f8e7d6c5b4a",
+    "INGEST_SECRET_KEY": "Q2Nhbm5vdC1ndWVzcy10aGlzLXRlc3Qta2V5LTAwMDE=",  # a Fernet key: 32 bytes, base64
     **shipped_budgets(TIME_SCALE),
     "INGEST_SLICE_SECONDS": "5",
     "INGEST_VISIBILITY_TIMEOUT": "40",

@@ -149,9 +149,21 @@ def cmd_budgets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_key(_: argparse.Namespace) -> int:
+    from tasks.sealed import new_key
+
+    print(new_key())
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    from tasks.config import Settings
     from tasks.queues import queues_of_kind
+    from tasks.sealed import Sealer
     from workers.procs import worker_argv
+
+    # Refused at the door: a worker keeps upload credentials and tokens only sealed.
+    Sealer(Settings.from_env().secret_key)
 
     if args.queues:
         queues = args.queues.split(",")
@@ -204,7 +216,12 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 def cmd_sandbox(args: argparse.Namespace, extra: Sequence[str]) -> int:
     import sandbox
+    from tasks.sealed import VAR, new_key
 
+    # Every setting a fleet pointed at the sandbox needs, the fleet's own seal key included
+    # (a fresh one unless the environment has one).
+    if not os.environ.get(VAR):
+        print(f"export {VAR}={new_key()}", flush=True)
     argv = ["--host", args.host, "--port", str(args.port), *extra]
     return sandbox.main(argv) or 0
 
@@ -273,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "them (INGEST_<PROVIDER>__<ACCOUNT>__<SETTING> for a named account)")
     s.add_argument("provider", nargs="*", help="only these providers")
     s.set_defaults(func=cmd_settings)
+
+    s = sub.add_parser("secret-key", help="print a new INGEST_SECRET_KEY (a Fernet key: it seals upload "
+                                          "credentials and tokens at rest in Redis)")
+    s.set_defaults(func=cmd_secret_key)
 
     s = sub.add_parser("worker", help="run a Celery worker (celery -A workers.app worker)")
     s.add_argument("-Q", "--queues", help="comma-separated queues (default: all)")

@@ -49,6 +49,7 @@ from sandbox.media import make_video_file
 from tasks.producer import status, submit
 from tasks.providers import ADAPTERS, REGISTRY
 from tasks.queues import queues_of_kind
+from tasks.sealed import new_key
 from workers.embedded_redis import EmbeddedRedis, RedisNotFound, free_port
 from workers.procs import (
     Proc,
@@ -293,6 +294,7 @@ def _fleet_settings(home: Path, redis_url: str, webhook_port: int) -> dict[str, 
         **DEMO_PROVIDER_SETTINGS,
         "INGEST_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}",
         "INGEST_WEBHOOK_SECRET": secrets.token_urlsafe(24),
+        "INGEST_SECRET_KEY": new_key(),  # seals upload credentials and tokens at rest in Redis
         # Yours if set (e.g. to look at Flower while the demo runs), else a fresh one.
         "FLOWER_BASIC_AUTH": os.environ.get("FLOWER_BASIC_AUTH") or f"{FLOWER_USER}:{secrets.token_urlsafe(12)}",
     }

@@ -107,11 +107,13 @@ class DynamicIngest:
             "secret_access_key": secrets.token_urlsafe(30),
             "session_token": secrets.token_urlsafe(192),
         }
+        signed_url = self.ctx.s3.presign_put_v2(BUCKET, key)
         with self._lock:
-            self._credentials_issued.append({"video_id": video.id, "object_key": key, **credentials})
+            self._credentials_issued.append({"video_id": video.id, "object_key": key, **credentials,
+                                             "signed_url": signed_url})
         return json_response({
             "bucket": BUCKET, "object_key": key, **credentials,
-            "signed_url": self.ctx.s3.presign_put_v2(BUCKET, key),
+            "signed_url": signed_url,
             "api_request_url": self.ctx.s3.object_url(BUCKET, key),
         })
 

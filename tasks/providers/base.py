@@ -21,7 +21,7 @@ import requests
 
 from tasks import keys
 from tasks.declare import Setting
-from tasks.errors import PermanentError
+from tasks.errors import ConfigError, PermanentError
 from tasks.http import default_error_text
 from tasks.retry import Outcome, renew
 from tasks.shutdown import stopping
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from tasks.http import BoundClient, ProviderClient
     from tasks.intent import ValidatedIntent
     from tasks.jobstore import Job
+    from tasks.sealed import Sealer
 
 
 @dataclass
@@ -48,8 +49,9 @@ class StepContext:
 
     def __init__(self, *, job: Job, settings: Settings, account: AccountConfig,
                  http: Callable[[str], ProviderClient | BoundClient], checkpoint: Callable[[], None], deadline: float,
-                 log: Any, redis: Any = None):
+                 log: Any, redis: Any = None, sealer: Callable[[], Sealer] | None = None):
         self.job = job
+        self._sealer = sealer
         self.redis = redis  # for provider state shared by the fleet (OAuth tokens, upload credentials)
         self.settings = settings
         self.account = account
@@ -57,6 +59,14 @@ class StepContext:
         self._checkpoint = checkpoint
         self.deadline = deadline
         self.log = log
+
+    @property
+    def sealer(self) -> Sealer:
+        """Seals what the step keeps secret in Redis (tasks.sealed); built on first use, so only a
+        step that keeps a secret needs INGEST_SECRET_KEY (ConfigError naming it otherwise)."""
+        if self._sealer is None:
+            raise ConfigError("this step keeps a secret in Redis but was given no INGEST_SECRET_KEY")
+        return self._sealer()
 
     def checkpoint(self) -> None:
         """Write the job record now (fenced; raises StaleLease if the job was taken over)."""

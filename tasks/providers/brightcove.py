@@ -55,7 +55,6 @@ from tasks.errors import ConfigError, PermanentError, TransientError, UploadSess
 from tasks.intent import IntentError, ValidatedIntent
 from tasks.logs import register_secret
 from tasks.providers.base import Adapter, Status, StepContext
-from tasks.redis_text import text
 from tasks.transfer import single_put_max
 from tasks.transfer.s3 import (
     abort_multipart,
@@ -190,19 +189,19 @@ class BrightcoveAdapter(Adapter):
     def _token(self, ctx: StepContext, *, stale: str | None = None) -> str:
         """The fleet's access token for this account; ``stale`` = the one an API refused."""
         key = keys.oauth_token(self.name, ctx.account.name)
-        cached = ctx.redis.get(key)
-        if cached and text(cached) != stale:
-            register_secret(text(cached))
-            return text(cached)
+        cached = self._cached_token(ctx, key)
+        if cached and cached != stale:
+            register_secret(cached)
+            return cached
         # One refresh at a time across the fleet; the others wait for its result.
         locked = bool(ctx.redis.set(f"{key}:lock", 1, nx=True, ex=TOKEN_LOCK_SECONDS))
         if not locked:
             deadline = time.monotonic() + TOKEN_LOCK_SECONDS
             while time.monotonic() < deadline:
                 time.sleep(0.1)
-                cached = ctx.redis.get(key)
-                if cached and text(cached) != stale:
-                    return text(cached)
+                cached = self._cached_token(ctx, key)
+                if cached and cached != stale:
+                    return cached
         try:
             resp = ctx.http("oauth").request(
                 "POST", f"{ctx.account.setting('OAUTH_URL')}/v4/access_token",
@@ -219,9 +218,15 @@ class BrightcoveAdapter(Adapter):
         register_secret(token)
         # Renew 30 s before expiry (or at 80 % of a very short lifetime).
         keep = ttl - 30 if ttl > 60 else ttl * 0.8
-        ctx.redis.set(key, token, px=max(100, int(keep * 1000)))
+        ctx.redis.set(key, ctx.sealer.seal(token), px=max(100, int(keep * 1000)))  # sealed at rest
         ctx.job.note("oauth.token", expires_in=ttl)
         return token
+
+    @staticmethod
+    def _cached_token(ctx: StepContext, key: str) -> str | None:
+        """The fleet's cached token (None if absent, or sealed under a key since dropped)."""
+        sealed = ctx.redis.get(key)
+        return ctx.sealer.open(sealed) if sealed else None
 
     def _api(self, ctx: StepContext, method: str, url: str, **kwargs: Any) -> requests.Response:
         """A CMS or DI call with the fleet's token; a 401 refreshes the token once."""
@@ -311,7 +316,7 @@ class BrightcoveAdapter(Adapter):
         job = ctx.job
         if job.upload.get("key"):
             try:
-                load_credentials(ctx.redis, job.id)
+                load_credentials(ctx.redis, job.id, sealer=ctx.sealer)
                 return
             except UploadSessionLost:
                 job.upload = {}
@@ -321,7 +326,7 @@ class BrightcoveAdapter(Adapter):
                          entity=f"video:{vid}").json()
         store_credentials(ctx.redis, job.id, {k: urls[k] for k in (
             "access_key_id", "secret_access_key", "session_token", "signed_url") if urls.get(k)},
-            ttl=CREDENTIALS_TTL)
+            ttl=CREDENTIALS_TTL, sealer=ctx.sealer)
         single_max = single_put_max(ctx.settings, ctx.account.whole("SINGLE_PUT_MAX"))
         size = job.bytes_total or 0
         job.upload = {
@@ -338,7 +343,7 @@ class BrightcoveAdapter(Adapter):
 
     def upload_slice(self, ctx: StepContext) -> bool:
         job = ctx.job
-        creds = load_credentials(ctx.redis, job.id)
+        creds = load_credentials(ctx.redis, job.id, sealer=ctx.sealer)
         if job.upload["mode"] == "multipart":
             content_type = mimetypes.guess_type(job.source)[0] or "video/mp4"
             return upload_multipart_slice(ctx, client=self._s3(ctx, creds), bucket=job.upload["bucket"],
@@ -405,7 +410,7 @@ class BrightcoveAdapter(Adapter):
         up = ctx.job.upload
         if up.get("upload_id") and ctx.job.step in ("target", "upload"):
             try:
-                abort_multipart(self._s3(ctx, load_credentials(ctx.redis, ctx.job.id)), bucket=up["bucket"],
+                abort_multipart(self._s3(ctx, load_credentials(ctx.redis, ctx.job.id, sealer=ctx.sealer)), bucket=up["bucket"],
                                 key=up["key"], upload_id=up["upload_id"])
                 ctx.job.note("upload.aborted")
             finally:

@@ -220,7 +220,7 @@ class IttybitAdapter(Adapter):
         job = ctx.job
         if job.upload.get("path"):
             try:
-                load_credentials(ctx.redis, job.id)
+                load_credentials(ctx.redis, job.id, sealer=ctx.sealer)
                 return
             except UploadSessionLost:
                 pass  # the signature expired: sign again, the provider keeps what it received
@@ -232,7 +232,7 @@ class IttybitAdapter(Adapter):
         sig = unwrap(ctx.http("api").request("POST", self._url(ctx, "/signatures"),
                                              json={**names, "method": "put"}).json())
         ttl = max(60, int(sig.get("expiry", time.time() + 3600) - time.time()))
-        store_credentials(ctx.redis, job.id, {"url": sig["url"]}, ttl=ttl)
+        store_credentials(ctx.redis, job.id, {"url": sig["url"]}, ttl=ttl, sealer=ctx.sealer)
         path = "/".join(p for p in (names.get("folder"), names["filename"]) if p)
         job.upload.setdefault("offset", 0)
         job.upload.update({"protocol": "ranged-put", "path": path, "expiry": sig.get("expiry")})
@@ -241,7 +241,7 @@ class IttybitAdapter(Adapter):
 
     def upload_slice(self, ctx: StepContext) -> bool:
         job = ctx.job
-        url = load_credentials(ctx.redis, job.id)["url"]
+        url = load_credentials(ctx.redis, job.id, sealer=ctx.sealer)["url"]
         content_type = mimetypes.guess_type(job.source)[0] or "video/mp4"
         with open(job.source, "rb") as f:
             size = os.fstat(f.fileno()).st_size

@@ -15,7 +15,7 @@ a log line. When they are gone the session is lost and the upload target is obta
 
 Example::
 
-    store_credentials(redis, job.id, {"access_key_id": ..., ...}, ttl=23 * 3600)
+    store_credentials(redis, job.id, {"access_key_id": ..., ...}, ttl=23 * 3600, sealer=sealer)
     done = upload_multipart_slice(ctx, client=s3_client(...), bucket=..., key=..., part_size=8 << 20)
 """
 
@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tasks import keys
 from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
 from tasks.logs import register_secret
+from tasks.sealed import Sealer
 
 MIN_PART = 5 * 1024 * 1024  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
@@ -43,27 +44,30 @@ def _secret_key(job_id: str) -> str:
     return keys.upload_secret(job_id)
 
 
-def store_credentials(redis: Any, job_id: str, values: dict[str, str], *, ttl: int) -> None:
-    """Keep an upload's secrets in their own key, expiring with them."""
+def store_credentials(redis: Any, job_id: str, values: dict[str, str], *, ttl: int, sealer: Sealer) -> None:
+    """Keep an upload's secrets in their own key, sealed (tasks.sealed), expiring with them."""
     for value in values.values():
         register_secret(value)
     key = _secret_key(job_id)
     pipe = redis.pipeline()
     pipe.delete(key)
-    pipe.hset(key, mapping=values)
+    pipe.hset(key, mapping={name: sealer.seal(value) for name, value in values.items()})
     pipe.expire(key, ttl)
     pipe.execute()
 
 
-def load_credentials(redis: Any, job_id: str) -> dict[str, str]:
-    """The upload's secrets; :class:`UploadSessionLost` when they expired or were lost."""
+def load_credentials(redis: Any, job_id: str, *, sealer: Sealer) -> dict[str, str]:
+    """The upload's secrets; :class:`UploadSessionLost` when they expired, were lost, or no key
+    of INGEST_SECRET_KEY opens them any more."""
     raw = redis.hgetall(_secret_key(job_id))
-    if not raw:
-        raise UploadSessionLost("the upload credentials expired or were lost; a new upload target is needed")
-    values = {k.decode(): v.decode() for k, v in raw.items()}
-    for value in values.values():
+    values = {k.decode(): sealer.open(v) for k, v in raw.items()}
+    if not values or None in values.values():
+        raise UploadSessionLost("the upload credentials expired, were lost or cannot be opened with "
+                                "INGEST_SECRET_KEY; a new upload target is needed")
+    opened = {k: v for k, v in values.items() if v is not None}
+    for value in opened.values():
         register_secret(value)
-    return values
+    return opened
 
 
 def forget_credentials(redis: Any, job_id: str) -> None:
