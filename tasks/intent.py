@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from tasks.config import ConfigError, Settings
 from tasks.providers import ADAPTERS
+from tasks.urls import redacted
 
 PRIORITIES = ("high", "normal", "low")
 TITLE_MAX = 255
@@ -189,7 +190,7 @@ class Intent:
                 f"{', '.join(sorted(adapter.pull_schemes))}",
             )
         if not parts.netloc:
-            raise IntentError("source", f"URL {source!r} has no host")
+            raise IntentError("source", f"URL {redacted(source)!r} has no host")
         return source
 
     def _check_file(self, settings: Settings) -> tuple[str, int]:

@@ -92,6 +92,9 @@ class Job:
     waiting: str | None = None  # why the job is not running: "slot", "throttled", "retry", "poll"
     failed_step: str | None = None  # where `ingest-fleet retry` restarts a failed job
     dispatch: dict[str, Any] = field(default_factory=dict)
+    #: A source URL that carries credentials, sealed (tasks.sealed); ``source`` is then the URL
+    #: with them masked (tasks.urls), for everything that shows it.
+    source_sealed: str = ""
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     finished_at: float | None = None
@@ -123,6 +126,7 @@ class Job:
         """The record as the CLI and the producer API show it."""
         data = asdict(self)
         data["dispatch"] = {k: data["dispatch"].get(k) for k in ("task_id", "step")} if self.dispatch else {}
+        data.pop("source_sealed")
         return data
 
 

@@ -16,7 +16,9 @@ from typing import Any
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.intent import Intent
 from tasks.jobstore import Job, new_job_id
+from tasks.logs import register_secret
 from tasks.runtime import Runtime, runtime
+from tasks.urls import redacted, secret_forms, secrets_in
 
 
 class JobNotFound(LookupError):
@@ -41,6 +43,11 @@ def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> 
         options=dict(valid.options),
         idempotency_key=valid.idempotency_key or job_id, priority=valid.priority, bytes_total=valid.size,
     )
+    if secrets_in(valid.source):
+        # Credentials in the URL: kept sealed for the workers, shown masked everywhere else.
+        for secret in secret_forms(valid.source):
+            register_secret(secret)
+        job.source, job.source_sealed = redacted(valid.source), rt.sealer.seal(valid.source).decode()
     job.note("submitted", mode=valid.mode)
     schedule_member = next_dispatch(job, "create")
     existing, created = rt.store.create(job, dispatch_member=schedule_member, grace=OUTBOX_GRACE)

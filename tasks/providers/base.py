@@ -23,8 +23,10 @@ from tasks import keys
 from tasks.declare import Setting
 from tasks.errors import ConfigError, PermanentError
 from tasks.http import default_error_text
+from tasks.logs import register_secret
 from tasks.retry import Outcome, renew
 from tasks.shutdown import stopping
+from tasks.urls import secret_forms
 
 if TYPE_CHECKING:
     from tasks.config import AccountConfig, Settings
@@ -67,6 +69,19 @@ class StepContext:
         if self._sealer is None:
             raise ConfigError("this step keeps a secret in Redis but was given no INGEST_SECRET_KEY")
         return self._sealer()
+
+    def source_url(self) -> str:
+        """The source as the provider must be given it: a URL with credentials unsealed (the
+        record shows it masked), else ``job.source``."""
+        if not self.job.source_sealed:
+            return self.job.source
+        url = self.sealer.open(self.job.source_sealed)
+        if url is None:
+            raise PermanentError("the source URL's credentials cannot be opened with INGEST_SECRET_KEY (sealed "
+                                 "under a key that was dropped); submit the job again")
+        for secret in secret_forms(url):
+            register_secret(secret)
+        return url
 
     def checkpoint(self) -> None:
         """Write the job record now (fenced; raises StaleLease if the job was taken over)."""

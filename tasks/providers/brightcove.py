@@ -373,7 +373,7 @@ class BrightcoveAdapter(Adapter):
                 job.provider_ids["ingest_job_id"] = adopted
                 job.note("ingest.adopted", ingest_job_id=adopted)
                 return
-        source = job.upload["api_request_url"] if job.mode == "push" else job.source
+        source = job.upload["api_request_url"] if job.mode == "push" else ctx.source_url()
         body: dict[str, Any] = {"master": {"url": source}}
         if ctx.account.setting("PROFILE"):
             body["profile"] = ctx.account.setting("PROFILE")

@@ -167,7 +167,7 @@ class GcoreAdapter(Adapter):
             body = {"name": job.title, "description": _description(job), "client_user_id": marker(job.id),
                     "priority": PRIORITY.get(job.priority, 0)}
             if job.mode == "pull":
-                body["origin_url"] = job.source
+                body["origin_url"] = ctx.source_url()
                 headers = job.options.get("origin_http_headers")
                 if headers:
                     register_secret(headers)

@@ -164,7 +164,7 @@ class IttybitAdapter(Adapter):
         job, ids = ctx.job, ctx.job.provider_ids
         if ids.get("task_id") or ids.get("file_id"):
             return
-        body: dict[str, Any] = {"url": job.source, **self._names(job), "ref": marker(job.id)}
+        body: dict[str, Any] = {"url": ctx.source_url(), **self._names(job), "ref": marker(job.id)}
         if job.options.get("sync"):
             self._create_file(ctx, body)
             return

@@ -236,7 +236,7 @@ class OnceAdapter(Adapter):
         job = ctx.job
         if job.provider_ids.get("request_id"):
             return
-        source = job.source if job.mode == "pull" else f"s3://{job.upload['bucket']}/{job.upload['key']}"
+        source = ctx.source_url() if job.mode == "pull" else f"s3://{job.upload['bucket']}/{job.upload['key']}"
         body = build_body(foreign_key=job.idempotency_key, source_url=source, title=job.title,
                           description=job.description, tags=job.tags, metadata=job.metadata, options=job.options)
         hook = callback_url(ctx.settings, self.name, job.id)

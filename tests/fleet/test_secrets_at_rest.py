@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from urllib.parse import quote, urlencode
 
 import pytest
 
 from tasks.producer import submit, wait
-from tests.conftest import TMP, make_source
+from tests.conftest import MEDIA, SANDBOX_URL, TMP, cli, make_source
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +70,32 @@ def test_a_worker_without_the_secret_key_refuses_to_start() -> None:
     out = subprocess.run([sys.executable, "-m", "workers.cli", "worker"], env={**env, "INGEST_SECRET_KEY": "short"},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "INGEST_SECRET_KEY holds a value that is not a Fernet key" in out.stderr
+
+
+def test_credentials_in_a_source_url_are_sealed_and_shown_masked(start_fleet, sandbox, rt) -> None:
+    """A presigned source URL: the provider gets it whole; the record, the CLI, the logs, Redis
+    and its AOF only ever show it with the signature masked."""
+    fleet = start_fleet(workers=1)
+    src = make_source("signed.mp4", 300_000, folder=MEDIA)
+    signature, credential = "Zk3vQ9sig+SECRET/value=", "AKIAEXAMPLE/20261206/us-east-1/s3/aws4_request"
+    query = urlencode({"X-Amz-Credential": credential, "X-Amz-Signature": signature, "X-Amz-Expires": "600"})
+    url = f"{SANDBOX_URL}/media/{src.name}?{query}"
+    job = wait(submit({"provider": "gcore", "source": url}), 60)
+    assert job["state"] == "ready", job["error"]
+    assert job["source"] == f"{SANDBOX_URL}/media/{src.name}?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Expires=600"
+    assert "source_sealed" not in job
+    [video] = sandbox.state("gcore")["videos"]
+    assert video["origin_url"] == url  # the provider was given the real URL
+
+    shown = cli("status", job["id"], "--json").stdout + cli("jobs", "--json").stdout + fleet.logs()
+    stored = _stored_everywhere(rt)
+    for secret in (signature, credential, quote(signature, safe=""), quote(credential, safe="")):
+        assert secret not in shown, secret
+        assert secret.encode() not in stored, secret
+
+
+def test_a_source_url_with_credentials_needs_the_key_where_it_is_submitted(sandbox) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "INGEST_SECRET_KEY"}
+    out = cli("submit", "--provider", "gcore", "--source", f"{SANDBOX_URL}/media/a.mp4?sig=abc123", env=env)
+    assert out.returncode == 2 and "INGEST_SECRET_KEY is not set" in out.stderr, out.stderr
+    assert "abc123" not in out.stderr + out.stdout

@@ -61,3 +61,19 @@ def test_a_failed_task_shows_celery_only_a_scrubbed_message(monkeypatch) -> None
     shown = "".join(traceback.format_exception(failure.value))  # what Celery sends in task-failed
     assert SECRET not in shown and "RuntimeError: while saving: lost redis://:***@redis" in shown
     assert failure.value.__cause__ is None and failure.value.__suppress_context__
+
+
+@pytest.mark.parametrize(("url", "shown", "secrets"), [
+    ("https://u:p4ss@cdn.example.com/a.mp4?x=1", "https://u:***@cdn.example.com/a.mp4?x=1", ["p4ss"]),
+    ("sftp://bob:pw%40rd@h/x.mp4", "sftp://bob:***@h/x.mp4", ["pw%40rd"]),
+    ("https://tok123@h/a.mp4", "https://***@h/a.mp4", ["tok123"]),
+    ("https://h/a.mp4?se=2026&sig=abc%2B%3D&sp=r", "https://h/a.mp4?se=2026&sig=***&sp=r", ["abc+="]),
+    ("https://h/a.mp4?X-Goog-Signature=f00d&X-Goog-Date=1", "https://h/a.mp4?X-Goog-Signature=***&X-Goog-Date=1",
+     ["f00d"]),
+    ("https://cdn.example.com/a.mp4?v=2", "https://cdn.example.com/a.mp4?v=2", []),
+])
+def test_credentials_in_a_url_are_found_and_masked(url: str, shown: str, secrets: list[str]) -> None:
+    from tasks.urls import redacted, secrets_in
+
+    assert redacted(url) == shown
+    assert secrets_in(url) == secrets
