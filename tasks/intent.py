@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from tasks.config import ConfigError, Settings
 from tasks.providers import ADAPTERS
+from tasks.transfer.source import fingerprint
 from tasks.urls import redacted
 
 PRIORITIES = ("high", "normal", "low")
@@ -108,10 +109,11 @@ class Intent:
 
         if not isinstance(self.source, str) or not self.source.strip():
             raise IntentError("source", "is required: a file path or a URL")
+        source_stat: dict[str, int] = {}
         if self.is_url:
             source, mode, size = self._check_url(adapter), "pull", None
         else:
-            source, size = self._check_file(settings)
+            source, size, source_stat = self._check_file(settings)
             mode = "push"
             if not adapter.supports_push:
                 raise IntentError("source", f"{provider} can only pull from a URL; give an http(s) URL")
@@ -169,7 +171,7 @@ class Intent:
         validated = ValidatedIntent(
             provider=provider, account=account, source=source, mode=mode, size=size, title=title,
             description=description, idempotency_key=key, metadata=metadata, tags=tags, priority=priority,
-            options=options,
+            options=options, source_stat=source_stat,
         )
         adapter.validate(validated)
         adapter.check_account(validated, settings.account(provider, account))
@@ -193,7 +195,7 @@ class Intent:
             raise IntentError("source", f"URL {redacted(source)!r} has no host")
         return source
 
-    def _check_file(self, settings: Settings) -> tuple[str, int]:
+    def _check_file(self, settings: Settings) -> tuple[str, int, dict[str, int]]:
         raw = self.source
         _text("source", raw, limit=4096, required=True)
         if not settings.source_roots:
@@ -218,7 +220,7 @@ class Intent:
             raise IntentError("source", f"{raw} is empty")
         if not os.access(resolved, os.R_OK):
             raise IntentError("source", f"{raw} is not readable by this user")
-        return str(resolved), info.st_size
+        return str(resolved), info.st_size, fingerprint(info)
 
 
 @dataclass(frozen=True)
@@ -235,3 +237,4 @@ class ValidatedIntent:
     tags: list[str]
     priority: str
     options: dict[str, Any]
+    source_stat: dict[str, int] = field(default_factory=dict)

@@ -82,6 +82,8 @@ class Job:
     state: str = "queued"
     step: str = "create"
     bytes_total: int | None = None
+    #: A local source as submitted (tasks.transfer.source.fingerprint): every open compares.
+    source_stat: dict[str, int] = field(default_factory=dict)
     bytes_done: int = 0
     provider_ids: dict[str, Any] = field(default_factory=dict)
     upload: dict[str, Any] = field(default_factory=dict)

@@ -12,10 +12,11 @@ skips both upload steps.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import requests
 
@@ -26,6 +27,7 @@ from tasks.http import default_error_text
 from tasks.logs import register_secret
 from tasks.retry import Outcome, renew
 from tasks.shutdown import stopping
+from tasks.transfer.source import open_source
 from tasks.urls import secret_forms
 
 if TYPE_CHECKING:
@@ -69,6 +71,19 @@ class StepContext:
         if self._sealer is None:
             raise ConfigError("this step keeps a secret in Redis but was given no INGEST_SECRET_KEY")
         return self._sealer()
+
+    def open_source(self) -> BinaryIO:
+        """The job's local source opened for reading, re-checked at every open (it must still be
+        the file submitted, a regular file under INGEST_SOURCE_ROOTS: tasks.transfer.source)."""
+        expected = self.job.source_stat or ({"size": self.job.bytes_total} if self.job.bytes_total else None)
+        if expected and "ino" not in expected:  # a record from before fingerprints: its size only
+            f = open_source(self.job.source, self.settings.source_roots, None)
+            size = os.fstat(f.fileno()).st_size
+            if size != expected["size"]:
+                f.close()
+                raise PermanentError(f"source changed since submit: {size} bytes, expected {expected['size']}")
+            return f
+        return open_source(self.job.source, self.settings.source_roots, expected)
 
     def source_url(self) -> str:
         """The source as the provider must be given it: a URL with credentials unsealed (the

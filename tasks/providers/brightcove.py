@@ -350,7 +350,7 @@ class BrightcoveAdapter(Adapter):
                                           key=job.upload["key"], content_type=content_type)
         # The signed_url is signature v2, which signs Content-Type: Brightcove signs none, so
         # the PUT sends none (a file body gets none from requests; None drops any default).
-        with open(job.source, "rb") as f:  # streamed by requests, never read whole
+        with ctx.open_source() as f:  # streamed by requests, never read whole
             ctx.http("upload").request("PUT", creds["signed_url"], data=f, headers={"Content-Type": None})
         job.bytes_done = job.bytes_total or 0
         return True

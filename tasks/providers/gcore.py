@@ -227,7 +227,7 @@ class GcoreAdapter(Adapter):
             "video_id": str(vid),
             "client_id": client_id,
         }
-        with open(job.source, "rb") as f:
+        with ctx.open_source() as f:
             url = create_session(ctx.http("upload"), endpoint, f, metadata)
         job.upload = {"protocol": "tus", "url": url, "offset": 0, "chunk_size": ctx.settings.tus_chunk_size}
         job.note("upload.session", server=server["hostname"])
@@ -252,10 +252,7 @@ class GcoreAdapter(Adapter):
     # -- upload ----------------------------------------------------------------------
     def upload_slice(self, ctx: StepContext) -> bool:
         job = ctx.job
-        with open(job.source, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if job.bytes_total is not None and size != job.bytes_total:
-                raise PermanentError(f"source changed since submit: {size} bytes, expected {job.bytes_total}")
+        with ctx.open_source() as f:  # the file submitted, unchanged (checked at every open)
             try:
                 up = TusUpload(ctx.http("upload"), job.upload["url"], f, chunk_size=int(job.upload["chunk_size"]))
                 job.bytes_done = job.upload["offset"] = up.offset

@@ -324,7 +324,7 @@ class IngestioAdapter(Adapter):
         if not up.get("type"):  # aborted (a retry after a failure or a cancel): open a new one
             raise UploadSessionLost("no open upload", provider=self.name)
         size = job.bytes_total or 0
-        with open(job.source, "rb") as f:
+        with ctx.open_source() as f:
             if up["type"] == "amazon":
                 etag = self._put_part(ctx, f, None, 0, size)
                 up["parts"] = [{"n": 1, "size": size, "etag": etag}]

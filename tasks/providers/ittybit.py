@@ -243,7 +243,7 @@ class IttybitAdapter(Adapter):
         job = ctx.job
         url = load_credentials(ctx.redis, job.id, sealer=ctx.sealer)["url"]
         content_type = mimetypes.guess_type(job.source)[0] or "video/mp4"
-        with open(job.source, "rb") as f:
+        with ctx.open_source() as f:
             size = os.fstat(f.fileno()).st_size
             if size < single_put_max(ctx.settings, CHUNKED_FROM) and not job.upload.get("chunked"):
                 answer = ctx.http("upload").request("PUT", url, data=f, headers={"Content-Type": content_type})

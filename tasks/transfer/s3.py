@@ -140,7 +140,7 @@ def _listed_parts(client: Any, bucket: str, key: str, upload_id: str) -> dict[in
 def upload_multipart_slice(ctx: Any, *, client: Any, bucket: str, key: str, content_type: str) -> bool:
     """Send parts until the upload is complete (True) or the slice's time is up (False)."""
     job, up = ctx.job, ctx.job.upload
-    with open(job.source, "rb") as f:
+    with ctx.open_source() as f:
         size = os.fstat(f.fileno()).st_size
         part_size = int(up["part_size"])
         total = max(1, math.ceil(size / part_size))

@@ -1,0 +1,60 @@
+"""Opening a local source at every read, re-checked (issue 13): a worker trusts nothing it saw
+at submit. Between submit and a slice a folder may have been swapped for a symlink that leads
+out of ``INGEST_SOURCE_ROOTS``, the file replaced by a FIFO (which would hold a worker on
+``open``) or by another file, or the file rewritten. Each open resolves the path again, opens
+it non-blocking without following a final symlink, and compares what it opened with what was
+recorded at submit (size, inode, modification time): anything else fails the job, permanent,
+with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tasks.errors import ConfigError, PermanentError
+
+#: How far apart two readings of one mtime may be and still be the same file (a shared
+#: volume may round it to microseconds).
+MTIME_SLACK_NS = 1_000_000
+
+
+def fingerprint(info: os.stat_result) -> dict[str, int]:
+    """What identifies the file's content as submitted (st_dev is left out: it differs
+    between hosts that mount one shared volume)."""
+    return {"size": info.st_size, "ino": info.st_ino, "mtime_ns": info.st_mtime_ns}
+
+
+def open_source(path: str, roots: Sequence[Path], expected: dict[str, Any] | None) -> BinaryIO:
+    """``path`` opened for reading, after the checks above; PermanentError saying what changed."""
+    if not roots:
+        raise ConfigError("INGEST_SOURCE_ROOTS is not set on this worker: it reads local sources only from "
+                          "there; set it as where the job was submitted")
+    real = os.path.realpath(path)
+    if not any(real == str(root) or real.startswith(str(root).rstrip(os.sep) + os.sep) for root in roots):
+        raise PermanentError(f"source {path} now resolves to {real}, outside INGEST_SOURCE_ROOTS")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PermanentError(f"source {path} is gone") from None
+    except OSError as exc:  # ELOOP: the last component became a symlink after it was resolved
+        raise PermanentError(f"cannot open source {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PermanentError(f"source {path} is no longer a regular file")
+        if expected:
+            now = fingerprint(info)
+            if now["size"] != expected["size"] or now["ino"] != expected["ino"] or \
+                    abs(now["mtime_ns"] - expected["mtime_ns"]) > MTIME_SLACK_NS:
+                raise PermanentError(f"source changed since submit: {path} is now {now['size']} bytes (was "
+                                     f"{expected['size']}), inode {now['ino']} (was {expected['ino']}), "
+                                     f"modified {now['mtime_ns'] - expected['mtime_ns']:+d} ns later")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
