@@ -8,14 +8,40 @@ from the same configuration, so it never imports the worker process's app.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from celery import Celery
 
-from tasks.config import Settings
+from tasks.config import ConfigError, Settings
 from tasks.queues import PRIORITY_STEPS, kombu_queues
 
 APP_NAME = "ingest_fleet"
+
+
+#: ``ssl_cert_reqs`` in a ``rediss://`` URL's query, as redis-py and kombu spell it.
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "cert_required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+              "cert_optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE, "cert_none": ssl.CERT_NONE}
+
+
+def broker_tls(url: str) -> dict[str, Any] | None:
+    """TLS options for a ``rediss://`` broker URL, verifying the server's certificate unless the
+    URL's query opts out (``?ssl_cert_reqs=none``); ``ssl_ca_certs``, ``ssl_certfile`` and
+    ``ssl_keyfile`` in the query are passed on. The job store's redis-py client reads the same
+    query and verifies by default too. Without this, kombu falls back to CERT_NONE (issue 13)."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    query = dict(parse_qsl(parts.query))
+    reqs = query.get("ssl_cert_reqs", "required").lower()
+    if reqs not in _CERT_REQS:
+        raise ConfigError(f"REDIS_URL: ssl_cert_reqs={reqs!r} is not one of required, optional, none")
+    options: dict[str, Any] = {"ssl_cert_reqs": _CERT_REQS[reqs]}
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if query.get(name):
+            options[name] = query[name]
+    return options
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -38,7 +64,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "priority_steps": list(PRIORITY_STEPS),
         "queue_order_strategy": "round_robin",
     }
+    tls = broker_tls(settings.redis_url)
     return dict(
+        **({"broker_use_ssl": tls} if tls else {}),
         broker_transport_options=transport,
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         visibility_timeout=settings.visibility_timeout,
