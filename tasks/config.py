@@ -130,6 +130,7 @@ class Settings:
     budget_headroom: float
     soft_shutdown_timeout: float
     reconcile_seconds: float
+    http_server_timeout: float
     webhook_url: str
     webhook_secret: str = field(repr=False)
     secret_key: str = field(repr=False)  # INGEST_SECRET_KEY: seals secrets at rest (tasks.sealed)
@@ -168,6 +169,7 @@ class Settings:
             budget_headroom=min(0.5, _num(env, "INGEST_BUDGET_HEADROOM", 0.05)),
             soft_shutdown_timeout=_num(env, "INGEST_SOFT_SHUTDOWN_TIMEOUT", slice_seconds + 15),
             reconcile_seconds=_num(env, "INGEST_RECONCILE_SECONDS", 60.0),
+            http_server_timeout=_positive(env, "INGEST_HTTP_SERVER_TIMEOUT", 10.0),
             webhook_url=env.get("INGEST_WEBHOOK_URL", "").rstrip("/"),
             webhook_secret=env.get("INGEST_WEBHOOK_SECRET", ""),
             secret_key=_secret_key(env),

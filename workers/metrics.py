@@ -134,6 +134,9 @@ class MetricsServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # A client that sends its request slower than this is dropped (no slow-loris hold).
+            timeout = rt.settings.http_server_timeout
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

@@ -36,7 +36,9 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import re
+import resource
 import socket
 import threading
 import time
@@ -51,6 +53,11 @@ from tasks.providers import ADAPTERS
 from tasks.runtime import runtime
 
 log = get_logger("ingest.webhooks")
+
+#: No provider's notification nests deeper; a deeper body is refused (400), never parsed at length.
+MAX_DEPTH = 32
+#: Connections served at once; more are answered 503 (uvicorn's limit_concurrency).
+MAX_CONNECTIONS = 512
 
 _PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/(?P<job_id>[0-9a-f]{32})/(?P<token>[0-9a-f]{32})/?$")
 _ACCOUNT_PATH = re.compile(r"^/(?P<provider>[a-z0-9]+)/accounts/(?P<account>[a-z0-9][a-z0-9_-]{0,31})/"
@@ -85,8 +92,13 @@ class WebhookReceiver:
             await _answer(send, 405, {"error": "POST only"})
             return
         chunks, size = [], 0
+        deadline = time.monotonic() + self.rt.settings.http_server_timeout
         while True:
-            message = await receive()
+            try:  # a body trickled in a byte at a time must not hold the connection
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                await _answer(send, 408, {"error": "body not received in time"})
+                return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > MAX_BODY:
@@ -189,8 +201,14 @@ class WebhookReceiver:
 
         if self._socket is None:
             self.bind()
-        # No access log: the paths carry per-job tokens.
-        config = uvicorn.Config(self, log_level="warning", access_log=False, lifespan="on")
+        _raise_open_files_limit()
+        _quiet_accept_errors()
+        # No access log: the paths carry per-job tokens. Idle keep-alive connections close after
+        # the server timeout; a request's line and headers must arrive within it too.
+        timeout = self.rt.settings.http_server_timeout
+        config = uvicorn.Config(self, log_level="warning", access_log=False, lifespan="on",
+                                http=_guarded_protocol(timeout), limit_concurrency=MAX_CONNECTIONS,
+                                timeout_keep_alive=int(max(1, timeout)))
         self._server = uvicorn.Server(config)
         self._server.run(sockets=[self._socket])
 
@@ -210,6 +228,82 @@ class WebhookReceiver:
             self._server.should_exit = True
 
 
+def _guarded_protocol(timeout: float) -> type:
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's line and headers, which
+    uvicorn lacks: without it a client sending a byte a minute (slow-loris) holds a connection,
+    and a few hundred of them hold the receiver and its /healthz."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol  # with uvicorn: heavy, serving only
+
+    class GuardedH11Protocol(H11Protocol):  # type: ignore[misc]
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # the request's headers are in: the body has its own deadline
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request on this connection gets the same deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+def _raise_open_files_limit() -> None:
+    """Use all the file descriptors the hard limit allows (a busy receiver holds many sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536),
+                                                    hard))
+
+
+class _OncePer(logging.Filter):
+    """Lets one record of a repeating kind through per ``seconds`` (the rest are counted)."""
+
+    def __init__(self, prefix: str, seconds: float = 10.0):
+        super().__init__()
+        self.prefix, self.seconds, self._last, self.dropped = prefix, seconds, 0.0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            self.dropped += 1
+            return False
+        self._last = now
+        return True
+
+
+def _quiet_accept_errors() -> None:
+    """Out of file descriptors, asyncio logs every failed accept (a flood of hundreds of MB a
+    minute under attack): one line per 10 s is enough to tell."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _OncePer) for f in logger.filters):
+        logger.addFilter(_OncePer("socket.accept() out of system resource"))
+
+
 class _Refused(Exception):
     """A notification answered with an error (the reason is already logged)."""
 
@@ -220,10 +314,28 @@ class _Refused(Exception):
 
 def _json(raw: bytes, **where: str) -> Any:
     try:
-        return json.loads(raw or b"{}")
+        payload = json.loads(raw or b"{}")
     except ValueError:
         log.info("webhook.ignored", **where, reason="body is not JSON")
         raise _Refused(400, "body is not JSON") from None
+    except RecursionError:  # e.g. 200,000 nested arrays: the parser gives up before MAX_DEPTH is checked
+        payload = None
+    if (payload is None and raw.strip() != b"null") or _depth(payload) > MAX_DEPTH:
+        log.info("webhook.ignored", **where, reason="JSON nested too deep")
+        raise _Refused(400, f"JSON nested deeper than {MAX_DEPTH} levels")
+    return payload
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (without recursion)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 async def _answer(send: Any, status: int, body: dict) -> None:

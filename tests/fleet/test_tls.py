@@ -35,7 +35,7 @@ def _pem(path: Path, data: bytes) -> Path:
 
 def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     """A CA, and a server certificate for 127.0.0.1 signed by it: (ca, cert, key) files."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ingest-fleet test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
