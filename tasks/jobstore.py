@@ -35,6 +35,7 @@ from typing import Any
 import redis
 
 from tasks import keys
+from tasks.clock import FleetClock
 from tasks.logs import scrub
 from tasks.redis_text import text
 from tasks.stats import STATS
@@ -143,8 +144,9 @@ def _script(name: str) -> str:
 class JobStore:
     """Reads and writes job records; every write by a worker is fenced by its lease."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, clock: FleetClock | None = None):
         self.redis = client
+        self.clock = clock or FleetClock(client)  # updated_at is compared across hosts
         self._acquire = client.register_script(_script("lease_acquire.lua"))
         self._write = client.register_script(_script("job_write.lua"))
         self._create = client.register_script(_script("job_create.lua"))
@@ -218,7 +220,7 @@ class JobStore:
         ``schedule`` = (member, delay seconds) puts one dispatch in the schedule in the same
         atomic step, so a checkpoint and "what runs next" can never disagree after a crash.
         """
-        job.updated_at = time.time()
+        job.updated_at = self.clock.now()
         member, delay = schedule if schedule else ("", 0)
         ok = self._write(
             keys=[self.key(job.id), keys.fence(job.id), keys.lease(job.id), SCHEDULE_KEY,

@@ -20,7 +20,7 @@ def step_context(rt: Runtime, job: Job, lease: Lease, *, seconds: float, log: An
         job=job, settings=rt.settings, account=rt.settings.account(job.provider, job.account),
         http=lambda kind: rt.client(job.provider, job.account, kind).bound(job.id, fence=lambda: rt.store.check(lease)),
         checkpoint=lambda: rt.store.save(job, lease), deadline=time.monotonic() + seconds, log=log,
-        redis=rt.redis, sealer=lambda: rt.sealer,
+        redis=rt.redis, sealer=lambda: rt.sealer, clock=rt.clock,
     )
 
 
@@ -39,7 +39,7 @@ def release_holdings(rt: Runtime, job: Job) -> None:
 
 def finish(rt: Runtime, job: Job, lease: Lease, state: str, *, event: str | None = None, **detail: object) -> None:
     """Write a terminal state (fenced), release the lease, then what the job held."""
-    job.state, job.finished_at, job.dispatch, job.waiting = state, time.time(), {}, None
+    job.state, job.finished_at, job.dispatch, job.waiting = state, rt.clock.now(), {}, None
     job.note(event or state, **detail)
     rt.store.save(job, lease, release=True)
     release_holdings(rt, job)

@@ -42,7 +42,7 @@ def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> 
         title=valid.title, description=valid.description, metadata=dict(valid.metadata), tags=list(valid.tags),
         options=dict(valid.options),
         idempotency_key=valid.idempotency_key or job_id, priority=valid.priority, bytes_total=valid.size,
-        source_stat=dict(valid.source_stat),
+        source_stat=dict(valid.source_stat), created_at=rt.clock.now(),
     )
     if secrets_in(valid.source):
         # Credentials in the URL: kept sealed for the workers, shown masked everywhere else.

@@ -14,6 +14,7 @@ from celery import Celery
 
 from tasks.broker import producer_app
 from tasks.budget import ProviderBudget, ProviderSlots
+from tasks.clock import FleetClock
 from tasks.config import Settings, declared
 from tasks.http import ProviderClient
 from tasks.jobstore import JobStore
@@ -48,8 +49,13 @@ class Runtime:
         return Sealer(self.settings.secret_key)
 
     @cached_property
+    def clock(self) -> FleetClock:
+        """Redis's clock, for times that hosts compare (tasks.clock)."""
+        return FleetClock(self.redis)
+
+    @cached_property
     def store(self) -> JobStore:
-        return JobStore(self.redis)
+        return JobStore(self.redis, self.clock)
 
     def budget(self, provider: str, account: str, kind: str = "api") -> ProviderBudget:
         """``api`` calls share the account's configured rate; ``upload`` traffic (e.g. TUS

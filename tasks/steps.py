@@ -79,7 +79,7 @@ def _run_step(step: str, job: Job, ctx: StepContext) -> _Next | str:
     elif step == "submit":
         adapter.submit_ingest(ctx)
     elif step == "await":
-        job.provider_ids.setdefault("awaiting_since", time.time())
+        job.provider_ids.setdefault("awaiting_since", ctx.now())
         status = adapter.poll_status(ctx)
         job.polls += 1
         if status.state == "ready":
@@ -92,7 +92,7 @@ def _run_step(step: str, job: Job, ctx: StepContext) -> _Next | str:
         if status.provider_state and status.provider_state != job.provider_ids.get("status"):
             job.provider_ids["status"] = status.provider_state
             job.note("provider.status", status=status.provider_state, progress=status.progress)
-        waited = time.time() - job.provider_ids["awaiting_since"]
+        waited = ctx.now() - job.provider_ids["awaiting_since"]
         if waited > ctx.settings.await_deadline:
             raise PermanentError(f"no terminal state from the provider after {waited:.0f} s "
                                  f"(INGEST_AWAIT_DEADLINE={ctx.settings.await_deadline:g})")

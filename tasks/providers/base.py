@@ -31,6 +31,7 @@ from tasks.transfer.source import open_source
 from tasks.urls import secret_forms
 
 if TYPE_CHECKING:
+    from tasks.clock import FleetClock
     from tasks.config import AccountConfig, Settings
     from tasks.http import BoundClient, ProviderClient
     from tasks.intent import ValidatedIntent
@@ -53,8 +54,10 @@ class StepContext:
 
     def __init__(self, *, job: Job, settings: Settings, account: AccountConfig,
                  http: Callable[[str], ProviderClient | BoundClient], checkpoint: Callable[[], None], deadline: float,
-                 log: Any, redis: Any = None, sealer: Callable[[], Sealer] | None = None):
+                 log: Any, redis: Any = None, sealer: Callable[[], Sealer] | None = None,
+                 clock: FleetClock | None = None):
         self.job = job
+        self._clock = clock
         self._sealer = sealer
         self.redis = redis  # for provider state shared by the fleet (OAuth tokens, upload credentials)
         self.settings = settings
@@ -63,6 +66,10 @@ class StepContext:
         self._checkpoint = checkpoint
         self.deadline = deadline
         self.log = log
+
+    def now(self) -> float:
+        """Seconds since the epoch by the fleet's clock (Redis's), for times another host compares."""
+        return self._clock.now() if self._clock is not None else time.time()
 
     @property
     def sealer(self) -> Sealer:
@@ -117,7 +124,7 @@ class StepContext:
         spend the token it waited for on it (issue 11)."""
 
         def mark() -> None:
-            self.job.provider_ids[marker] = time.time() if value is None else value
+            self.job.provider_ids[marker] = self.now() if value is None else value
             self.checkpoint()
 
         return mark

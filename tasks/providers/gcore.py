@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import time
 from typing import Any, ClassVar
 
 import requests
@@ -273,10 +272,10 @@ class GcoreAdapter(Adapter):
         until it has lasted INGEST_GCORE_LOCK_WAIT; then one failed attempt, and the wait restarts."""
         job = ctx.job
         if "locked_since" not in job.upload:
-            job.upload["locked_since"] = time.time()
+            job.upload["locked_since"] = ctx.now()
             job.note("upload.locked")
         limit = ctx.account.number("LOCK_WAIT")
-        if time.time() - job.upload["locked_since"] > limit:
+        if ctx.now() - job.upload["locked_since"] > limit:
             job.upload.pop("locked_since", None)
             raise TransientError(f"upload locked by another connection for over {limit:g} s "
                                  "(INGEST_GCORE_LOCK_WAIT)", status=423, provider="gcore")

@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from functools import lru_cache
 from importlib import resources
 from typing import Any, ClassVar, TypeGuard
@@ -265,7 +264,7 @@ class OnceAdapter(Adapter):
                 state = f"draft version {draft}, published {published or 'none'}"
             else:
                 self._unexpected(job, "item", item)
-        waited = time.time() - job.provider_ids.get("awaiting_since", time.time())
+        waited = ctx.now() - job.provider_ids.get("awaiting_since", ctx.now())
         deadline = ctx.account.number("NOTIFY_DEADLINE")
         if waited > deadline:
             events = webhook_events(ctx.redis, job.id) if ctx.redis is not None else []

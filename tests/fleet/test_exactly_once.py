@@ -87,3 +87,31 @@ def test_a_worker_paused_before_its_post_sends_nothing_once_taken_over(rt, sandb
     paused.join(30)
 
     assert sandbox.log(endpoint="once.ingest") == []
+
+
+def test_a_worker_whose_clock_runs_hours_ahead_does_not_end_a_wait_early(rt, sandbox, clean, monkeypatch):
+    """Times one host writes and another compares come from Redis's clock: a worker whose clock
+    is 7 hours ahead (past INGEST_AWAIT_DEADLINE, 6 h) polls a job another began waiting for a
+    moment ago, and the job goes on waiting instead of failing for a deadline it never reached."""
+    import os
+    import time
+
+    from tasks import runtime as runtime_module
+    from tasks.runtime import Runtime
+
+    sandbox.processing(120)  # the provider stays busy: the job waits
+    source = make_source("skew.mp4", 300_000, folder=MEDIA)
+    job_id = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{source.name}", "title": "skew"})
+    job = _drive_to(rt, job_id, "await")
+    steps.run(job.dispatch["task_id"], job_id, "await")  # the first poll, on a host with a true clock
+    assert rt.store.get(job_id).provider_ids.get("awaiting_since")
+
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7 * 3600)
+    monkeypatch.setattr(runtime_module, "_runtime", (os.getpid(), Runtime(rt.settings)))  # that host's process
+    job = rt.store.get(job_id)
+    steps.run(job.dispatch["task_id"], job_id, "await")
+
+    after = rt.store.get(job_id)
+    assert after.state != "failed", after.error
+    assert after.polls == 2 and after.dispatch["step"] == "await"

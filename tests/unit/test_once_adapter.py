@@ -42,7 +42,7 @@ def _ctx(answers, **provider_ids):
               idempotency_key="mine", state="processing", step="await",
               provider_ids={"awaiting_since": time.time(), **provider_ids})
     http = FakeHttp(answers)
-    return SimpleNamespace(job=job, account=settings.account("once"), http=lambda _: http, redis=None), http
+    return SimpleNamespace(job=job, account=settings.account("once"), http=lambda _: http, redis=None, now=time.time), http
 
 
 def _item(draft, published, key="mine"):
