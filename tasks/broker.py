@@ -78,7 +78,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_queues=kombu_queues(settings),
         task_default_queue="ingest.default",
         task_acks_late=True,
-        task_acks_on_failure_or_timeout=True,
+        task_acks_on_failure=True,
+        # A task killed by the hard time limit goes back to its queue (Celery would ack it and
+        # the job would wait for reconcile); a dispatch killed every time fails after
+        # tasks.steps.MAX_STARTS runs.
+        task_acks_on_timeout=False,
         task_retry_on_worker_lost=True,  # bounded by each task's max_retries
         task_default_retry_delay=2,      # a short ETA, far below the visibility timeout
         task_soft_time_limit=settings.slice_seconds + 30,

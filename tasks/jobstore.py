@@ -64,6 +64,7 @@ class Lease:
     job_id: str
     token: int
     ttl: float
+    starts: int = 0  # how often the dispatch it was taken for has taken the lease (1 = first run)
 
 
 @dataclass
@@ -207,10 +208,11 @@ class JobStore:
         With ``dispatch`` (a task id), only while the record names that dispatch and is not
         terminal, checked atomically with taking the lease; else ``(None, STALE)``.
         """
-        token, pttl = self._acquire(keys=[keys.lease(job_id), keys.fence(job_id), self.key(job_id)],
-                                    args=[int(ttl * 1000), "1" if force else "0", dispatch])
+        token, pttl, *starts = self._acquire(
+            keys=[keys.lease(job_id), keys.fence(job_id), self.key(job_id), keys.starts(dispatch or job_id)],
+            args=[int(ttl * 1000), "1" if force else "0", dispatch])
         if token:
-            return Lease(job_id, int(token), ttl)
+            return Lease(job_id, int(token), ttl, int(starts[0]) if starts else 0)
         return (None, STALE) if int(pttl) == -1 else (None, max(0.0, pttl / 1000))
 
     def save(self, job: Job, lease: Lease, *, release: bool = False,

@@ -6,6 +6,7 @@ operator can see, size or wipe the fleet's own keys apart from the broker's).
     if:active:<provider>:<account>  zset of unfinished jobs (the backlog)
     if:idem:<provider>:<account>:<key>   idempotency key -> job id
     if:lease:<id> / if:fence:<id>   the job's lease and its fencing counter
+    if:starts:<task id>             how often one dispatch took the lease (a day)
     if:schedule / if:schedule:claimed    dispatches by due time, and those being published
     if:budget:...                   budgets, cooldowns, slots, reservations (tasks.budget)
     if:stats:...                    counters for the metrics exporter (tasks.stats)
@@ -46,6 +47,10 @@ def lease(job_id: str) -> str:
 
 def fence(job_id: str) -> str:
     return f"{PREFIX}:fence:{job_id}"
+
+
+def starts(task_id: str) -> str:
+    return f"{PREFIX}:starts:{task_id}"
 
 
 def upload_secret(job_id: str) -> str:

@@ -43,6 +43,8 @@ log = get_logger("ingest.steps")
 
 #: A job waiting for a provider slot is woken by the release; this recheck is the safety net.
 SLOT_RECHECK = 60.0
+#: A dispatch whose runs are all killed (its message comes back each time) fails after this many.
+MAX_STARTS = 5
 
 
 class _Next:
@@ -128,6 +130,17 @@ def run(tid: str, job_id: str, step: str) -> None:
         wait = lease[1] + 1.0
         store.schedule(job.dispatch["member"], wait)
         log.info("lease.busy", retry_in=round(wait, 1))
+        return
+    if lease.starts > MAX_STARTS:
+        # Every run of this dispatch was killed before it could record anything (the hard time
+        # limit, a lost pool process): its message comes back each time, so stop here.
+        job = store.get(job_id) or job
+        message = (f"step {step} was started {lease.starts - 1} times and never finished (its worker process "
+                   "was killed each time: the hard time limit, or out of memory)")
+        job.error = {"step": step, "message": message, "status": None, "kind": "permanent", "at": time.time()}
+        job.failed_step = step
+        finish(rt, job, lease, "failed", step=step, error=message)
+        log.warning("job.failed", error=message, kind="permanent")
         return
     current = store.get(job_id)  # under the lease: the record as the last holder left it
     if current is None:  # removed meanwhile (the lease expires on its own)

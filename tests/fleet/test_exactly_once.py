@@ -5,6 +5,7 @@ needs an exact interleaving, the test holds one run at the point where it would 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -115,3 +116,20 @@ def test_a_worker_whose_clock_runs_hours_ahead_does_not_end_a_wait_early(rt, san
     after = rt.store.get(job_id)
     assert after.state != "failed", after.error
     assert after.polls == 2 and after.dispatch["step"] == "await"
+
+
+def test_a_dispatch_whose_runs_are_all_killed_fails_instead_of_looping(rt, sandbox, clean):
+    """A task killed by the hard time limit goes back to its queue (task_acks_on_timeout off),
+    so a step that is killed every time would run for ever: after MAX_STARTS runs of one
+    dispatch, each of which took the lease and died without a word, the job fails, saying so."""
+    source = make_source("doomed.mp4", 300_000, folder=MEDIA)
+    job_id = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{source.name}", "title": "doomed"})
+    tid = rt.store.get(job_id).dispatch["task_id"]
+    for _ in range(steps.MAX_STARTS):  # each run takes the lease, then its process is killed
+        lease = rt.store.acquire(job_id, ttl=0.05, dispatch=tid)
+        assert lease.starts >= 1
+        time.sleep(0.06)  # the dead run's lease expires
+    steps.run(tid, job_id, "create")
+    job = rt.store.get(job_id)
+    assert job.state == "failed" and "started 5 times and never finished" in job.error["message"]
+    assert sandbox.log(endpoint="gcore.create_video") == []
