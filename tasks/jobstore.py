@@ -233,6 +233,10 @@ class JobStore:
         if not ok:
             raise StaleLease(f"job {job.id}: lease {lease.token} was taken over")
 
+    def forget_starts(self, task_id: str) -> None:
+        """A run of this dispatch ended in its process: only runs killed outright stay counted."""
+        self.redis.delete(keys.starts(task_id))
+
     def check(self, lease: Lease) -> None:
         """Raise :class:`StaleLease` unless ``lease`` is still the job's newest."""
         if not self.holds(lease):

@@ -131,6 +131,16 @@ def run(tid: str, job_id: str, step: str) -> None:
         store.schedule(job.dispatch["member"], wait)
         log.info("lease.busy", retry_in=round(wait, 1))
         return
+    try:
+        _run_leased(rt, tid, job, step, lease)
+    finally:
+        # Ended in this process (whatever the outcome): only runs killed outright are counted.
+        store.forget_starts(tid)
+
+
+def _run_leased(rt: Any, tid: str, job: Job, step: str, lease: Lease) -> None:
+    """The rest of :func:`run`, under the dispatch's lease."""
+    store, settings, job_id = rt.store, rt.settings, job.id
     if lease.starts > MAX_STARTS:
         # Every run of this dispatch was killed before it could record anything (the hard time
         # limit, a lost pool process): its message comes back each time, so stop here.
