@@ -131,6 +131,7 @@ class Settings:
     soft_shutdown_timeout: float
     reconcile_seconds: float
     http_server_timeout: float
+    redis_min_replicas: int
     webhook_url: str
     webhook_secret: str = field(repr=False)
     secret_key: str = field(repr=False)  # INGEST_SECRET_KEY: seals secrets at rest (tasks.sealed)
@@ -170,6 +171,7 @@ class Settings:
             soft_shutdown_timeout=_num(env, "INGEST_SOFT_SHUTDOWN_TIMEOUT", slice_seconds + 15),
             reconcile_seconds=_num(env, "INGEST_RECONCILE_SECONDS", 60.0),
             http_server_timeout=_positive(env, "INGEST_HTTP_SERVER_TIMEOUT", 10.0),
+            redis_min_replicas=int(_num(env, "INGEST_REDIS_MIN_REPLICAS", 0)),
             webhook_url=env.get("INGEST_WEBHOOK_URL", "").rstrip("/"),
             webhook_secret=env.get("INGEST_WEBHOOK_SECRET", ""),
             secret_key=_secret_key(env),

@@ -38,6 +38,11 @@ class TransientError(StepError):
     """Worth retrying after a backoff."""
 
 
+class NotReplicated(TransientError):
+    """A write reached the primary but not ``INGEST_REDIS_MIN_REPLICAS`` replicas in time: a
+    failover could still lose it, so it is not acknowledged as done."""
+
+
 class UploadSessionLost(TransientError):
     """The provider no longer knows the upload session (404/410): obtain a new target."""
 

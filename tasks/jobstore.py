@@ -36,12 +36,15 @@ import redis
 
 from tasks import keys
 from tasks.clock import FleetClock
+from tasks.errors import NotReplicated
 from tasks.logs import scrub
 from tasks.redis_text import text
 from tasks.stats import STATS
 
 STATES = ("queued", "creating", "uploading", "submitting", "processing", "ready", "failed", "cancelled")
 TERMINAL = frozenset({"ready", "failed", "cancelled"})  # also named in lua/lease_acquire.lua
+#: How long a write that matters waits for INGEST_REDIS_MIN_REPLICAS replicas (WAIT).
+REPLICA_WAIT_MS = 2000
 #: What :meth:`JobStore.acquire` answers for a dispatch the record no longer names.
 STALE = -1.0
 
@@ -145,8 +148,9 @@ def _script(name: str) -> str:
 class JobStore:
     """Reads and writes job records; every write by a worker is fenced by its lease."""
 
-    def __init__(self, client: redis.Redis, clock: FleetClock | None = None):
+    def __init__(self, client: redis.Redis, clock: FleetClock | None = None, *, min_replicas: int = 0):
         self.redis = client
+        self.min_replicas = min_replicas  # INGEST_REDIS_MIN_REPLICAS: writes that matter wait for them
         self.clock = clock or FleetClock(client)  # updated_at is compared across hosts
         self._acquire = client.register_script(_script("lease_acquire.lua"))
         self._write = client.register_script(_script("job_write.lua"))
@@ -199,6 +203,7 @@ class JobStore:
                   keys.JOBS, SCHEDULE_KEY, self.active_key(job.provider, job.account), STATS["states"]],
             args=[job.id, job.to_json(), job.created_at, dispatch_member, grace, f"{job.provider}:{job.state}"],
         )
+        self._replicated("the job record")
         return (job_id.decode() if isinstance(job_id, bytes) else job_id), bool(created)
 
     def acquire(self, job_id: str, *, ttl: float, force: bool = False,
@@ -212,6 +217,7 @@ class JobStore:
             keys=[keys.lease(job_id), keys.fence(job_id), self.key(job_id), keys.starts(dispatch or job_id)],
             args=[int(ttl * 1000), "1" if force else "0", dispatch])
         if token:
+            self._replicated("the lease")
             return Lease(job_id, int(token), ttl, int(starts[0]) if starts else 0)
         return (None, STALE) if int(pttl) == -1 else (None, max(0.0, pttl / 1000))
 
@@ -232,6 +238,15 @@ class JobStore:
         )
         if not ok:
             raise StaleLease(f"job {job.id}: lease {lease.token} was taken over")
+        self._replicated("the checkpoint")
+
+    def _replicated(self, what: str) -> None:
+        """With INGEST_REDIS_MIN_REPLICAS, wait (WAIT) until that many replicas have the write."""
+        if self.min_replicas > 0:
+            acked = int(self.redis.wait(self.min_replicas, REPLICA_WAIT_MS))
+            if acked < self.min_replicas:
+                raise NotReplicated(f"{what} reached {acked} of INGEST_REDIS_MIN_REPLICAS={self.min_replicas} "
+                                    f"replicas within {REPLICA_WAIT_MS} ms; a failover could lose it")
 
     def forget_starts(self, task_id: str) -> None:
         """A run of this dispatch ended in its process: only runs killed outright stay counted."""

@@ -55,7 +55,7 @@ class Runtime:
 
     @cached_property
     def store(self) -> JobStore:
-        return JobStore(self.redis, self.clock)
+        return JobStore(self.redis, self.clock, min_replicas=self.settings.redis_min_replicas)
 
     def budget(self, provider: str, account: str, kind: str = "api") -> ProviderBudget:
         """``api`` calls share the account's configured rate; ``upload`` traffic (e.g. TUS

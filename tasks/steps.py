@@ -32,7 +32,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks import retry
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
-from tasks.errors import ConfigError, PermanentError, StepError
+from tasks.errors import ConfigError, NotReplicated, PermanentError, StepError
 from tasks.jobstore import STALE, STEP_STATE, STEPS, Job, Lease, StaleLease
 from tasks.lifecycle import finish, slot_score, step_context
 from tasks.logs import get_logger
@@ -120,7 +120,12 @@ def run(tid: str, job_id: str, step: str) -> None:
     # The check above saves a lease for a message that is plainly stale; the one that counts is
     # made again with taking the lease, atomically (issue 13): a duplicate that stalled here
     # while the first run finished the step must not run it again on the old record.
-    lease = store.acquire(job_id, ttl=settings.lease_seconds, dispatch=tid)
+    try:
+        lease = store.acquire(job_id, ttl=settings.lease_seconds, dispatch=tid)
+    except NotReplicated as exc:  # the replicas lag: try again soon rather than run unreplicated
+        log.warning("lease.not_replicated", error=str(exc))
+        store.schedule(job.dispatch["member"], settings.backoff_base * 5)
+        return
     if not isinstance(lease, Lease):
         if lease[1] == STALE:
             log.info("dispatch.stale", reason="the record moved on before the lease was taken")
@@ -133,6 +138,9 @@ def run(tid: str, job_id: str, step: str) -> None:
         return
     try:
         _run_leased(rt, tid, job, step, lease)
+    except NotReplicated as exc:
+        # Written on the primary, next dispatch included; only its replication is unconfirmed.
+        log.warning("write.not_replicated", error=str(exc))
     finally:
         # Ended in this process (whatever the outcome): only runs killed outright are counted.
         store.forget_starts(tid)

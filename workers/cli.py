@@ -354,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tasks import logs as fleet_logging
     from tasks.config import ConfigError
+    from tasks.errors import NotReplicated
     from tasks.intent import IntentError
     from tasks.producer import JobNotFound
 
@@ -374,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     except redis.ConnectionError as exc:
         print(f"error: cannot reach Redis at REDIS_URL ({exc}); start Redis or fix REDIS_URL", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except NotReplicated as exc:
+        print(f"error: {exc}; try again (a job submitted with --key is never made twice)", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130

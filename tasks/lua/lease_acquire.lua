@@ -25,8 +25,14 @@ end
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('PTTL', KEYS[1])}
 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+-- The token is the server's time in microseconds, or the last token + 1 if that is not more:
+-- tokens only grow, and after a failover to a replica that missed the last ones, its clock
+-- (later than any token the old primary handed out) still gives a larger one (issue 13).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now)
+redis.call('SET', KEYS[2], string.format('%.0f', token))
+redis.call('SET', KEYS[1], string.format('%.0f', token), 'PX', ARGV[1])
 local starts = 0
 if ARGV[3] ~= '' then
   starts = redis.call('INCR', KEYS[4])
