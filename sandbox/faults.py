@@ -35,7 +35,9 @@ gives ``{"error": "<reason phrase>"}``). ``drop`` reads ``after_bytes`` of the b
 handler keeps them), then closes the connection abruptly; on a request without a body the
 handler runs and its answer is lost. ``hang`` accepts the request and stays silent for
 ``seconds``, then closes without answering, to exercise client timeouts. ``fail`` applies
-to the non-HTTP stages an emulator declares (Gcore: ``gcore.processing``).
+to the non-HTTP stages an emulator declares (Gcore: ``gcore.processing``). ``corrupt`` (the
+``s3`` endpoints only) flips one byte of the request body on its way in, as a damaged link
+would: S3 refuses it when the client sent a ``Content-MD5``, and stores it damaged otherwise.
 
 Order for a request: a scripted rule, else the rate limit, else ``rate_429``, else
 ``error_5xx_rate``, else ``drop_patch_rate``; ``latency_ms`` is added to whichever applies.
@@ -73,7 +75,7 @@ KNOBS = {
 }
 RATES = ("error_5xx_rate", "rate_429", "drop_patch_rate", "processing_fail_rate")
 OTHER_SETTINGS = ("provider", "seed", "retry_after", "processing_seconds", "rules")
-ACTIONS = ("drop", "hang", "fail")
+ACTIONS = ("drop", "hang", "fail", "corrupt")
 SERVER_ERRORS = (500, 502, 503)
 
 
@@ -162,6 +164,7 @@ class Decision:
     response: Response | None = None  # answer this instead of running the handler
     hang: float | None = None  # stay silent this long, then close
     drop_after: int | None = None  # cut the body after this many bytes
+    corrupt: bool = False  # damage the body on its way in (one byte flipped), as a bad link would
 
 
 def error_response(status: int, body: Any = None, retry_after: int | None = None) -> Response:
@@ -277,6 +280,8 @@ class ProviderFaults:
         if action not in ACTIONS:
             raise FaultConfigError(f"{where}.action must be one of {', '.join(ACTIONS)}")
         self._check_endpoint(f"{where}.endpoint", endpoint, self._stages if action == "fail" else self._routes)
+        if action == "corrupt" and self.provider != "s3":
+            raise FaultConfigError(f"{where}.action corrupt applies to the s3 endpoints only")
         after_bytes, seconds = raw.get("after_bytes", 0), raw.get("seconds", 30.0)
         if not _is_whole(after_bytes):
             raise FaultConfigError(f"{where}.after_bytes must be an integer >= 0")
@@ -302,6 +307,8 @@ class ProviderFaults:
                     return Decision(rule.fault_name, latency, self._error(rule.status, rule.retry_after, rule.body))
                 if rule.action == "hang":
                     return Decision(rule.fault_name, latency, hang=rule.seconds)
+                if rule.action == "corrupt":
+                    return Decision(rule.fault_name, latency, corrupt=True)
                 return Decision(rule.fault_name, latency, drop_after=rule.after_bytes)
             wait = self._rate_limited(endpoint)
             if wait is not None:

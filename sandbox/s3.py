@@ -55,6 +55,7 @@ import hashlib
 import hmac
 import http.client
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -316,7 +317,7 @@ class S3Server:
                     else:
                         if decision.drop_after is not None:
                             req.cut_after(decision.drop_after)
-                        response = self._forward(target, req)
+                        response = self._forward(target, req, corrupt=decision.corrupt)
             except ClientGone:
                 response = None
         # Logged before answering, as the sandbox's own requests are: a client that has its
@@ -329,11 +330,30 @@ class S3Server:
         else:
             write_response(h, req, response, relay=True)
 
-    def _forward(self, target: str, req: Request) -> Response:
+    def _forward(self, target: str, req: Request, *, corrupt: bool = False) -> Response:
         """Send the request to moto, streaming its body; answer moto's response, body streamed.
 
         Raises :class:`ClientGone` if the client's body ends early (moto then stores nothing).
+        A ``Content-MD5`` header is checked against the body received, as S3 does (moto does
+        not): the body is spooled (to disk past 8 MiB) and hashed first, and a mismatch is
+        answered 400 ``BadDigest`` ("The Content-MD5 you specified did not match what we
+        received", S3 API reference, Error responses) without storing anything.
         """
+        expected_md5 = req.headers.get("Content-MD5")
+        body: Iterator[bytes] = req.iter_body()
+        if expected_md5:
+            spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+            digest = hashlib.md5(usedforsecurity=False)
+            for block in req.iter_body():
+                if corrupt and block:
+                    block, corrupt = bytes([block[0] ^ 0xFF]) + block[1:], False
+                digest.update(block)
+                spool.write(block)
+            if base64.b64encode(digest.digest()).decode() != expected_md5:
+                spool.close()
+                return s3_error(400, "BadDigest", "The Content-MD5 you specified did not match what we received.")
+            spool.seek(0)
+            body = _spooled(spool)
         conn = http.client.HTTPConnection(*self._upstream, timeout=UPSTREAM_TIMEOUT)
         try:
             conn.putrequest(req.method, target, skip_host=True, skip_accept_encoding=True)
@@ -341,7 +361,9 @@ class S3Server:
                 if name.lower() not in HOP_BY_HOP:
                     conn.putheader(name, value)
             conn.endheaders()
-            for block in req.iter_body():
+            for block in body:
+                if corrupt and block:  # no checksum to catch it: S3 stores the damaged bytes
+                    block, corrupt = bytes([block[0] ^ 0xFF]) + block[1:], False
                 conn.send(block)
             upstream = conn.getresponse()
         except ClientGone:
@@ -363,6 +385,14 @@ class S3Server:
             conn.close()
             return Response(upstream.status, body, headers)
         return Response(upstream.status, _relay(conn, upstream), headers, length=int(length))
+
+
+def _spooled(spool: Any) -> Iterator[bytes]:
+    try:
+        while block := spool.read(BLOCK_SIZE):
+            yield block
+    finally:
+        spool.close()
 
 
 def _relay(conn: http.client.HTTPConnection, upstream: http.client.HTTPResponse) -> Iterator[bytes]:

@@ -21,6 +21,8 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import os
 from typing import Any
@@ -103,7 +105,8 @@ def classify(exc: Exception, what: str) -> StepError:
             return UploadSessionLost(message, status=status)
         if code in ("SlowDown", "RequestLimitExceeded") or status == 429:
             return Throttled(message, retry_after=1.0, status=status)
-        if (status and status >= 500) or code in ("RequestTimeout", "InternalError"):
+        # BadDigest: the part arrived damaged (its Content-MD5 did not match): send it again.
+        if (status and status >= 500) or code in ("RequestTimeout", "InternalError", "BadDigest"):
             return TransientError(message, status=status)
         return PermanentError(message, status=status)
     return TransientError(f"S3 {what}: {type(exc).__name__}: {exc}")
@@ -173,8 +176,10 @@ def upload_multipart_slice(ctx: Any, *, client: Any, bucket: str, key: str, cont
                 return False
             f.seek((n - 1) * part_size)
             data = f.read(expected[n])
+            # Content-MD5: S3 refuses a part that arrives damaged (BadDigest) instead of storing it.
             answer = _call("UploadPart", client.upload_part, Bucket=bucket, Key=key, UploadId=up["upload_id"],
-                           PartNumber=n, Body=data, ContentLength=len(data))
+                           PartNumber=n, Body=data, ContentLength=len(data),
+                           ContentMD5=base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode())
             up["parts"].append({"n": n, "size": len(data), "etag": answer["ETag"]})
             job.bytes_done += len(data)
             ctx.progress()

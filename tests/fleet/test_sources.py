@@ -58,3 +58,20 @@ def test_a_file_rewritten_after_submit_fails_naming_the_change(start_fleet, sand
     os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 5_000_000_000))  # same size, same inode
     job = _failed(start_fleet, job_id)
     assert "source changed since submit" in job["error"]["message"]
+
+
+def test_a_part_damaged_on_the_way_is_refused_and_sent_again(start_fleet, sandbox) -> None:
+    """Each S3 part carries its Content-MD5: a part that arrives damaged (the sandbox's S3 flips
+    a byte of the second one) is refused (BadDigest) and sent again, so the object Brightcove
+    ingests is the file submitted. Without the checksum S3 stores the damaged bytes."""
+    from tests.conftest import sha256_of
+
+    start_fleet(workers=1)
+    sandbox.faults("s3", rules=[{"endpoint": "s3.upload_part", "action": "corrupt", "times": 1}])
+    src = make_source("damaged.mp4", 12 * 1024 * 1024)  # multipart: 5 MiB parts in the tests
+    job = wait(submit({"provider": "brightcove", "source": str(src)}), 120)
+    assert job["state"] == "ready", job["error"]
+    [video] = [v for v in sandbox.state("brightcove")["videos"] if v["id"] == job["provider_ids"]["video_id"]]
+    assert video["jobs"][0]["source_sha256"] == sha256_of(src)
+    refused = [e for e in sandbox.log(endpoint="s3.upload_part") if e["status"] == 400]
+    assert [e["fault"] for e in refused] == ["rule:corrupt"]
