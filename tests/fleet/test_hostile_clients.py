@@ -79,7 +79,7 @@ def test_deeply_nested_json_is_refused_not_a_crash(short_timeouts) -> None:
 
 
 def test_the_exporter_drops_a_slow_client(short_timeouts) -> None:
-    server = MetricsServer(short_timeouts).serve()
+    server = MetricsServer(short_timeouts, timeout=TIMEOUT).serve()
     try:
         conn = socket.create_connection(("127.0.0.1", server.port))
         conn.sendall(b"GET /metrics HTTP/1.1\r\n")
