@@ -14,9 +14,17 @@ import re
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
-#: Query parameters that carry a credential: AWS/GCS/Azure signatures and credentials, tokens,
-#: keys, passwords (matched anywhere in the name, case-insensitively).
-_SECRET_PARAM = re.compile(r"sig|token|key|secret|password|passwd|credential|auth|policy", re.I)
+#: Words that make a query parameter a credential, matched against the words of its name
+#: (split at ``-``, ``_``, ``.`` and camelCase): AWS/GCS/Azure signatures and credentials,
+#: tokens, keys, passwords - ``X-Amz-Signature``, ``AWSAccessKeyId``, ``sig``, ``api_key`` -
+#: but not ``design``, ``author`` or ``keyframe``.
+_SECRET_WORDS = frozenset({"sig", "signature", "token", "key", "secret", "password", "passwd", "pwd",
+                           "credential", "credentials", "auth", "authorization", "policy", "apikey", "sas"})
+_WORD_BREAK = re.compile(r"[-_.]|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _is_secret(name: str) -> bool:
+    return any(word.lower() in _SECRET_WORDS for word in _WORD_BREAK.split(name))
 
 
 def secrets_in(url: str) -> list[str]:
@@ -28,7 +36,7 @@ def secrets_in(url: str) -> list[str]:
     elif parts.username:  # a bare token as the user (https://<token>@host/...)
         found.append(parts.username)
     found += [value for name, value in parse_qsl(parts.query, keep_blank_values=True)
-              if value and _SECRET_PARAM.search(name)]
+              if value and _is_secret(name)]
     return found
 
 
@@ -41,7 +49,7 @@ def redacted(url: str) -> str:
     if parts.username is not None:
         host = netloc.rsplit("@", 1)[1]
         netloc = f"{parts.username}:{MASK}@{host}" if parts.password is not None else f"{MASK}@{host}"
-    query = urlencode([(name, MASK if value and _SECRET_PARAM.search(name) else value)
+    query = urlencode([(name, MASK if value and _is_secret(name) else value)
                        for name, value in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 

@@ -71,6 +71,11 @@ def test_a_failed_task_shows_celery_only_a_scrubbed_message(monkeypatch) -> None
     ("https://h/a.mp4?X-Goog-Signature=f00d&X-Goog-Date=1", "https://h/a.mp4?X-Goog-Signature=***&X-Goog-Date=1",
      ["f00d"]),
     ("https://cdn.example.com/a.mp4?v=2", "https://cdn.example.com/a.mp4?v=2", []),
+    ("https://h/a.mp4?AWSAccessKeyId=AKIA1&Signature=s1&Expires=9", "https://h/a.mp4?AWSAccessKeyId=***&Signature=***&Expires=9",
+     ["AKIA1", "s1"]),
+    ("https://h/a.mp4?api_key=k9&X-Amz-Security-Token=t9", "https://h/a.mp4?api_key=***&X-Amz-Security-Token=***",
+     ["k9", "t9"]),
+    ("https://h/a.mp4?design=blue&author=bo&keyframe=3", "https://h/a.mp4?design=blue&author=bo&keyframe=3", []),
 ])
 def test_credentials_in_a_url_are_found_and_masked(url: str, shown: str, secrets: list[str]) -> None:
     from tasks.urls import redacted, secrets_in
