@@ -149,22 +149,17 @@ def run(tid: str, job_id: str, step: str) -> None:
 def _run_leased(rt: Any, tid: str, job: Job, step: str, lease: Lease) -> None:
     """The rest of :func:`run`, under the dispatch's lease."""
     store, settings, job_id = rt.store, rt.settings, job.id
-    if lease.starts > MAX_STARTS:
-        # Every run of this dispatch was killed before it could record anything (the hard time
-        # limit, a lost pool process): its message comes back each time, so stop here.
-        job = store.get(job_id) or job
-        message = (f"step {step} was started {lease.starts - 1} times and never finished (its worker process "
-                   "was killed each time: the hard time limit, or out of memory)")
-        job.error = {"step": step, "message": message, "status": None, "kind": "permanent", "at": time.time()}
-        job.failed_step = step
-        finish(rt, job, lease, "failed", step=step, error=message)
-        log.warning("job.failed", error=message, kind="permanent")
-        return
     current = store.get(job_id)  # under the lease: the record as the last holder left it
     if current is None:  # removed meanwhile (the lease expires on its own)
         log.warning("job.missing")
         return
     job = current
+    if lease.starts > MAX_STARTS:
+        # Every run of this dispatch was killed before it could record anything (the hard time
+        # limit, a lost pool process): its message comes back each time, so stop here.
+        _fail_at_once(rt, job, lease, step, f"step {step} was started {lease.starts - 1} times and never "
+                      "finished (its worker process was killed each time: the hard time limit, or out of memory)")
+        return
     structlog.contextvars.bind_contextvars(provider=job.provider, account=job.account)
     if not _slot_held(rt, job, step):
         # No provider-side slot: wait in line without a worker. A release wakes this very
@@ -184,10 +179,7 @@ def _run_leased(rt: Any, tid: str, job: Job, step: str, lease: Lease) -> None:
     except ConfigError as exc:
         # e.g. the account was configured where the job was submitted, not on this worker:
         # no retry can fix that, and the message names the variable to set.
-        job.error = {"step": step, "message": str(exc), "status": None, "kind": "permanent", "at": time.time()}
-        job.failed_step = step
-        finish(rt, job, lease, "failed", step=step, error=str(exc))
-        log.warning("job.failed", error=str(exc), kind="permanent")
+        _fail_at_once(rt, job, lease, step, str(exc))
         return
     try:
         _drive(rt, job, lease, step, ctx)
@@ -229,6 +221,14 @@ def _slot_held(rt: Any, job: Job, step: str) -> bool:
         return True
     return bool(rt.slots(job.provider, job.account, job).acquire(job.id, score=slot_score(job),
                                                                  wake_with=job.dispatch["member"]))
+
+
+def _fail_at_once(rt: Any, job: Job, lease: Lease, step: str, message: str) -> None:
+    """Fail the job, permanent, before its step could run (nothing at the provider to release)."""
+    job.error = {"step": step, "message": message, "status": None, "kind": "permanent", "at": time.time()}
+    job.failed_step = step
+    finish(rt, job, lease, "failed", step=step, error=message)
+    log.warning("job.failed", error=message, kind="permanent")
 
 
 def _fail(job: Job, lease: Lease, step: str, exc: StepError, ctx: StepContext) -> None:

@@ -131,12 +131,9 @@ class MetricsServer:
         self.rt = rt
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(rt))
-        server, server_timeout = self, timeout
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
-            # A client that sends its request slower than this is dropped (no slow-loris hold).
-            timeout = server_timeout
-
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -162,6 +159,7 @@ class MetricsServer:
             def log_message(self, *args: Any) -> None:
                 """Scrapes are not worth a log line each."""
 
+        Handler.timeout = timeout  # a client slower than this is dropped (no slow-loris hold)
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
 
