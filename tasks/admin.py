@@ -53,7 +53,7 @@ def retry(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
     rt.redis.zadd(rt.store.active_key(job.provider, job.account), {job.id: job.created_at})
     member = next_dispatch(job, step)
     rt.store.save(job, lease, release=True, schedule=(member, OUTBOX_GRACE))
-    publish(member)
+    publish(member, rt)
     rt.store.unschedule(member)
     return job.public()
 

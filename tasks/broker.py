@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from celery import Celery
 
+from tasks import redisconn
 from tasks.config import ConfigError, Settings
 from tasks.queues import PRIORITY_STEPS, kombu_queues
 
@@ -65,7 +66,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "queue_order_strategy": "round_robin",
     }
     tls = broker_tls(settings.redis_url)
+    url, sentinel = redisconn.broker(settings.redis_url)
+    transport.update(sentinel)
     return dict(
+        broker_url=url,
         **({"broker_use_ssl": tls} if tls else {}),
         broker_transport_options=transport,
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
@@ -106,6 +110,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def producer_app(settings: Settings) -> Celery:
     """A Celery app that only sends messages, configured as the workers' own."""
-    app = Celery(APP_NAME, broker=settings.redis_url, set_as_current=False)
+    app = Celery(APP_NAME, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks import redisconn
 from tasks.declare import BUDGET_SETTINGS, Setting
 from tasks.errors import ConfigError
 from tasks.providers import ADAPTERS, REGISTRY
@@ -151,7 +152,7 @@ class Settings:
         if env.get("INGEST_WEBHOOK_URL") and len(env.get("INGEST_WEBHOOK_SECRET", "")) < 16:
             raise ConfigError("INGEST_WEBHOOK_SECRET must be set (16+ characters) when INGEST_WEBHOOK_URL is set")
         return cls(
-            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_url=_redis_url(env),
             source_roots=tuple(Path(p).resolve() for p in roots.split(os.pathsep) if p.strip()),
             slice_seconds=slice_seconds,
             visibility_timeout=vt,
@@ -196,6 +197,12 @@ def _secret_key(env: Mapping[str, str]) -> str:
     if value.strip():
         Sealer(value)
     return value
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    redisconn.check(url)
+    return url
 
 
 def _num(env: Mapping[str, str], name: str, default: float) -> float:

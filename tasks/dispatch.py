@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tasks.queues import PRIORITY, STEP_TASK, member, parse_member, parse_task_id, queue_for, task_id
-from tasks.runtime import runtime
+from tasks.runtime import Runtime, runtime
 
 if TYPE_CHECKING:
     from tasks.jobstore import Job
@@ -32,12 +32,12 @@ def next_dispatch(job: Job, step: str) -> str:
     return str(job.dispatch["member"])
 
 
-def publish(schedule_member: str) -> None:
-    """Send the Celery message of one dispatch."""
+def publish(schedule_member: str, rt: Runtime | None = None) -> None:
+    """Send the Celery message of one dispatch (through ``rt``'s broker, else this process's)."""
     queue, tid, priority = parse_member(schedule_member)
     job_id, _seq, step = parse_task_id(tid)
     provider, _kind, account = (queue.split(".") + ["default"])[:3]
     # What Flower shows as the task's arguments: which job, where, which step (never a secret).
     shown = f"(provider={provider}, account={account}, step={step}, job={job_id})"
-    runtime().celery.send_task(STEP_TASK[step], args=[job_id], task_id=tid, queue=queue, routing_key=queue, priority=priority,
-                  argsrepr=shown)
+    (rt or runtime()).celery.send_task(STEP_TASK[step], args=[job_id], task_id=tid, queue=queue, routing_key=queue,
+                                       priority=priority, argsrepr=shown)

@@ -53,7 +53,7 @@ def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> 
     schedule_member = next_dispatch(job, "create")
     existing, created = rt.store.create(job, dispatch_member=schedule_member, grace=OUTBOX_GRACE)
     if created:
-        publish(schedule_member)
+        publish(schedule_member, rt)
         rt.store.unschedule(schedule_member)
     return existing
 

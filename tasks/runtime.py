@@ -12,6 +12,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from tasks import redisconn
 from tasks.broker import producer_app
 from tasks.budget import ProviderBudget, ProviderSlots
 from tasks.clock import FleetClock
@@ -35,8 +36,8 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=30, socket_connect_timeout=10,
-                                    health_check_interval=25)
+        return redisconn.client(self.settings.redis_url, socket_timeout=30, socket_connect_timeout=10,
+                                health_check_interval=25)
 
     @cached_property
     def celery(self) -> Celery:

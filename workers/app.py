@@ -42,7 +42,7 @@ def _configuration() -> dict[str, Any]:
     # Read from the environment when Celery first needs its configuration (a worker, Flower or
     # a publish starting), never at import: importing the app builds no settings.
     settings = Settings.from_env()
-    return {"broker_url": settings.redis_url, **celery_config(settings)}
+    return celery_config(settings)  # with broker_url
 
 
 app.add_defaults(_configuration)
