@@ -89,8 +89,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_acks_on_timeout=False,
         task_retry_on_worker_lost=True,  # bounded by each task's max_retries
         task_default_retry_delay=2,      # a short ETA, far below the visibility timeout
-        task_soft_time_limit=settings.slice_seconds + 30,
-        task_time_limit=settings.slice_seconds + 60,
+        # A step stops itself after a slice; the soft limit (SoftTimeLimitExceeded, which the step
+        # runner settles) comes a grace later, the hard one (the pool process is killed) after
+        # a second grace, for a step stuck where no signal reaches it.
+        task_soft_time_limit=settings.slice_seconds + settings.step_grace,
+        task_time_limit=settings.slice_seconds + 2 * settings.step_grace,
         worker_prefetch_multiplier=1,
         worker_disable_prefetch=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,

@@ -116,6 +116,7 @@ class Settings:
     source_roots: tuple[Path, ...]
     slice_seconds: float
     visibility_timeout: int
+    step_grace: float  # a step's time past its slice before the soft time limit (and again before the hard one)
     lease_seconds: float
     max_attempts: int
     backoff_base: float
@@ -143,11 +144,13 @@ class Settings:
         env = os.environ if env is None else env
         roots = env.get("INGEST_SOURCE_ROOTS", "")
         slice_seconds = _num(env, "INGEST_SLICE_SECONDS", 60.0)
+        grace = _positive(env, "INGEST_STEP_GRACE", 30.0)
         vt = int(_num(env, "INGEST_VISIBILITY_TIMEOUT", 300))
-        if vt < slice_seconds * 2 + 30:
+        if vt < slice_seconds * 2 + 30 or vt <= slice_seconds + 2 * grace:
             raise ConfigError(
                 f"INGEST_VISIBILITY_TIMEOUT={vt} must be at least 2 x INGEST_SLICE_SECONDS + 30 "
-                f"(= {slice_seconds * 2 + 30:g}) so a running slice is never redelivered"
+                f"(= {slice_seconds * 2 + 30:g}) and more than the hard time limit, INGEST_SLICE_SECONDS "
+                f"+ 2 x INGEST_STEP_GRACE (= {slice_seconds + 2 * grace:g}), so a running slice is never redelivered"
             )
         if env.get("INGEST_WEBHOOK_URL") and len(env.get("INGEST_WEBHOOK_SECRET", "")) < 16:
             raise ConfigError("INGEST_WEBHOOK_SECRET must be set (16+ characters) when INGEST_WEBHOOK_URL is set")
@@ -156,7 +159,8 @@ class Settings:
             source_roots=tuple(Path(p).resolve() for p in roots.split(os.pathsep) if p.strip()),
             slice_seconds=slice_seconds,
             visibility_timeout=vt,
-            lease_seconds=slice_seconds + 30,
+            step_grace=grace,
+            lease_seconds=slice_seconds + grace,
             max_attempts=int(_num(env, "INGEST_MAX_ATTEMPTS", 6)),
             backoff_base=_num(env, "INGEST_BACKOFF_BASE", 1.0),
             backoff_cap=_num(env, "INGEST_BACKOFF_CAP", 120.0),

@@ -95,6 +95,7 @@ ENV = {
     **shipped_budgets(TIME_SCALE),
     "INGEST_SLICE_SECONDS": "5",
     "INGEST_VISIBILITY_TIMEOUT": "40",
+    "INGEST_STEP_GRACE": "10",  # time limits: soft 15 s, hard 25 s (under the visibility timeout)
     "INGEST_POLL_INITIAL": "0.2",
     "INGEST_POLL_MAX": "1.0",
     "INGEST_RECONCILE_SECONDS": "5",

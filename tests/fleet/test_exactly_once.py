@@ -4,12 +4,15 @@ needs an exact interleaving, the test holds one run at the point where it would 
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tasks import steps
+from tasks import keys, steps
 from tasks.jobstore import Job
 from tasks.producer import submit
 from tests.conftest import MEDIA, SANDBOX_URL, make_source
@@ -134,3 +137,34 @@ def test_a_dispatch_whose_runs_are_all_killed_fails_instead_of_looping(rt, sandb
     job = rt.store.get(job_id)
     assert job.state == "failed" and "started 5 times and never finished" in job.error["message"]
     assert sandbox.log(endpoint="gcore.create_video") == []
+
+
+def _pool_children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_step_killed_by_the_hard_time_limit_goes_on_without_reconcile(rt, sandbox, start_fleet):
+    """A pool process stuck where no signal reaches it (stopped here with SIGSTOP, as a read
+    from a hung mount would be) ignores the soft time limit; the hard one kills it. The job must
+    go on through its queue and the schedule, with reconcile off, and make one video."""
+    sandbox.faults("gcore", latency_ms=3000, latency_endpoints=["gcore.create_video"])
+    env = {"INGEST_STEP_GRACE": "2", "INGEST_RECONCILE_SECONDS": "0"}  # soft limit 7 s, hard 9 s
+    fleet = start_fleet(workers=1, concurrency=1, env=env)
+    source = make_source("hard-limit.mp4", 300_000, folder=MEDIA)
+    job_id = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{source.name}", "title": "hard limit"})
+
+    deadline = time.monotonic() + 20
+    while not rt.redis.exists(keys.lease(job_id)):  # the create step runs: its POST is on its way
+        assert time.monotonic() < deadline, "the create step never started"
+        time.sleep(0.01)
+    [child] = _pool_children(fleet.workers[0].pid)
+    os.kill(child, signal.SIGSTOP)
+
+    deadline = time.monotonic() + 60
+    while (job := rt.store.get(job_id)).state != "ready":
+        assert time.monotonic() < deadline, f"the job never went on: {job.state} {job.history[-3:]}"
+        time.sleep(0.2)
+    logs = fleet.logs()
+    assert "Hard time limit (9.0s) exceeded" in logs and "job.reconciled" not in logs
+    assert child not in _pool_children(fleet.workers[0].pid)  # the stuck process was replaced
+    assert len(sandbox.state("gcore")["videos"]) == 1  # the killed run's POST made the only one

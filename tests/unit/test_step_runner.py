@@ -23,7 +23,7 @@ from tasks.providers.base import Adapter, Status, StepContext
 from tasks.runtime import Runtime
 
 SETTINGS = Settings.from_env({"INGEST_GCORE_API_KEY": "k", "INGEST_GCORE_SLOTS": "1", "INGEST_MAX_ATTEMPTS": "2",
-                              "INGEST_SLICE_SECONDS": "5", "INGEST_VISIBILITY_TIMEOUT": "60"})
+                              "INGEST_SLICE_SECONDS": "5", "INGEST_VISIBILITY_TIMEOUT": "60", "INGEST_STEP_GRACE": "10"})
 
 
 class FakeAdapter(Adapter):
