@@ -21,7 +21,7 @@ def test_visibility_timeout_must_cover_a_slice() -> None:
     with pytest.raises(ConfigError, match="INGEST_VISIBILITY_TIMEOUT"):
         Settings.from_env({"INGEST_SLICE_SECONDS": "60", "INGEST_VISIBILITY_TIMEOUT": "100"})
     # ... and the hard time limit (slice + 2 x grace): a task still running is not redelivered
-    with pytest.raises(ConfigError, match="hard time limit.*INGEST_STEP_GRACE"):
+    with pytest.raises(ConfigError, match=r"hard time limit.*INGEST_STEP_GRACE"):
         Settings.from_env({"INGEST_SLICE_SECONDS": "60", "INGEST_STEP_GRACE": "150", "INGEST_VISIBILITY_TIMEOUT": "300"})
     shipped = Settings.from_env({})
     assert (shipped.slice_seconds, shipped.step_grace, shipped.lease_seconds) == (60, 30, 90)
