@@ -36,8 +36,10 @@ handler keeps them), then closes the connection abruptly; on a request without a
 handler runs and its answer is lost. ``hang`` accepts the request and stays silent for
 ``seconds``, then closes without answering, to exercise client timeouts. ``fail`` applies
 to the non-HTTP stages an emulator declares (Gcore: ``gcore.processing``). ``corrupt`` (the
-``s3`` endpoints only) flips one byte of the request body on its way in, as a damaged link
-would: S3 refuses it when the client sent a ``Content-MD5``, and stores it damaged otherwise.
+``s3`` endpoints and ``*.tus_patch``) flips one byte of the request body on its way in, as a
+damaged link would: S3 refuses it when the client sent a ``Content-MD5``, a TUS server
+offering the checksum extension when the PATCH carries ``Upload-Checksum`` (460), and both
+store it damaged otherwise.
 
 Order for a request: a scripted rule, else the rate limit, else ``rate_429``, else
 ``error_5xx_rate``, else ``drop_patch_rate``; ``latency_ms`` is added to whichever applies.
@@ -280,8 +282,8 @@ class ProviderFaults:
         if action not in ACTIONS:
             raise FaultConfigError(f"{where}.action must be one of {', '.join(ACTIONS)}")
         self._check_endpoint(f"{where}.endpoint", endpoint, self._stages if action == "fail" else self._routes)
-        if action == "corrupt" and self.provider != "s3":
-            raise FaultConfigError(f"{where}.action corrupt applies to the s3 endpoints only")
+        if action == "corrupt" and self.provider != "s3" and not endpoint.endswith(".tus_patch"):
+            raise FaultConfigError(f"{where}.action corrupt applies to the s3 endpoints and TUS PATCHes only")
         after_bytes, seconds = raw.get("after_bytes", 0), raw.get("seconds", 30.0)
         if not _is_whole(after_bytes):
             raise FaultConfigError(f"{where}.after_bytes must be an integer >= 0")

@@ -50,7 +50,9 @@ Create: ``client_user_id`` must fit a signed 32-bit integer (*assumed*: the SDK 
 
 Fault settings (``PUT /_sandbox/faults``): ``video_client_id`` false leaves ``client_id``
 out of every video answer; ``tus_lock_hold_seconds`` N keeps an upload locked N seconds
-after its first unfinished PATCH, as a paused client's open connection would.
+after its first unfinished PATCH, as a paused client's open connection would;
+``tus_checksum`` true makes the TUS server offer the ``checksum`` extension (*assumed*: Gcore's
+docs do not say whether theirs does).
 
 Lifecycle (seed, "Video upload and processing statuses"; SDK ``Video.status``)::
 
@@ -179,6 +181,9 @@ class GcoreEmulator(Emulator):
         # > 0: after a PATCH that leaves an upload unfinished, its lock stays held that many
         # seconds (once per upload), as by a paused client whose connection is still open.
         "tus_lock_hold_seconds": Setting(0, int),
+        # true: the TUS server offers the checksum extension. Gcore's docs do not say whether
+        # theirs does (*assumed* off); the fleet sends checksums only where OPTIONS offers them.
+        "tus_checksum": Setting(False, bool),
     }
 
     def __init__(self, ctx: Context, *, api_key: str = "sandbox-gcore-key", client_id: int = 4242):
@@ -192,7 +197,8 @@ class GcoreEmulator(Emulator):
         self._tokens_issued: list[str] = []  # so tests can prove no token leaks into logs or Redis
         self._tus = TusServer(provider=self.name, address=ctx.address, directory=ctx.data_dir / "uploads",
                               max_size=TUS_MAX_SIZE, authorize=self._authorize_upload,
-                              complete=self._upload_complete, after_patch=self._after_patch, lock_timeout=0)
+                              complete=self._upload_complete, after_patch=self._after_patch, lock_timeout=0,
+                              checksums=lambda: bool(self.ctx.setting("tus_checksum")))
         self._held: set[str] = set()  # uploads whose lock a "paused client" already held once
         self._pulls = self.pool("pull", PULL_WORKERS)
 

@@ -241,6 +241,8 @@ class Sandbox:
                     raise ClientGone("hang fault: closing without an answer")
                 if decision.drop_after is not None:
                     req.cut_after(decision.drop_after)
+                if decision.corrupt:
+                    req.damage()
             return route.handler(req)
         except HttpError as exc:
             return exc.response()

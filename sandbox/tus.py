@@ -1,4 +1,5 @@
-"""A TUS 1.0.0 server (core + ``creation`` + ``termination``) that stores uploads as files.
+"""A TUS 1.0.0 server (core + ``creation`` + ``termination``, and ``checksum`` when the
+provider offers it) that stores uploads as files.
 
 Protocol: https://tus.io/protocols/resumable-upload (summarised in design/uploads.md §2).
 The provider decides who may create an upload (``authorize``) and what a finished upload
@@ -22,6 +23,12 @@ means (``complete``); this module only speaks the protocol:
   locked``; with ``lock_timeout`` 0 (Gcore's server) it gets 423 at once, as from tusd
   (tus/tusd ``pkg/handler/unrouted_handler.go`` ``ErrFileLocked``), and so does a HEAD.
 * ``DELETE <prefix><id>`` → 204; then the upload is unknown (404).
+* ``checksum`` (only while ``checksums()`` is true; then ``OPTIONS`` lists it with
+  ``Tus-Checksum-Algorithm: md5,sha1,sha256,sha512``, as tusd): a PATCH with
+  ``Upload-Checksum: <algorithm> <base64 digest>`` is stored only if the whole body arrived
+  and matches; a mismatch → 460 ``checksum mismatch`` and the offset stays; an algorithm
+  not offered → 400; a body cut short keeps nothing (the checksum cannot be verified).
+  Without the extension the header is ignored, as by a server that does not know it.
 
 Files: an unfinished upload's file belongs to this server; once the upload is complete
 the file belongs to whoever ``complete`` gave it to, and termination leaves it in place.
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import threading
 import uuid
 from collections.abc import Callable
@@ -41,6 +49,7 @@ from typing import Any
 from .web import HttpError, Request, Response, Route, route
 
 TUS_VERSION = "1.0.0"
+CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")  # tusd's list
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 
 
@@ -71,7 +80,8 @@ class TusServer:
                  authorize: Callable[[Request, int, dict[str, str]], Any],
                  complete: Callable[[TusUpload], None],
                  prefix: str = "/upload/", lock_timeout: float = 10.0,
-                 after_patch: Callable[[TusUpload], None] | None = None):
+                 after_patch: Callable[[TusUpload], None] | None = None,
+                 checksums: Callable[[], bool] = lambda: False):
         """
         ``authorize(request, length, metadata)`` returns the new upload's owner or raises
         :class:`HttpError`; ``complete(upload)`` runs once the last byte is stored;
@@ -79,6 +89,7 @@ class TusServer:
         ``lock_timeout`` 0 answers 423 at once when the upload is locked (tusd's
         ``ErrFileLocked``), for PATCH, HEAD and DELETE alike.
         ``address`` ("host:port") builds ``Location`` when a request has no ``Host``.
+        ``checksums()`` says, per request, whether the ``checksum`` extension is offered.
         """
         self.provider = provider
         self.address = address
@@ -89,6 +100,7 @@ class TusServer:
         self._complete = complete
         self._lock_timeout = lock_timeout
         self._after_patch = after_patch
+        self._checksums = checksums
         self._uploads: dict[str, TusUpload] = {}
         self._lock = threading.Lock()
 
@@ -126,10 +138,12 @@ class TusServer:
     # -- handlers ------------------------------------------------------------------
 
     def _options(self, req: Request) -> Response:
-        return Response(204, headers={
-            "Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION,
-            "Tus-Extension": ",".join(self.extensions), "Tus-Max-Size": str(self.max_size),
-        })
+        headers = {"Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION,
+                   "Tus-Extension": ",".join(self.extensions), "Tus-Max-Size": str(self.max_size)}
+        if self._checksums():
+            headers["Tus-Extension"] += ",checksum"
+            headers["Tus-Checksum-Algorithm"] = ",".join(CHECKSUM_ALGORITHMS)
+        return Response(204, headers=headers)
 
     def _create(self, req: Request) -> Response:
         _require_version(req)
@@ -170,6 +184,7 @@ class TusServer:
         if (req.header("Content-Type") or "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
             raise tus_error(415, f"Content-Type must be {OFFSET_CONTENT_TYPE}")
         offset = _int_header(req, "Upload-Offset", missing=400)
+        checksum = self._checksum_of(req)
         self._acquire(upload)
         try:
             if offset != upload.offset:
@@ -178,7 +193,10 @@ class TusServer:
             if offset + req.content_length > upload.length:
                 raise tus_error(413, f"body of {req.content_length} bytes at offset {offset} "
                                      f"exceeds Upload-Length {upload.length}")
-            self._store(req, upload)
+            if checksum is None:
+                self._store(req, upload)
+            else:
+                self._store_checked(req, upload, *checksum)
         finally:
             upload.lock.release()
         if self._after_patch is not None:
@@ -221,6 +239,35 @@ class TusServer:
             upload.offset += written
             if written and upload.complete:
                 self._complete(upload)
+
+    def _checksum_of(self, req: Request) -> tuple[str, bytes] | None:
+        """The PATCH's ``Upload-Checksum`` (algorithm, digest), if the extension is offered."""
+        raw = req.header("Upload-Checksum")
+        if raw is None or not self._checksums():
+            return None
+        algorithm, _, encoded = raw.strip().partition(" ")
+        if algorithm.lower() not in CHECKSUM_ALGORITHMS:
+            raise tus_error(400, f"unsupported checksum algorithm {algorithm!r}")
+        try:
+            return algorithm.lower(), base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            raise tus_error(400, "Upload-Checksum digest is not base64") from None
+
+    def _store_checked(self, req: Request, upload: TusUpload, algorithm: str, expected: bytes) -> None:
+        """Append the body only if it all arrived and matches its checksum (else keep nothing)."""
+        digest = hashlib.new(algorithm)
+        written = 0
+        with open(upload.path, "r+b") as f:
+            f.seek(upload.offset)
+            for block in req.iter_body():  # ClientGone leaves the offset where it was
+                f.write(block)
+                digest.update(block)
+                written += len(block)
+        if digest.digest() != expected:
+            raise tus_error(460, "checksum mismatch")
+        upload.offset += written
+        if written and upload.complete:
+            self._complete(upload)
 
     def _count(self, upload: TusUpload, nbytes: int) -> None:
         with self._lock:

@@ -100,6 +100,7 @@ class Request:
         self.bytes_in = 0
         self._rfile = rfile
         self._cut: int | None = None
+        self._damage = False
         self._on_finish: list[Callable[[Request], None]] = []
         #: Set when the body's length cannot be known; the server answers it and closes.
         self.framing_error: HttpError | None = None
@@ -132,6 +133,10 @@ class Request:
         """Make the body end after ``nbytes`` as if the client vanished (fault injection)."""
         self._cut = max(0, nbytes)
 
+    def damage(self) -> None:
+        """Flip the body's first byte on its way in, as a bad link would (fault injection)."""
+        self._damage = True
+
     def iter_body(self, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
         """Yield the (rest of the) body in blocks of at most ``block_size`` bytes.
 
@@ -149,6 +154,8 @@ class Request:
             if not data:
                 raise ClientGone(f"connection closed after {self.bytes_in} of {self.content_length} body bytes")
             self.bytes_in += len(data)
+            if self._damage:
+                data, self._damage = bytes([data[0] ^ 0xFF]) + data[1:], False
             yield data
         if self._cut is not None:
             raise ClientGone(f"connection dropped by fault injection after {self.bytes_in} body bytes")

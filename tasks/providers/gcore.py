@@ -48,7 +48,7 @@ from tasks.jobstore import Job
 from tasks.logs import register_secret
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.retry import Outcome
-from tasks.transfer.tus import TusUpload, UploadLocked, create_session
+from tasks.transfer.tus import TusUpload, UploadLocked, create_session, offered_checksum
 
 #: Largest ``client_user_id`` the fleet sends: the SDK types the field ``int`` with no width,
 #: so the marker is kept to 31 bits, which any signed 32-bit column holds.
@@ -226,10 +226,12 @@ class GcoreAdapter(Adapter):
             "video_id": str(vid),
             "client_id": client_id,
         }
+        checksum = offered_checksum(ctx.http("upload"), endpoint)
         with ctx.open_source() as f:
             url = create_session(ctx.http("upload"), endpoint, f, metadata)
-        job.upload = {"protocol": "tus", "url": url, "offset": 0, "chunk_size": ctx.settings.tus_chunk_size}
-        job.note("upload.session", server=server["hostname"])
+        job.upload = {"protocol": "tus", "url": url, "offset": 0, "chunk_size": ctx.settings.tus_chunk_size,
+                      "checksum": checksum}
+        job.note("upload.session", server=server["hostname"], checksum=checksum)
 
     @staticmethod
     def _client_id(ctx: StepContext, params: dict[str, Any]) -> str:
@@ -253,7 +255,8 @@ class GcoreAdapter(Adapter):
         job = ctx.job
         with ctx.open_source() as f:  # the file submitted, unchanged (checked at every open)
             try:
-                up = TusUpload(ctx.http("upload"), job.upload["url"], f, chunk_size=int(job.upload["chunk_size"]))
+                up = TusUpload(ctx.http("upload"), job.upload["url"], f, chunk_size=int(job.upload["chunk_size"]),
+                               checksum=job.upload.get("checksum"))
                 job.bytes_done = job.upload["offset"] = up.offset
                 while not up.done and ctx.time_left() > 0:
                     if up.send_chunk():

@@ -44,6 +44,22 @@ def test_push_and_pull_reach_ready_with_the_source_bytes(start_fleet, sandbox) -
     assert len(sandbox.state()["videos"]) == 2
 
 
+def test_a_chunk_damaged_on_the_way_is_refused_and_sent_again_where_tus_offers_checksums(start_fleet, sandbox) -> None:
+    """Where the TUS server offers the checksum extension (OPTIONS), every PATCH carries
+    Upload-Checksum: a chunk damaged on its way (the sandbox flips a byte of the second) gets
+    460 and is sent again, so the video is the file submitted. Where it is not offered, no
+    checksum is sent (and such damage would go unseen: the server has no way to tell)."""
+    sandbox.faults(tus_checksum=True, rules=[{"endpoint": "gcore.tus_patch", "action": "corrupt", "times": 1}])
+    start_fleet(workers=1)
+    src = make_source("tus-damaged.mp4", 25 * MiB)  # three 10 MB chunks
+    job = wait(submit({"provider": "gcore", "source": str(src)}), 120)
+    assert job["state"] == "ready", job["error"]
+    assert _video(sandbox, job)["sha256"] == sha256_of(src)
+    patches = sandbox.log(endpoint="gcore.tus_patch")
+    assert [(e["status"], e["fault"]) for e in patches if e["status"] != 204] == [(460, "rule:corrupt")]
+    assert next(h for h in job["history"] if h["event"] == "upload.session")["checksum"] == "sha256"
+
+
 def test_kill_9_of_the_whole_worker_mid_upload_resumes_elsewhere(start_fleet, sandbox) -> None:
     size = 200 * MiB
     src = make_source("push-200m.mp4", size)

@@ -280,6 +280,43 @@ def test_tus_patch_rules_409_415_404_and_termination(sandbox, api):
     assert tus_head(url).status_code == 404
 
 
+def test_tus_checksum_extension_when_offered(sandbox, api):
+    """``tus_checksum`` (assumed off, as Gcore's docs are silent): OPTIONS offers the extension;
+    a PATCH whose Upload-Checksum does not match its body gets 460 and keeps nothing, one with
+    an algorithm not offered 400, a damaged body (the corrupt fault) 460; off, the header is
+    ignored and a damaged body is stored as it came."""
+    def checked(body: bytes, algorithm: str = "sha1") -> str:
+        return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, body).digest()).decode()}"
+
+    put_faults(sandbox, tus_checksum=True)
+    r = requests.options(f"{sandbox.url}/upload/", timeout=5)
+    assert r.headers["Tus-Extension"] == "creation,termination,checksum"
+    assert r.headers["Tus-Checksum-Algorithm"] == "md5,sha1,sha256,sha512"
+    endpoint, metadata = upload_session(api, create_video(api)["id"])
+    url = tus_post(endpoint, metadata, length=300).headers["Location"]
+    patch = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    with requests.Session() as s:
+        body = b"a" * 100
+        assert s.patch(url, data=body, headers={**patch, "Upload-Checksum": checked(b"b" * 100)},
+                       timeout=5).status_code == 460
+        assert s.patch(url, data=body, headers={**patch, "Upload-Checksum": "crc32 AAAA"}, timeout=5).status_code == 400
+        assert tus_head(url).headers["Upload-Offset"] == "0"  # nothing kept
+        r = s.patch(url, data=body, headers={**patch, "Upload-Checksum": checked(body, "sha256")}, timeout=5)
+        assert (r.status_code, r.headers["Upload-Offset"]) == (204, "100")
+        put_faults(sandbox, tus_checksum=True,
+                   rules=[{"endpoint": "gcore.tus_patch", "action": "corrupt", "times": 1}])
+        r = s.patch(url, data=body, headers={**patch, "Upload-Offset": "100", "Upload-Checksum": checked(body)},
+                    timeout=5)
+        assert r.status_code == 460 and tus_head(url).headers["Upload-Offset"] == "100"
+
+        put_faults(sandbox, rules=[{"endpoint": "gcore.tus_patch", "action": "corrupt", "times": 1}])
+        assert "checksum" not in requests.options(f"{sandbox.url}/upload/", timeout=5).headers["Tus-Extension"]
+        r = s.patch(url, data=body, headers={**patch, "Upload-Offset": "100", "Upload-Checksum": checked(b"x")},
+                    timeout=5)
+        assert (r.status_code, r.headers["Upload-Offset"]) == (204, "200")  # ignored: damaged bytes kept
+    assert [e["status"] for e in log(sandbox, endpoint="gcore.tus_patch")][-2:] == [460, 204]
+
+
 def test_tus_create_needs_all_metadata(api):
     endpoint, metadata = upload_session(api, create_video(api)["id"])
     for missing in ("filename", "filetype", "video_id"):
