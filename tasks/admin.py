@@ -73,13 +73,13 @@ def cancel(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
 
 
 def report(*, rt: Runtime | None = None) -> list[dict[str, Any]]:
-    """For each configured provider account: limit, rate of the last minute, cooldown,
+    """For each provider account the fleet serves (tasks.served): limit, rate of the last minute, cooldown,
     slots used/total, backlog (non-terminal jobs) and the age of its oldest job."""
     rt = rt or runtime()
     sec, usec = rt.redis.time()
     now = sec + usec / 1e6
     rows = []
-    for (provider, account), cfg in sorted(rt.settings.accounts.items()):
+    for (provider, account), cfg in rt.served().items():
         stats = rt.budget(provider, account).stats()
         slots = rt.slots(provider, account)
         active = rt.store.active_key(provider, account)

@@ -17,6 +17,7 @@ operator can see, size or wipe the fleet's own keys apart from the broker's).
     if:oauth:<provider>:<account>   the fleet's shared access token
     if:<provider>:hook:<account>    an account-wide hook registered at the provider
     if:<provider>:video_fields:<account>   cached custom-field definitions (Brightcove)
+    if:served                       the accounts the workers serve, without secrets (tasks.served)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SCHEDULE = f"{PREFIX}:schedule"
 SCHEDULE_CLAIMED = f"{PREFIX}:schedule:claimed"
 BUDGET = f"{PREFIX}:budget"
 STATS = f"{PREFIX}:stats"
+SERVED = f"{PREFIX}:served"
 
 
 def job(job_id: str) -> str:

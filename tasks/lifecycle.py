@@ -50,7 +50,7 @@ def reap(rt: Runtime) -> int:
     it themselves (lost records, a crash between the terminal write and the release).
     Returns how many entries it reclaimed; the scheduler runs it periodically."""
     reclaimed = 0
-    for provider, account in rt.settings.accounts:
+    for provider, account in rt.served():
         pools = rt.slot_pools(provider, account)
         active = rt.store.active_key(provider, account)
         members = {m for slots in pools for m in (*slots.holders(), *slots.waiters())}

@@ -15,6 +15,7 @@ recognised and dropped (see tasks.steps), and Flower shows which job and step a 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from kombu.entity import Queue
@@ -58,6 +59,13 @@ def _accounts(settings: Settings | None, provider: str) -> list[str]:
 def queues_of_kind(kind: str, settings: Settings | None = None) -> list[str]:
     return [queue_for(p, next(s for s, k in STEP_KIND.items() if k == kind), a)
             for p in PROVIDERS for a in _accounts(settings, p)]
+
+
+def queues_of_accounts(kind: str, accounts: Iterable[tuple[str, str]]) -> list[str]:
+    """The queues of ``kind`` of every provider's default account and of ``accounts``."""
+    step = next(s for s, k in STEP_KIND.items() if k == kind)
+    pairs = {(p, "default") for p in PROVIDERS} | set(accounts)
+    return [queue_for(p, step, a) for p, a in sorted(pairs)]
 
 
 def all_queues(settings: Settings | None = None) -> list[str]:

@@ -71,7 +71,7 @@ def _queued_task_ids(rt: Runtime, queues: Iterable[str], *, limit: int | None = 
 def _in_progress(rt: Runtime, *, quiet: float = 0.0) -> Iterator[Job]:
     """Unfinished jobs; with ``quiet``, only those whose record did not change for that long."""
     now = rt.clock.now()  # updated_at was written by other hosts: compared on Redis's clock
-    for provider, account in rt.settings.accounts:
+    for provider, account in rt.served():
         active = rt.store.active_key(provider, account)
         for start in itertools.count(0, 500):
             ids = rt.redis.zrange(active, start, start + 499)

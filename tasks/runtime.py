@@ -6,28 +6,34 @@ Built lazily once per process (a forked pool child builds its own connections).
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
 import redis
 from celery import Celery
 
-from tasks import redisconn
+from tasks import redisconn, served
 from tasks.broker import producer_app
 from tasks.budget import ProviderBudget, ProviderSlots
 from tasks.clock import FleetClock
-from tasks.config import Settings, declared
+from tasks.config import AccountConfig, Settings, declared
 from tasks.http import ProviderClient
 from tasks.jobstore import JobStore
 from tasks.logs import register_secret
 from tasks.providers import ADAPTERS
 from tasks.sealed import Sealer
 
+#: Seconds a process keeps its copy of the served accounts (tasks.served).
+SERVED_TTL = 5.0
+
 
 class Runtime:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
         self._clients: dict[tuple[str, str, str], ProviderClient] = {}
+        self._served: tuple[float, Mapping[tuple[str, str], AccountConfig]] | None = None
         for account in self.settings.accounts.values():
             register_secret(account.secret)
             for name, value in account.extra.items():
@@ -58,28 +64,43 @@ class Runtime:
     def store(self) -> JobStore:
         return JobStore(self.redis, self.clock, min_replicas=self.settings.redis_min_replicas)
 
+    def served(self) -> Mapping[tuple[str, str], AccountConfig]:
+        """Every account the fleet serves (tasks.served): this process's own and those the
+        workers published, read from Redis at most every few seconds."""
+        if self._served is None or time.monotonic() - self._served[0] > SERVED_TTL:
+            self._served = (time.monotonic(), served.accounts(self))
+        return self._served[1]
+
+    def account(self, provider: str, account: str) -> AccountConfig:
+        """The account as configured here, else as the workers published it (no secret):
+        for budgets, slots and the backlog. A provider call needs ``settings.account``."""
+        if (provider, account) in self.settings.accounts:
+            return self.settings.accounts[(provider, account)]
+        found = self.served().get((provider, account))
+        return found if found is not None else self.settings.account(provider, account)  # ConfigError
+
     def budget(self, provider: str, account: str, kind: str = "api") -> ProviderBudget:
         """``api`` calls share the account's configured rate; ``upload`` traffic (e.g. TUS
         PATCHes to upload hosts) is not rate limited but honours its own 429 cooldown."""
-        cfg = self.settings.account(provider, account)
+        cfg = self.account(provider, account)
         rate = cfg.rate if kind == "api" else 0
         key = cfg.budget_key if kind == "api" else f"{cfg.budget_key}:{kind}"
         return ProviderBudget(self.redis, key, rate=rate, burst=cfg.burst, headroom=self.settings.budget_headroom,
                               cooldown_cap=self.settings.backoff_cap)
 
     def entity_budget(self, provider: str, account: str, entity: str) -> ProviderBudget:
-        cfg = self.settings.account(provider, account)
+        cfg = self.account(provider, account)
         return ProviderBudget(self.redis, f"{cfg.budget_key}:entity:{entity}", rate=cfg.entity_rate, burst=1,
                               headroom=self.settings.budget_headroom, cooldown_cap=self.settings.backoff_cap)
 
     def slots(self, provider: str, account: str, job: Any = None) -> ProviderSlots:
         """The slot pool of ``job`` (the adapter's ``slot_pool``), or the account's default pool."""
-        cfg = self.settings.account(provider, account)
+        cfg = self.account(provider, account)
         pool, limit = ADAPTERS[provider].slot_pool(job, cfg) if job is not None else ("", cfg.slots)
         return ProviderSlots(self.redis, f"{cfg.budget_key}:{pool}" if pool else cfg.budget_key, limit=limit)
 
     def slot_pools(self, provider: str, account: str) -> list[ProviderSlots]:
-        cfg = self.settings.account(provider, account)
+        cfg = self.account(provider, account)
         return [ProviderSlots(self.redis, f"{cfg.budget_key}:{pool}" if pool else cfg.budget_key, limit=limit)
                 for pool, limit in ADAPTERS[provider].slot_pools(cfg)]
 

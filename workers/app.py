@@ -16,8 +16,11 @@ Settings follow ARCHITECTURE.md and the checks in shared/design/celery-redis-flo
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+import redis
 import structlog
 from celery import Celery
 from celery.signals import (
@@ -30,9 +33,11 @@ from celery.signals import (
 )
 
 from tasks import logs as fleet_logging
+from tasks import served
 from tasks.broker import APP_NAME, celery_config
 from tasks.config import Settings
 from tasks.queues import parse_task_id
+from tasks.runtime import runtime
 from workers import health
 
 app = Celery(APP_NAME, include=["workers.steps"])
@@ -76,6 +81,18 @@ def _unbind(**_: Any) -> None:
 @worker_init.connect
 def _worker_started(**_: object) -> None:
     health.start_heartbeat()
+    threading.Thread(target=_publish_served, name="served", daemon=True).start()
+
+
+def _publish_served() -> None:
+    """Tell the fleet which accounts this worker serves (tasks.served), now and every
+    ``served.REFRESH`` seconds, so processes without provider credentials know them."""
+    while True:
+        try:
+            served.publish(runtime())
+        except redis.RedisError as exc:  # Redis away: the next round tries again
+            fleet_logging.get_logger("ingest.worker").warning("served.publish_failed", error=str(exc))
+        time.sleep(served.REFRESH)
 
 
 @worker_process_init.connect

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from tasks.admin import report
 from tasks.logs import get_logger
-from tasks.queues import queue_length, queues_of_kind
+from tasks.queues import queue_length, queues_of_accounts
 from tasks.runtime import runtime
 from tasks.stats import STATS
 
@@ -72,7 +72,7 @@ class FleetCollector(Collector):
         queued = GaugeMetricFamily("ingest_queue_length", "Messages waiting in a queue (all priorities)",
                                    labels=["queue", "provider", "kind", "account"])
         for kind in KINDS:
-            for queue in queues_of_kind(kind, rt.settings):
+            for queue in queues_of_accounts(kind, rt.served()):
                 provider, _, rest = queue.partition(".")
                 account = rest.partition(".")[2] or "default"
                 queued.add_metric([queue, provider, kind, account], queue_length(rt.redis, queue))
@@ -117,9 +117,9 @@ class FleetCollector(Collector):
 def scaling(rt: Any) -> dict[str, dict[str, int]]:
     """Per worker class: messages waiting in its queues, and unfinished jobs (KEDA's signal)."""
     out = {}
-    backlog = sum(rt.redis.zcard(rt.store.active_key(p, a)) for p, a in rt.settings.accounts)
+    backlog = sum(rt.redis.zcard(rt.store.active_key(p, a)) for p, a in rt.served())
     for kind in KINDS:
-        out[kind] = {"queued": sum(queue_length(rt.redis, q) for q in queues_of_kind(kind, rt.settings)),
+        out[kind] = {"queued": sum(queue_length(rt.redis, q) for q in queues_of_accounts(kind, rt.served())),
                      "backlog": backlog}
     return out
 

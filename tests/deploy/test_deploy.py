@@ -100,14 +100,13 @@ FLEET_SECRETS = frozenset({"REDIS_URL", "REDIS_PASSWORD", SECRET_KEY_VAR, "INGES
 CREDENTIALS = "<provider credentials>"
 #: The secrets each process uses (by `ingest-fleet` subcommand), and so the only ones it may get,
 #: in compose and in k8s. Workers call the providers, seal what they keep in Redis and build
-#: callback URLs. The scheduler and the exporter learn the configured accounts from the
-#: provider settings (an account exists once its credential is set), so they still get the
-#: credentials, until the accounts are published in Redis. The webhook receiver checks tokens;
+#: callback URLs. The scheduler and the exporter learn the accounts from Redis, where the
+#: workers publish them without secrets (tasks/served.py). The webhook receiver checks tokens;
 #: Flower has its basic auth.
 SECRETS_USED = {
     "worker": {"REDIS_URL", CREDENTIALS, SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET"},
-    "scheduler": {"REDIS_URL", CREDENTIALS},
-    "metrics": {"REDIS_URL", CREDENTIALS},
+    "scheduler": {"REDIS_URL"},
+    "metrics": {"REDIS_URL"},
     "webhooks": {"REDIS_URL", "INGEST_WEBHOOK_SECRET"},
     "flower": {"REDIS_URL", "FLOWER_BASIC_AUTH"},
 }
@@ -475,11 +474,11 @@ def test_secret_checks_see_a_leak():
     with pytest.raises(AssertionError, match=r"gets \['<provider credentials>'"):
         check_secrets_used("ingest-webhooks", ["webhooks"], k8s_env_names(webhooks))
     scheduler = copy.deepcopy(compose()["services"]["scheduler"])
-    del scheduler["environment"][SECRET_KEY_VAR]  # no longer blanked: deploy/.env's value comes through
+    scheduler["env_file"].append({"path": ".env", "required": True})  # the workers' file, by mistake
     with pytest.raises(AssertionError, match=SECRET_KEY_VAR):
         check_secrets_used("scheduler", ["scheduler"], compose_env_names(scheduler))
     with pytest.raises(AssertionError, match="without its secret"):
-        check_secrets_used("scheduler", ["scheduler"], {"REDIS_URL", "INGEST_GCORE_API_KEY", "INGEST_WEBHOOK_URL"})
+        check_secrets_used("scheduler", ["scheduler"], {"REDIS_URL", "INGEST_WEBHOOK_URL"})
 
 
 def test_lock_checks_reject_bad_locks(tmp_path):

@@ -233,16 +233,12 @@ def test_the_metrics_endpoint_shows_queues_backlog_jobs_bytes_and_throttles(star
 
 
 def test_metrics_report_redis_down_instead_of_failing() -> None:
-    import redis
-
+    from tasks.config import Settings
+    from tasks.runtime import Runtime
     from workers.metrics import MetricsServer
 
-    class DeadRuntime:  # what the exporter sees while Redis is down
-        settings = None
-
-    dead = DeadRuntime()
-    dead.redis = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
-    server = MetricsServer(dead).serve()
+    dead = Runtime(Settings.from_env({**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}))
+    server = MetricsServer(dead).serve()  # what the exporter sees while Redis is down
     try:
         metrics = _scrape(f"http://127.0.0.1:{server.port}/metrics")
         assert metrics["ingest_redis_up"] == 0
@@ -323,3 +319,48 @@ def test_the_health_probe_reads_only_the_heartbeat_file(tmp_path: Path) -> None:
     assert subprocess.run(probe, env=env, timeout=30).returncode == 0
     os.utime(beat, (time.time() - 120, time.time() - 120))  # a hung process stops beating
     assert subprocess.run(probe, env=env, timeout=30).returncode == 1
+
+
+def test_the_scheduler_and_exporter_serve_every_account_without_its_credential(clean, sandbox, rt, tmp_path) -> None:
+    """Only workers hold provider credentials (issue 13, item 13): each publishes the accounts
+    it serves, without their secrets (tasks.served). A scheduler and an exporter started with
+    no provider setting and no seal key still reconcile and report a named account's jobs."""
+    import re
+
+    from tasks.config import Settings
+    from tasks.runtime import Runtime
+    from tests.conftest import Fleet
+    from workers.metrics import MetricsServer
+
+    bare = {k: v for k, v in os.environ.items()
+            if not re.match(r"INGEST_(GCORE|BRIGHTCOVE|ITTYBIT|ONCE|INGESTIO)_|INGEST_SECRET_KEY$", k)}
+    media = make_source("op-served.mp4", 256 * 1024, folder=MEDIA)
+    lost = submit({"provider": "gcore", "account": "teamb", "source": f"{SANDBOX_URL}/media/{media.name}"})
+    queue = rt.store.get(lost).dispatch["queue"]
+    assert queue == "gcore.api.teamb" and rt.redis.brpop(priority_lists(queue), timeout=5) is not None
+    rt.store.unschedule(rt.store.get(lost).dispatch["member"])  # its message is gone: only reconcile helps
+
+    fleets = [Fleet(tmp_path / "workers", {**os.environ, "INGEST_RECONCILE_SECONDS": "0"}),
+              Fleet(tmp_path / "bare", {**bare, "INGEST_RECONCILE_SECONDS": "1"})]
+    server = None
+    try:
+        fleets[0].start_worker()
+        fleets[1].start_scheduler()
+        assert wait(lost, 60)["state"] == "ready"
+        assert "scheduler.reconciled" in fleets[1].scheduler.tail(1_000_000)
+
+        exporter_rt = Runtime(Settings.from_env(bare))
+        assert exporter_rt.settings.accounts == {}
+        server = MetricsServer(exporter_rt).serve()
+        waiting = submit({"provider": "gcore", "account": "teamb", "source": f"{SANDBOX_URL}/media/{media.name}"})
+        fleets[0].stop()  # nothing runs it: it stays in the backlog
+        metrics = _scrape(f"http://127.0.0.1:{server.port}/metrics")
+        assert metrics['ingest_backlog_jobs{account="teamb",provider="gcore"}'] >= 1, waiting
+        assert 'ingest_queue_length{account="teamb",kind="api",provider="gcore",queue="gcore.api.teamb"}' in metrics
+        served = rt.redis.hget("if:served", "gcore/teamb").decode()
+        assert "api_key" not in served.lower() and os.environ["INGEST_GCORE_API_KEY"] not in served
+    finally:
+        if server is not None:
+            server.stop()
+        for fleet in fleets:
+            fleet.stop()
