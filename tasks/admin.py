@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
-from tasks.errors import StepError
 from tasks.intent import IntentError
 from tasks.jobstore import STEP_STATE, Job, Lease
-from tasks.lifecycle import finish, step_context
+from tasks.lifecycle import cancel_now
 from tasks.producer import JobNotFound
 from tasks.providers import ADAPTERS
 from tasks.queues import STEP_KIND, queue_for, queue_length
@@ -29,7 +28,7 @@ from tasks.runtime import Runtime, runtime
 def _load(rt: Runtime, job_id: str) -> Job:
     job = rt.store.get(job_id)
     if job is None:
-        raise JobNotFound(f"no job {job_id!r}")
+        raise JobNotFound(job_id)
     return job
 
 
@@ -64,11 +63,7 @@ def cancel(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
     if (state := _load(rt, job_id).state) in ("ready", "failed", "cancelled"):
         raise IntentError("job_id", f"job {job_id} is already {state}; nothing to cancel")
     job, lease = _take(rt, job_id)
-    try:
-        ADAPTERS[job.provider].cancel(step_context(rt, job, lease, seconds=30))
-    except StepError as exc:  # best effort: the job is cancelled on our side in any case
-        job.note("cancel.provider_error", error=str(exc))
-    finish(rt, job, lease, "cancelled", step=job.step)
+    cancel_now(rt, job, lease)
     return job.public()
 
 

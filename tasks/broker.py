@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from celery import Celery
 
-from tasks import redisconn
+from ingest_fleet import redis_url
 from tasks.config import ConfigError, Settings
 from tasks.queues import PRIORITY_STEPS, kombu_queues
 
@@ -66,7 +66,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "queue_order_strategy": "round_robin",
     }
     tls = broker_tls(settings.redis_url)
-    url, sentinel = redisconn.broker(settings.redis_url)
+    url, sentinel = redis_url.broker(settings.redis_url)
     transport.update(sentinel)
     return dict(
         broker_url=url,

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks import redisconn
+from ingest_fleet import redis_url as redis_urls
 from tasks.declare import BUDGET_SETTINGS, Setting
 from tasks.errors import ConfigError
 from tasks.providers import ADAPTERS, REGISTRY
@@ -137,6 +137,10 @@ class Settings:
     webhook_url: str
     webhook_secret: str = field(repr=False)
     secret_key: str = field(repr=False)  # INGEST_SECRET_KEY: seals secrets at rest (tasks.sealed)
+    #: INGEST_CALLBACK_SECRET: signs completion callbacks to applications (tasks.completion)
+    callback_secret: str = field(repr=False)
+    callback_retry_seconds: float  # how long a failing callback is retried
+    job_retention: float  # INGEST_JOB_RETENTION: seconds a terminal job's record is kept
     accounts: Mapping[tuple[str, str], AccountConfig] = field(repr=False)
 
     @classmethod
@@ -180,6 +184,9 @@ class Settings:
             webhook_url=env.get("INGEST_WEBHOOK_URL", "").rstrip("/"),
             webhook_secret=env.get("INGEST_WEBHOOK_SECRET", ""),
             secret_key=_secret_key(env),
+            callback_secret=_callback_secret(env),
+            callback_retry_seconds=_positive(env, "INGEST_CALLBACK_RETRY_SECONDS", 86400.0),
+            job_retention=_positive(env, "INGEST_JOB_RETENTION", 30 * 86400.0),
             accounts=_accounts(env),
         )
 
@@ -194,6 +201,13 @@ class Settings:
         return sorted(n for p, n in self.accounts if p == provider)
 
 
+def _callback_secret(env: Mapping[str, str]) -> str:
+    value = env.get("INGEST_CALLBACK_SECRET", "")
+    if value and len(value) < 16:
+        raise ConfigError("INGEST_CALLBACK_SECRET must be at least 16 characters (e.g. openssl rand -hex 32)")
+    return value
+
+
 def _secret_key(env: Mapping[str, str]) -> str:
     """INGEST_SECRET_KEY as given; a malformed one is refused here. Unset is allowed: only the
     workers need it, and they refuse to start without it (tasks.sealed, ``ingest-fleet worker``)."""
@@ -205,7 +219,10 @@ def _secret_key(env: Mapping[str, str]) -> str:
 
 def _redis_url(env: Mapping[str, str]) -> str:
     url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    redisconn.check(url)
+    try:
+        redis_urls.check(url)
+    except redis_urls.RedisUrlError as exc:
+        raise ConfigError(str(exc)) from None
     return url
 
 

@@ -9,7 +9,8 @@ Keys (all under ``if:``)::
     if:job:<id>                 the record (JSON)
     if:jobs                     zset of job ids by creation time
     if:active:<prov>:<acct>     zset of the account's non-terminal jobs by creation time
-    if:idem:<prov>:<acct>:<key> idempotency key -> job id
+    if:idem:<prov>:<acct>:<key> idempotency key -> "<job id> <intent digest>"
+    if:events                   every state change (a capped stream)
     if:lease:<id>, if:fence:<id> per-job lease and its fencing-token counter
     if:schedule                 zset of dispatches by due time (see workers.scheduler)
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -34,6 +34,9 @@ from typing import Any
 
 import redis
 
+from ingest_fleet.errors import IdempotencyConflict
+from ingest_fleet.wire import EVENTS_MAXLEN, HISTORY_LIMIT, TERMINAL, create_script
+from ingest_fleet.wire import new_job_id as new_job_id
 from tasks import keys
 from tasks.clock import FleetClock
 from tasks.errors import NotReplicated
@@ -42,9 +45,10 @@ from tasks.redis_text import text
 from tasks.stats import STATS
 
 STATES = ("queued", "creating", "uploading", "submitting", "processing", "ready", "failed", "cancelled")
-TERMINAL = frozenset({"ready", "failed", "cancelled"})  # also named in lua/lease_acquire.lua
 #: How long a write that matters waits for INGEST_REDIS_MIN_REPLICAS replicas (WAIT).
 REPLICA_WAIT_MS = 2000
+#: INGEST_JOB_RETENTION's default: a terminal job's record is kept 30 days after its last write.
+DEFAULT_RETENTION = 30 * 86400.0
 #: What :meth:`JobStore.acquire` answers for a dispatch the record no longer names.
 STALE = -1.0
 
@@ -53,7 +57,6 @@ STEPS = ("create", "target", "upload", "submit", "await")
 STEP_STATE = {"create": "creating", "target": "uploading", "upload": "uploading",
               "submit": "submitting", "await": "processing"}
 
-HISTORY_LIMIT = 40
 SCHEDULE_KEY = keys.SCHEDULE
 SCHEDULE_CLAIMED_KEY = keys.SCHEDULE_CLAIMED
 
@@ -68,6 +71,7 @@ class Lease:
     token: int
     ttl: float
     starts: int = 0  # how often the dispatch it was taken for has taken the lease (1 = first run)
+    cancel: bool = False  # an application asked to cancel the job (ingest_fleet.Client.cancel)
 
 
 @dataclass
@@ -100,8 +104,14 @@ class Job:
     failed_step: str | None = None  # where `ingest-fleet retry` restarts a failed job
     dispatch: dict[str, Any] = field(default_factory=dict)
     #: A source URL that carries credentials, sealed (tasks.sealed); ``source`` is then the URL
-    #: with them masked (tasks.urls), for everything that shows it.
+    #: with them masked (ingest_fleet.urls), for everything that shows it.
     source_sealed: str = ""
+    callback_url: str | None = None  # POSTed the signed public record on each terminal state
+    callback: dict[str, Any] | None = None  # the delivery of that POST (tasks.completion)
+    #: False for a job a client stored: the worker of its first step checks it as the fleet's
+    #: door would (tasks.intent) before anything reaches the provider.
+    admitted: bool = True
+    intent_digest: str = ""  # what a later intent with the same idempotency key must match
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     finished_at: float | None = None
@@ -133,23 +143,26 @@ class Job:
         """The record as the CLI and the producer API show it."""
         data = asdict(self)
         data["dispatch"] = {k: data["dispatch"].get(k) for k in ("task_id", "step")} if self.dispatch else {}
-        data.pop("source_sealed")
+        for internal in ("source_sealed", "intent_digest", "admitted"):
+            data.pop(internal)
+        if self.callback:
+            data["callback"] = {k: v for k, v in self.callback.items() if k not in ("task_id", "n")}
         return data
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
-
-
 def _script(name: str) -> str:
+    if name == "job_create.lua":  # shared with the client (ingest_fleet.wire)
+        return create_script()
     return resources.files("tasks").joinpath("lua", name).read_text()
 
 
 class JobStore:
     """Reads and writes job records; every write by a worker is fenced by its lease."""
 
-    def __init__(self, client: redis.Redis, clock: FleetClock | None = None, *, min_replicas: int = 0):
+    def __init__(self, client: redis.Redis, clock: FleetClock | None = None, *, min_replicas: int = 0,
+                 retention: float = DEFAULT_RETENTION):
         self.redis = client
+        self.retention = retention  # INGEST_JOB_RETENTION: how long a terminal record is kept
         self.min_replicas = min_replicas  # INGEST_REDIS_MIN_REPLICAS: writes that matter wait for them
         self.clock = clock or FleetClock(client)  # updated_at is compared across hosts
         self._acquire = client.register_script(_script("lease_acquire.lua"))
@@ -197,14 +210,20 @@ class JobStore:
 
     # -- writing ---------------------------------------------------------------------
     def create(self, job: Job, *, dispatch_member: str, grace: float) -> tuple[str, bool]:
-        """Store a new job unless its idempotency key is known: returns (job id, created)."""
-        created, job_id = self._create(
+        """Store a new job unless its idempotency key is known: returns (job id, created).
+        A known key whose job was made from a different intent (``job.intent_digest``) raises
+        :class:`~ingest_fleet.errors.IdempotencyConflict`."""
+        created, job_id, digest = self._create(
             keys=[self.idem_key(job.provider, job.account, job.idempotency_key), self.key(job.id),
-                  keys.JOBS, SCHEDULE_KEY, self.active_key(job.provider, job.account), STATS["states"]],
-            args=[job.id, job.to_json(), job.created_at, dispatch_member, grace, f"{job.provider}:{job.state}"],
+                  keys.JOBS, SCHEDULE_KEY, self.active_key(job.provider, job.account), STATS["states"], keys.EVENTS],
+            args=[job.id, job.to_json(), job.created_at, dispatch_member, grace, f"{job.provider}:{job.state}",
+                  job.intent_digest, job.provider, job.account, EVENTS_MAXLEN],
         )
+        job_id, digest = text(job_id), text(digest)
+        if not created and digest and job.intent_digest and digest != job.intent_digest:
+            raise IdempotencyConflict(job.idempotency_key, job_id)
         self._replicated("the job record")
-        return (job_id.decode() if isinstance(job_id, bytes) else job_id), bool(created)
+        return job_id, bool(created)
 
     def acquire(self, job_id: str, *, ttl: float, force: bool = False,
                 dispatch: str = "") -> Lease | tuple[None, float]:
@@ -213,12 +232,13 @@ class JobStore:
         With ``dispatch`` (a task id), only while the record names that dispatch and is not
         terminal, checked atomically with taking the lease; else ``(None, STALE)``.
         """
-        token, pttl, *starts = self._acquire(
-            keys=[keys.lease(job_id), keys.fence(job_id), self.key(job_id), keys.starts(dispatch or job_id)],
+        token, pttl, *more = self._acquire(
+            keys=[keys.lease(job_id), keys.fence(job_id), self.key(job_id), keys.starts(dispatch or job_id),
+                  keys.cancel(job_id)],
             args=[int(ttl * 1000), "1" if force else "0", dispatch])
         if token:
             self._replicated("the lease")
-            return Lease(job_id, int(token), ttl, int(starts[0]) if starts else 0)
+            return Lease(job_id, int(token), ttl, int(more[0]), bool(int(more[1])))
         return (None, STALE) if int(pttl) == -1 else (None, max(0.0, pttl / 1000))
 
     def save(self, job: Job, lease: Lease, *, release: bool = False,
@@ -232,9 +252,11 @@ class JobStore:
         member, delay = schedule if schedule else ("", 0)
         ok = self._write(
             keys=[self.key(job.id), keys.fence(job.id), keys.lease(job.id), SCHEDULE_KEY,
-                  STATS["states"], STATS["finished"], STATS["bytes"]],
+                  STATS["states"], STATS["finished"], STATS["bytes"], keys.EVENTS,
+                  self.idem_key(job.provider, job.account, job.idempotency_key), keys.webhook_events(job.id)],
             args=[lease.token, job.to_json(), int(lease.ttl * 1000), "1" if release else "0", member, delay,
-                  job.provider, job.account, job.state, job.bytes_done],
+                  job.provider, job.account, job.state, job.bytes_done, EVENTS_MAXLEN, job.id,
+                  int(self.retention)],
         )
         if not ok:
             raise StaleLease(f"job {job.id}: lease {lease.token} was taken over")

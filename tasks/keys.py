@@ -4,8 +4,9 @@ operator can see, size or wipe the fleet's own keys apart from the broker's).
     if:job:<id>                     a job record (JSON)
     if:jobs                         zset of every job by creation time
     if:active:<provider>:<account>  zset of unfinished jobs (the backlog)
-    if:idem:<provider>:<account>:<key>   idempotency key -> job id
+    if:idem:<provider>:<account>:<key>   idempotency key -> "<job id> <intent digest>"
     if:lease:<id> / if:fence:<id>   the job's lease and its fencing counter
+    if:cancel:<id>                  an application's request to cancel the job
     if:starts:<task id>             how often one dispatch took the lease (a day)
     if:schedule / if:schedule:claimed    dispatches by due time, and those being published
     if:budget:...                   budgets, cooldowns, slots, reservations (tasks.budget)
@@ -18,29 +19,24 @@ operator can see, size or wipe the fleet's own keys apart from the broker's).
     if:<provider>:hook:<account>    an account-wide hook registered at the provider
     if:<provider>:video_fields:<account>   cached custom-field definitions (Brightcove)
     if:served                       the accounts the workers serve, without secrets (tasks.served)
+    if:served:providers / if:fleet  what each provider accepts, fleet-wide facts (tasks.served)
+    if:events                       every job's state changes, capped (a stream)
 """
 
 from __future__ import annotations
 
-PREFIX = "if"
-JOBS = f"{PREFIX}:jobs"
-SCHEDULE = f"{PREFIX}:schedule"
+# The keys a client writes too are named in the client's wire module (one definition).
+from ingest_fleet.wire import EVENTS, FLEET, JOBS, PREFIX, SCHEDULE, SERVED, SERVED_PROVIDERS, STATS
+from ingest_fleet.wire import active_key as active
+from ingest_fleet.wire import cancel_key as cancel
+from ingest_fleet.wire import idempotency_key as idempotency
+from ingest_fleet.wire import job_key as job
+
 SCHEDULE_CLAIMED = f"{PREFIX}:schedule:claimed"
 BUDGET = f"{PREFIX}:budget"
-STATS = f"{PREFIX}:stats"
-SERVED = f"{PREFIX}:served"
 
-
-def job(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}"
-
-
-def active(provider: str, account: str) -> str:
-    return f"{PREFIX}:active:{provider}:{account}"
-
-
-def idempotency(provider: str, account: str, key: str) -> str:
-    return f"{PREFIX}:idem:{provider}:{account}:{key}"
+__all__ = ["BUDGET", "EVENTS", "FLEET", "JOBS", "PREFIX", "SCHEDULE", "SCHEDULE_CLAIMED", "SERVED",
+           "SERVED_PROVIDERS", "STATS", "active", "cancel", "idempotency", "job"]
 
 
 def lease(job_id: str) -> str:

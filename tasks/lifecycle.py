@@ -4,10 +4,14 @@ its provider-side slot is given back, the next waiters are woken, it leaves the 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
+from tasks import completion, keys
+from tasks.errors import StepError
+from tasks.intent import IntentError, intent_of
 from tasks.jobstore import Job, Lease
-from tasks.providers import StepContext
+from tasks.providers import ADAPTERS, StepContext
 from tasks.queues import PRIORITY
 from tasks.redis_text import texts
 from tasks.runtime import Runtime
@@ -37,11 +41,38 @@ def release_holdings(rt: Runtime, job: Job) -> None:
     forget_credentials(rt.redis, job.id)
 
 
+def cancel_now(rt: Runtime, job: Job, lease: Lease) -> None:
+    """Cancel the job under ``lease``: what it has at the provider is cancelled (best effort),
+    then it ends as cancelled, releasing what it holds."""
+    try:
+        ADAPTERS[job.provider].cancel(step_context(rt, job, lease, seconds=30))
+    except StepError as exc:  # the job is cancelled on our side in any case
+        job.note("cancel.provider_error", error=str(exc))
+    finish(rt, job, lease, "cancelled", step=job.step)
+    rt.redis.delete(keys.cancel(job.id))
+
+
+def admit(rt: Runtime, job: Job) -> str | None:
+    """Check a job a client stored as the fleet's door would have (tasks.intent): the source
+    roots, each provider's rules, the account's settings. Returns the refusal, or None (and
+    the job carries what the door records: its mode, size and the file's fingerprint)."""
+    try:
+        valid = intent_of(asdict(job)).validate(rt.settings)
+    except IntentError as exc:
+        return str(exc)
+    if job.source_stat and valid.source_stat and job.source_stat != valid.source_stat:
+        return "source: the file changed between submit and its first step; submit it again"
+    job.mode, job.bytes_total, job.admitted = valid.mode, valid.size, True
+    job.source_stat = job.source_stat or dict(valid.source_stat)
+    job.note("admitted")
+    return None
+
+
 def finish(rt: Runtime, job: Job, lease: Lease, state: str, *, event: str | None = None, **detail: object) -> None:
     """Write a terminal state (fenced), release the lease, then what the job held."""
     job.state, job.finished_at, job.dispatch, job.waiting = state, rt.clock.now(), {}, None
     job.note(event or state, **detail)
-    rt.store.save(job, lease, release=True)
+    rt.store.save(job, lease, release=True, schedule=completion.schedule_first(job))
     release_holdings(rt, job)
 
 

@@ -1,4 +1,6 @@
-"""The producer API that applications (and the CLI) call.
+"""The fleet's own producer API (the CLI and the demo call it): the door with the fleet's full
+checks, where the adapters and INGEST_SECRET_KEY are at hand. Applications use the client,
+``ingest_fleet.Client``, which needs Redis only; both store jobs with the same script.
 
 Example::
 
@@ -13,16 +15,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ingest_fleet.client import CALLBACKS_OFF
+from ingest_fleet.errors import JobNotFound as _JobNotFound
+from ingest_fleet.urls import redacted, secret_forms, secrets_in
+from tasks import keys
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
-from tasks.intent import Intent
+from tasks.intent import Intent, IntentError
 from tasks.jobstore import Job, new_job_id
 from tasks.logs import register_secret
 from tasks.runtime import Runtime, runtime
-from tasks.urls import redacted, secret_forms, secrets_in
 
-
-class JobNotFound(LookupError):
-    pass
+JobNotFound = _JobNotFound
 
 
 def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> str:
@@ -35,14 +38,19 @@ def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> 
     rt = rt or runtime()
     if not isinstance(intent, Intent):
         intent = Intent.from_dict(intent)
-    valid = intent.validate(rt.settings)
+    # The accounts the fleet serves, as its workers publish them: the producer needs no
+    # provider credential (an account configured here is checked whole, too).
+    valid = intent.validate(rt.settings, served=rt.served())
+    if valid.callback_url and not (rt.settings.callback_secret or rt.redis.hget(keys.FLEET, "callbacks")):
+        raise IntentError("callback_url", CALLBACKS_OFF)
     job_id = new_job_id()
     job = Job(
         id=job_id, provider=valid.provider, account=valid.account, source=valid.source, mode=valid.mode,
         title=valid.title, description=valid.description, metadata=dict(valid.metadata), tags=list(valid.tags),
         options=dict(valid.options),
         idempotency_key=valid.idempotency_key or job_id, priority=valid.priority, bytes_total=valid.size,
-        source_stat=dict(valid.source_stat), created_at=rt.clock.now(),
+        source_stat=dict(valid.source_stat), created_at=rt.clock.now(), callback_url=valid.callback_url,
+        intent_digest=valid.digest,
     )
     if secrets_in(valid.source):
         # Credentials in the URL: kept sealed for the workers, shown masked everywhere else.
@@ -62,7 +70,7 @@ def status(job_id: str, *, rt: Runtime | None = None) -> dict[str, Any]:
     """The job record as a dict; raises :class:`JobNotFound`."""
     job = (rt or runtime()).store.get(job_id)
     if job is None:
-        raise JobNotFound(f"no job {job_id!r}")
+        raise JobNotFound(job_id)
     return job.public()
 
 

@@ -20,6 +20,11 @@ from typing import TYPE_CHECKING
 
 from kombu.entity import Queue
 
+from ingest_fleet.wire import PRIORITY as PRIORITY
+from ingest_fleet.wire import STEP_KIND as STEP_KIND
+from ingest_fleet.wire import member as member  # re-exported: the fleet names dispatches here
+from ingest_fleet.wire import queue_for as queue_for
+from ingest_fleet.wire import task_id as task_id
 from tasks.config import Settings
 from tasks.providers import REGISTRY
 
@@ -29,25 +34,18 @@ if TYPE_CHECKING:
 PROVIDERS = tuple(REGISTRY)
 KINDS = ("api", "upload", "poll")
 
-STEP_KIND = {"create": "api", "target": "api", "upload": "upload", "submit": "api", "await": "poll"}
 STEP_TASK = {
     "create": "ingest.create_entity",
     "target": "ingest.obtain_upload_target",
     "upload": "ingest.upload_slice",
     "submit": "ingest.submit_ingest",
     "await": "ingest.await_status",
+    "callback": "ingest.deliver_callback",
 }
 
-#: Message priority per intent priority; on Redis a lower number is served first.
-PRIORITY = {"high": 0, "normal": 3, "low": 6}
 #: kombu's Redis transport keeps one list per step: queue, queue\x06\x163, ...
 PRIORITY_STEPS = (0, 3, 6, 9)
 _SEP = "\x06\x16"
-
-
-def queue_for(provider: str, step: str, account: str = "default") -> str:
-    base = f"{provider}.{STEP_KIND[step]}"
-    return base if account == "default" else f"{base}.{account}"
 
 
 def _accounts(settings: Settings | None, provider: str) -> list[str]:
@@ -89,18 +87,9 @@ def queue_length(client: redis.Redis, queue: str) -> int:
     return sum(pipe.execute())
 
 
-def task_id(job_id: str, seq: int, step: str) -> str:
-    return f"{job_id}.{seq}.{step}"
-
-
 def parse_task_id(tid: str) -> tuple[str, int, str]:
     job_id, seq, step = tid.split(".")
     return job_id, int(seq), step
-
-
-def member(queue: str, tid: str, priority: int = PRIORITY["normal"]) -> str:
-    """The schedule's entry for one dispatch: where to publish it, under which id, how urgent."""
-    return f"{queue} {tid} {priority}"
 
 
 def parse_member(m: str) -> tuple[str, str, int]:

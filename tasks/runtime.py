@@ -14,7 +14,8 @@ from typing import Any
 import redis
 from celery import Celery
 
-from tasks import redisconn, served
+from ingest_fleet import redis_url
+from tasks import served
 from tasks.broker import producer_app
 from tasks.budget import ProviderBudget, ProviderSlots
 from tasks.clock import FleetClock
@@ -34,6 +35,7 @@ class Runtime:
         self.settings = settings or Settings.from_env()
         self._clients: dict[tuple[str, str, str], ProviderClient] = {}
         self._served: tuple[float, Mapping[tuple[str, str], AccountConfig]] | None = None
+        register_secret(self.settings.callback_secret)
         for account in self.settings.accounts.values():
             register_secret(account.secret)
             for name, value in account.extra.items():
@@ -42,7 +44,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redisconn.client(self.settings.redis_url, socket_timeout=30, socket_connect_timeout=10,
+        return redis_url.client(self.settings.redis_url, socket_timeout=30, socket_connect_timeout=10,
                                 health_check_interval=25)
 
     @cached_property
@@ -62,7 +64,8 @@ class Runtime:
 
     @cached_property
     def store(self) -> JobStore:
-        return JobStore(self.redis, self.clock, min_replicas=self.settings.redis_min_replicas)
+        return JobStore(self.redis, self.clock, min_replicas=self.settings.redis_min_replicas,
+                        retention=self.settings.job_retention)
 
     def served(self) -> Mapping[tuple[str, str], AccountConfig]:
         """Every account the fleet serves (tasks.served): this process's own and those the

@@ -5,6 +5,9 @@ and its slot pools (issue 13, item 13; issue 14, item 2).
 
     if:served   hash "<provider>/<account>" -> {"base_url", "rate", "burst", "slots",
                 "entity_rate", "extra": {non-secret settings}, "seen": <Redis time>}
+    if:served:providers   hash "<provider>" -> what it accepts (ingest_fleet.intent.ProviderCaps)
+    if:fleet    hash: "min_replicas" (INGEST_REDIS_MIN_REPLICAS, which a client's submit waits for),
+                "callbacks" (1 once a worker has INGEST_CALLBACK_SECRET: intents may carry callback_url)
 
 A worker writes its accounts when it starts and again every :data:`REFRESH` seconds; an entry
 no worker refreshed for :data:`STALE_AFTER` seconds is no longer served (an account taken out
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from tasks import keys
 from tasks.config import AccountConfig, declared
+from tasks.intent import capabilities
 from tasks.providers import ADAPTERS
 from tasks.redis_text import text
 
@@ -48,6 +52,12 @@ def publish(rt: Runtime) -> int:
             "entity_rate": cfg.entity_rate, "seen": now,
             "extra": {k: v for k, v in cfg.extra.items() if k in visible and not visible[k].secret},
         }, sort_keys=True))
+    caps = capabilities()
+    for provider in sorted({p for p, _ in accounts}):
+        pipe.hset(keys.SERVED_PROVIDERS, provider, json.dumps(caps[provider].to_json(), sort_keys=True))
+    pipe.hset(keys.FLEET, "min_replicas", rt.settings.redis_min_replicas)
+    if rt.settings.callback_secret:  # the workers can sign completion callbacks
+        pipe.hset(keys.FLEET, "callbacks", 1)
     pipe.execute()
     return len(accounts)
 

@@ -34,7 +34,7 @@ from tasks import retry
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import ConfigError, NotReplicated, PermanentError, StepError
 from tasks.jobstore import STALE, STEP_STATE, STEPS, Job, Lease, StaleLease
-from tasks.lifecycle import finish, slot_score, step_context
+from tasks.lifecycle import admit, cancel_now, finish, slot_score, step_context
 from tasks.logs import get_logger
 from tasks.providers import ADAPTERS, StepContext
 from tasks.runtime import runtime
@@ -161,6 +161,15 @@ def _run_leased(rt: Any, tid: str, job: Job, step: str, lease: Lease) -> None:
                       "finished (its worker process was killed each time: the hard time limit, or out of memory)")
         return
     structlog.contextvars.bind_contextvars(provider=job.provider, account=job.account)
+    if lease.cancel:  # an application asked to cancel it (ingest_fleet.Client.cancel)
+        cancel_now(rt, job, lease)
+        log.info("job.cancelled")
+        return
+    if not job.admitted:  # stored by a client: the checks only the fleet can make, before anything else
+        refusal = admit(rt, job)
+        if refusal is not None:
+            _fail_at_once(rt, job, lease, step, f"refused at the fleet's door: {refusal}")
+            return
     if not _slot_held(rt, job, step):
         # No provider-side slot: wait in line without a worker. A release wakes this very
         # dispatch; the late recheck only covers a wake-up lost to a crash.

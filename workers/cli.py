@@ -51,6 +51,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "description": args.description or "", "account": args.account,
         "idempotency_key": args.key, "metadata": _meta(args.meta or []), "tags": args.tag or [],
         "priority": args.priority, "options": {**_meta(args.opt or [], "options"), **({"sync": True} if args.sync else {})},
+        "callback_url": args.callback,
     }
     job_id = submit(intent)
     if not args.wait:
@@ -90,15 +91,156 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    from tasks.retention import page
     from tasks.runtime import runtime
 
-    records = [job.public() for job in runtime().store.iter_jobs()
-               if (not args.state or job.state == args.state) and (not args.provider or job.provider == args.provider)]
+    records, cursor = page(runtime(), limit=args.limit, cursor=args.cursor, since=_since(args.since),
+                           keep=lambda job: (not args.state or job.state == args.state)
+                           and (not args.provider or job.provider == args.provider))
     if args.json:
         print(json.dumps(records, indent=2, ensure_ascii=False))
     else:
         for record in records:
             _print_job(record, False)
+    if cursor:  # on stderr, so stdout stays the list (or the JSON array) alone
+        print(f"more: --cursor {cursor}", file=sys.stderr)
+    return 0
+
+
+def _since(value: str | None) -> float | None:
+    """``--since``: unix seconds, an ISO 8601 time, or an age such as 90s, 30m, 12h, 7d."""
+    from datetime import datetime
+
+    from tasks.intent import IntentError
+
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(value[:-1]) * units[value[-1]]
+        if value.replace(".", "", 1).isdigit():
+            return float(value)
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise IntentError("since", f"{value!r} is not unix seconds, an ISO 8601 time or an age like 12h") from None
+
+
+def cmd_batch_submit(args: argparse.Namespace) -> int:
+    """A manifest's lines as one batch, with the fleet's own door (tasks.producer)."""
+    from pathlib import Path
+
+    from ingest_fleet import batch
+    from tasks.intent import Intent
+    from tasks.producer import submit
+    from tasks.runtime import runtime
+
+    rt = runtime()
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        from tasks.intent import IntentError
+
+        raise IntentError("file", f"cannot read {args.file}: {exc.strerror}") from None
+    lines = list(batch.read_manifest(text, kind="jsonl" if path.suffix in (".jsonl", ".ndjson") else None))
+    batch_id = batch.check_name(args.name or batch.default_name(path))
+    served = rt.served()
+    result = batch.run(lines, batch_id, lambda intent: submit(intent, rt=rt),
+                       lambda intent: Intent.from_dict(intent).validate(rt.settings, served=served),
+                       all_or_nothing=args.all_or_nothing)
+    if not result.all_or_nothing_refused:
+        batch.record(rt.redis, result, lines=len(lines), now=rt.clock.now(), ttl=rt.settings.job_retention)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        for number, error in sorted(result.refused.items()):
+            print(f"line {number}: refused: {error}", file=sys.stderr)
+        what = "nothing stored (--all-or-nothing)" if result.all_or_nothing_refused else f"{len(result.jobs)} submitted"
+        print(f"batch {batch_id}: {what}, {len(result.refused)} refused of {len(lines)} lines")
+    return EXIT_REFUSED if result.all_or_nothing_refused else 0
+
+
+def cmd_batch_status(args: argparse.Namespace) -> int:
+    from ingest_fleet import batch
+    from tasks.runtime import runtime
+
+    rt = runtime()
+
+    def current() -> dict[str, Any]:
+        try:
+            return batch.status(rt.redis, args.batch_id, rt.clock.now())
+        except LookupError:
+            from ingest_fleet.errors import BatchNotFound
+
+            raise BatchNotFound(args.batch_id) from None
+
+    if args.watch and sys.stdout.isatty() and not args.json:
+        _watch_batch(current)
+        return 0
+    summary = current()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    states = ", ".join(f"{n} {s}" for s, n in summary["states"].items()) or "no jobs"
+    eta = "-" if summary["eta_s"] is None else f"{summary['eta_s']:.0f} s"
+    print(f"batch {summary['batch_id']}: {summary['jobs']} jobs ({states}); {summary['refused']} refused; "
+          f"{summary['bytes_done'] / 1e6:.1f}/{summary['bytes_total'] / 1e6:.1f} MB; ETA {eta}")
+    return 0
+
+
+def _watch_batch(current: Any) -> None:
+    """A live progress bar of a batch until every job ended (Ctrl-C stops watching)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[states]}"), TimeRemainingColumn()) as bar:
+        summary = current()
+        task = bar.add_task(f"batch {summary['batch_id']}", total=summary["jobs"], states="")
+        while True:
+            states = " ".join(f"{s}:{n}" for s, n in summary["states"].items())
+            bar.update(task, completed=summary["finished"], states=states)
+            if summary["finished"] >= summary["jobs"]:
+                return
+            time.sleep(1.0)
+            summary = current()
+
+
+def cmd_batch_report(args: argparse.Namespace) -> int:
+    import csv
+
+    from ingest_fleet import batch
+    from tasks.runtime import runtime
+
+    try:
+        _meta, records, refused = batch.read(runtime().redis, args.batch_id)
+    except LookupError:
+        from ingest_fleet.errors import BatchNotFound
+
+        raise BatchNotFound(args.batch_id) from None
+    rows = batch.report_rows(records, refused)
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["line"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from tasks.retention import prune
+    from tasks.runtime import runtime
+
+    rt = runtime()
+    older = args.older_than if args.older_than is not None else rt.settings.job_retention
+    done = prune(rt, older_than=older, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    if args.json:
+        print(json.dumps({"removed": done.removed, "dangling": done.dangling, "dry_run": args.dry_run}))
+    else:
+        print(f"{verb} {done.removed} finished job(s) older than {older:g} s and "
+              f"{done.dangling} index entr{'y' if done.dangling == 1 else 'ies'} of expired records")
     return 0
 
 
@@ -251,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--key", help="idempotency key: the same key gives the same job")
     s.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (Brightcove: custom fields)")
     s.add_argument("--tag", action="append", help="a tag (repeat for more)")
+    s.add_argument("--callback", metavar="URL", help="POST the signed job record here on each terminal state")
     s.add_argument("--opt", action="append", metavar="NAME=VALUE",
                    help="a provider option, e.g. Ittybit folder=... / filename=...")
     s.add_argument("--sync", action="store_true", help="Ittybit: ingest with POST /files (small files)")
@@ -269,8 +412,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state", choices=["queued", "creating", "uploading", "submitting", "processing", "ready",
                                        "failed", "cancelled"])
     s.add_argument("--provider")
+    s.add_argument("--limit", type=int, default=100, help="jobs per page, newest first (default 100)")
+    s.add_argument("--cursor", help="the next page: what the last page printed after 'more:'")
+    s.add_argument("--since", help="only jobs created since: unix seconds, ISO 8601, or an age (12h, 7d)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_jobs)
+
+    s = sub.add_parser("batch", help="submit a manifest as one batch; its status and report")
+    batch_sub = s.add_subparsers(dest="batch_command", required=True)
+    b = batch_sub.add_parser("submit", help="one intent per line: CSV with a header row, or JSON lines")
+    b.add_argument("file")
+    b.add_argument("--name", help="the batch's id (default: the file's name); the same name again "
+                                  "stores only the lines not stored yet")
+    b.add_argument("--all-or-nothing", action="store_true", help="store nothing if any line is refused")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_batch_submit)
+    b = batch_sub.add_parser("status", help="counts by state, bytes and an ETA")
+    b.add_argument("batch_id")
+    b.add_argument("--watch", action="store_true", help="a live progress bar until every job ended")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_batch_status)
+    b = batch_sub.add_parser("report", help="one line per intent: job id, state, provider ids, error")
+    b.add_argument("batch_id")
+    b.add_argument("--csv", action="store_true", help="CSV instead of JSON")
+    b.set_defaults(func=cmd_batch_report)
+
+    s = sub.add_parser("prune", help="remove finished jobs older than INGEST_JOB_RETENTION now "
+                                     "(records expire by themselves; this also cleans the jobs index)")
+    s.add_argument("--older-than", type=float, metavar="SECONDS", help="default: INGEST_JOB_RETENTION")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("retry", help="restart a failed job from the step that failed")
     s.add_argument("job_id")
@@ -350,8 +522,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from workers.health import healthy
 
         return 0 if healthy() else 1
+    try:
+        import celery  # noqa: F401  (the fleet's dependencies: the `fleet` extra)
+    except ImportError:
+        print("error: the ingest-fleet command runs the fleet and needs its dependencies: "
+              "pip install 'ingest-fleet[fleet]' (applications only need `from ingest_fleet import Client`)",
+              file=sys.stderr)
+        return EXIT_REFUSED
     import redis
 
+    from ingest_fleet.errors import BatchNotFound
     from tasks import logs as fleet_logging
     from tasks.config import ConfigError
     from tasks.errors import NotReplicated
@@ -372,6 +552,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     except JobNotFound as exc:
         print(f"error: job_id: {exc.args[0]}", file=sys.stderr)
+        return EXIT_REFUSED
+    except BatchNotFound as exc:
+        print(f"error: batch: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
     except redis.ConnectionError as exc:
         print(f"error: cannot reach Redis at REDIS_URL ({exc}); start Redis or fix REDIS_URL", file=sys.stderr)

@@ -44,8 +44,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from ingest_fleet import redis_url
 from sandbox.media import make_video_file
-from tasks import redisconn
 from tasks.producer import status, submit
 from tasks.providers import ADAPTERS, REGISTRY
 from tasks.queues import queues_of_kind
@@ -259,7 +259,7 @@ def _start_redis(fleet: Fleet, console: Console) -> str:
     given = os.environ.get("REDIS_URL")
     if given:
         # Unreachable: redis.ConnectionError, which the CLI turns into exit status 3.
-        redisconn.client(given, socket_connect_timeout=3).ping()
+        redis_url.client(given, socket_connect_timeout=3).ping()
         _ok(console, "redis", f"{given} (from REDIS_URL)")
         return given
     # The sandbox forgets its videos when it stops, so jobs an earlier demo left unfinished

@@ -32,6 +32,7 @@ from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY
 from tasks.lifecycle import reap
 from tasks.logs import get_logger
 from tasks.reconcile import Reconciler
+from tasks.retention import prune
 from tasks.runtime import runtime
 from workers.health import start_heartbeat
 
@@ -41,6 +42,7 @@ CLAIM_SECONDS = 30
 BATCH = 200
 #: How often the ledger of provider slots and the backlog are checked for ended jobs.
 REAP_SECONDS = 15.0
+PRUNE_SECONDS = 3600.0  # the jobs index loses the entries of expired records (tasks.retention)
 
 
 class Chore:
@@ -107,6 +109,7 @@ def main() -> None:
     start_heartbeat()
     scheduler = Scheduler(rt.redis, chores=[
         Chore("reaped", REAP_SECONDS, lambda: reap(rt)),
+        Chore("pruned", PRUNE_SECONDS, lambda: prune(rt).dangling),
         Chore("reconciled", rt.settings.reconcile_seconds, Reconciler(rt)),
     ])
     signal.signal(signal.SIGTERM, scheduler.stop)

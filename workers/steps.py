@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tasks import steps
+from tasks import completion, steps
 from tasks.logs import get_logger, scrub
 from tasks.queues import STEP_TASK
 from workers.app import app
@@ -70,4 +70,11 @@ def await_status(self: Any, job_id: str) -> None:
         steps.run(self.request.id, job_id, "await")
 
 
-__all__ = ["await_status", "create_entity", "obtain_upload_target", "submit_ingest", "upload_slice"]
+@app.task(name=STEP_TASK["callback"], **_TASK_OPTIONS)
+def deliver_callback(self: Any, job_id: str) -> None:
+    """POST the job's signed record to its callback URL; a failure is tried again later."""
+    with _contained():
+        completion.deliver(self.request.id, job_id)
+
+
+__all__ = ["await_status", "create_entity", "deliver_callback", "obtain_upload_target", "submit_ingest", "upload_slice"]

@@ -7,6 +7,10 @@
 -- KEYS[5] stats: jobs by provider:state, KEYS[6] stats: finished by provider:state,
 -- KEYS[7] stats: bytes uploaded by provider:account (the metrics exporter reads them)
 -- ARGV[7] provider, ARGV[8] account, ARGV[9] new state, ARGV[10] new bytes_done
+-- KEYS[8] the events stream (a state change is appended), ARGV[11] its cap, ARGV[12] job id
+-- KEYS[9] the job's idempotency key, KEYS[10] its kept notifications; ARGV[13] retention (s):
+-- a terminal record, its fencing counter, idempotency key and notifications expire that long
+-- after its last write (INGEST_JOB_RETENTION); a record that leaves a terminal state keeps them
 -- returns 1 written, 0 refused (stale token)
 if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then
   return 0
@@ -18,8 +22,17 @@ if old then
   before_state, before_bytes = record.state, tonumber(record.bytes_done) or 0
 end
 redis.call('SET', KEYS[1], ARGV[2])
+local terminal = {ready = true, failed = true, cancelled = true}
+if terminal[ARGV[9]] then
+  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[9], KEYS[10]}) do
+    redis.call('EXPIRE', key, ARGV[13])
+  end
+elseif terminal[before_state or ''] then
+  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[9])
+  redis.call('PERSIST', KEYS[10])
+end
 if before_state ~= ARGV[9] then
-  local terminal = {ready = true, failed = true, cancelled = true}
   if before_state then
     redis.call('HINCRBY', KEYS[5], ARGV[7] .. ':' .. before_state, -1)
   end
@@ -27,6 +40,8 @@ if before_state ~= ARGV[9] then
   if terminal[ARGV[9]] and not terminal[before_state or ''] then
     redis.call('HINCRBY', KEYS[6], ARGV[7] .. ':' .. ARGV[9], 1)
   end
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[11], '*', 'job_id', ARGV[12], 'state', ARGV[9],
+             'provider', ARGV[7], 'account', ARGV[8])
 end
 local sent = tonumber(ARGV[10]) - before_bytes
 if sent > 0 then

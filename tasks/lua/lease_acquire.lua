@@ -1,10 +1,11 @@
 -- Take the per-job lease and a new fencing token.
--- KEYS[1] lease key, KEYS[2] fence counter, KEYS[3] job record, KEYS[4] the dispatch's start count
+-- KEYS[1] lease key, KEYS[2] fence counter, KEYS[3] job record, KEYS[4] the dispatch's start count,
+-- KEYS[5] the job's cancel request (ingest_fleet.Client.cancel)
 -- ARGV[1] lease ttl (ms), ARGV[2] '1' to take it even if held (operator actions: cancel, retry)
 -- ARGV[3] a dispatch's task id, or '': take the lease only while the record names this
 --         dispatch and is not terminal, checked in this same atomic step (a duplicate message
 --         that stalled after its own check must not run the step again on an old record)
--- returns {token, 0, starts} on success (starts: how often this dispatch took the lease, so a
+-- returns {token, 0, starts, cancel} on success (cancel: 1 when a cancel was requested; starts: how often this dispatch took the lease, so a
 -- dispatch whose runs are all killed cannot loop), {0, pttl_ms} when another holder has it,
 -- {0, -1} when the dispatch is stale (the record names another one, is terminal, or is gone)
 if ARGV[3] ~= '' then
@@ -38,4 +39,4 @@ if ARGV[3] ~= '' then
   starts = redis.call('INCR', KEYS[4])
   redis.call('EXPIRE', KEYS[4], 86400)
 end
-return {token, 0, starts}
+return {token, 0, starts, redis.call('EXISTS', KEYS[5])}

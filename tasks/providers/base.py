@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import requests
 
+from ingest_fleet.urls import secret_forms
 from tasks import keys
 from tasks.declare import Setting
 from tasks.errors import ConfigError, PermanentError
@@ -28,7 +29,6 @@ from tasks.logs import register_secret
 from tasks.retry import Outcome, renew
 from tasks.shutdown import stopping
 from tasks.transfer.source import open_source
-from tasks.urls import secret_forms
 
 if TYPE_CHECKING:
     from tasks.clock import FleetClock

@@ -15,17 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ingest_fleet.intent import fingerprint
 from tasks.errors import ConfigError, PermanentError
 
 #: How far apart two readings of one mtime may be and still be the same file (a shared
 #: volume may round it to microseconds).
 MTIME_SLACK_NS = 1_000_000
-
-
-def fingerprint(info: os.stat_result) -> dict[str, int]:
-    """What identifies the file's content as submitted (st_dev is left out: it differs
-    between hosts that mount one shared volume)."""
-    return {"size": info.st_size, "ino": info.st_ino, "mtime_ns": info.st_mtime_ns}
 
 
 def open_source(path: str, roots: Sequence[Path], expected: dict[str, Any] | None) -> BinaryIO:

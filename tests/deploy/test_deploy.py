@@ -95,7 +95,8 @@ PDB_TARGETS = {*WORKER_DEPLOYMENTS.values(), "ingest-scheduler", "ingest-webhook
 COMPOSE_FLEET_SERVICES = {"api", "upload", "poll", "scheduler", "webhooks", "flower", "metrics"}
 #: The secrets of the fleet that are not provider settings. REDIS_URL carries the Redis
 #: password; REDIS_PASSWORD is the bundled Redis server's own.
-FLEET_SECRETS = frozenset({"REDIS_URL", "REDIS_PASSWORD", SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH"})
+FLEET_SECRETS = frozenset({"REDIS_URL", "REDIS_PASSWORD", SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH",
+                           "INGEST_CALLBACK_SECRET"})
 #: Stands for every provider credential (the settings an adapter declares secret, any account).
 CREDENTIALS = "<provider credentials>"
 #: The secrets each process uses (by `ingest-fleet` subcommand), and so the only ones it may get,
@@ -104,7 +105,7 @@ CREDENTIALS = "<provider credentials>"
 #: workers publish them without secrets (tasks/served.py). The webhook receiver checks tokens;
 #: Flower has its basic auth.
 SECRETS_USED = {
-    "worker": {"REDIS_URL", CREDENTIALS, SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET"},
+    "worker": {"REDIS_URL", CREDENTIALS, SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET", "INGEST_CALLBACK_SECRET"},
     "scheduler": {"REDIS_URL"},
     "metrics": {"REDIS_URL"},
     "webhooks": {"REDIS_URL", "INGEST_WEBHOOK_SECRET"},
@@ -606,7 +607,8 @@ def test_locks_pin_every_dependency_with_hashes():
         header = path.read_text()[:800]
         assert "pip-compile" in header and "sh deploy/lock.sh" in header, f"{path.name}: name the tool and command"
         pins = lock_pins(path)
-        roots = base + (project["project"]["optional-dependencies"][extras] if extras else [])
+        extra = project["project"]["optional-dependencies"]
+        roots = base + extra["fleet"] + (extra[extras] if extras else [])  # every image runs the fleet
         named = {canonicalize_name(Requirement(r).name) for r in roots}
         assert named <= set(pins), f"{path.name} lacks {sorted(named - set(pins))}: run sh deploy/lock.sh"
         for name, (_, hashes) in pins.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks import redisconn
+from ingest_fleet import redis_url as redisconn
 from tasks.config import Settings
 from tasks.errors import ConfigError
 from tasks.producer import submit

@@ -78,7 +78,7 @@ def test_a_failed_task_shows_celery_only_a_scrubbed_message(monkeypatch) -> None
     ("https://h/a.mp4?design=blue&author=bo&keyframe=3", "https://h/a.mp4?design=blue&author=bo&keyframe=3", []),
 ])
 def test_credentials_in_a_url_are_found_and_masked(url: str, shown: str, secrets: list[str]) -> None:
-    from tasks.urls import redacted, secrets_in
+    from ingest_fleet.urls import redacted, secrets_in
 
     assert redacted(url) == shown
     assert secrets_in(url) == secrets

@@ -13,7 +13,8 @@ own, if they have one). Kombu's spelling (``sentinel://H1:P1;sentinel://H2:P2``)
 too. Every process finds the new primary after a failover: the job store through redis-py's
 ``Sentinel.master_for`` and the broker through kombu's Sentinel transport (issue 13, item 6).
 What a failover may lose (writes the old primary acknowledged but had not passed on) is bounded
-by ``INGEST_REDIS_MIN_REPLICAS``; jobs left without a dispatch are found by reconcile.
+by ``INGEST_REDIS_MIN_REPLICAS``; jobs left without a dispatch are found by reconcile. The
+client (``ingest_fleet.Client``) reads the same URL the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import redis
 from redis.sentinel import Sentinel
 
-from tasks.errors import ConfigError
+from ingest_fleet.errors import IngestError
+
+
+class RedisUrlError(IngestError, ValueError):
+    """``REDIS_URL`` is not one of the accepted forms; the message names the fix."""
+
 
 #: The query parameters of a ``sentinel://`` URL (everything else is refused, so a typo shows).
 _SENTINEL_QUERY = {"master_name", "sentinel_password"}
@@ -45,7 +51,7 @@ class SentinelTarget:
 
 def sentinel_target(url: str) -> SentinelTarget | None:
     """The Sentinels and primary a ``sentinel://`` URL names (None for any other scheme);
-    ConfigError naming REDIS_URL and the fix for a malformed one."""
+    RedisUrlError naming REDIS_URL and the fix for a malformed one."""
     if not url.startswith("sentinel://"):
         return None
     parts = [p for p in url.split(";") if p.strip()]
@@ -56,24 +62,24 @@ def sentinel_target(url: str) -> SentinelTarget | None:
     for raw in parts:
         piece = urlsplit(raw.strip())
         if piece.scheme != "sentinel":
-            raise ConfigError(f"REDIS_URL: every part of a Sentinel URL starts with sentinel:// (got {piece.scheme}://)")
+            raise RedisUrlError(f"REDIS_URL: every part of a Sentinel URL starts with sentinel:// (got {piece.scheme}://)")
         query.update(parse_qsl(piece.query))
         db_path = piece.path or db_path
         for host in piece.netloc.rpartition("@")[2].split(","):
             name, _, port = host.rpartition(":")
             if not name or not port.isdigit():
-                raise ConfigError(f"REDIS_URL: Sentinel address {host!r} is not HOST:PORT (e.g. redis-sentinel:26379)")
+                raise RedisUrlError(f"REDIS_URL: Sentinel address {host!r} is not HOST:PORT (e.g. redis-sentinel:26379)")
             hosts.append((name.strip("[]"), int(port)))
     unknown = set(query) - _SENTINEL_QUERY
     if unknown:
-        raise ConfigError(f"REDIS_URL: unknown Sentinel option(s) {', '.join(sorted(unknown))}; "
+        raise RedisUrlError(f"REDIS_URL: unknown Sentinel option(s) {', '.join(sorted(unknown))}; "
                           f"accepted: {', '.join(sorted(_SENTINEL_QUERY))}")
     if not query.get("master_name"):
-        raise ConfigError("REDIS_URL: a sentinel:// URL needs ?master_name=NAME (the name the Sentinels "
+        raise RedisUrlError("REDIS_URL: a sentinel:// URL needs ?master_name=NAME (the name the Sentinels "
                           "monitor, e.g. sentinel://sentinel:26379/0?master_name=mymaster)")
     db = db_path.strip("/") or "0"
     if not db.isdigit():
-        raise ConfigError(f"REDIS_URL: the database {db!r} is not a number")
+        raise RedisUrlError(f"REDIS_URL: the database {db!r} is not a number")
     userinfo = first.netloc.rpartition("@")[0]
     user, _, password = userinfo.partition(":")
     return SentinelTarget(sentinels=tuple(hosts), master_name=query["master_name"], db=int(db),
@@ -82,10 +88,10 @@ def sentinel_target(url: str) -> SentinelTarget | None:
 
 
 def check(url: str) -> None:
-    """ConfigError naming REDIS_URL unless it is one of the accepted forms."""
+    """RedisUrlError naming REDIS_URL unless it is one of the accepted forms."""
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss", "unix", "sentinel"):
-        raise ConfigError(f"REDIS_URL: scheme {scheme or '(none)'}:// is not one of redis://, rediss://, "
+        raise RedisUrlError(f"REDIS_URL: scheme {scheme or '(none)'}:// is not one of redis://, rediss://, "
                           "unix://, sentinel://")
     sentinel_target(url)
 

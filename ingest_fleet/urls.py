@@ -1,6 +1,6 @@
 """Credentials inside source URLs (issue 13): ``https://user:pass@host/...``, a presigned
 URL's signature or token in its query, ``sftp://user:pass@...``. Such a URL is kept sealed
-(tasks.sealed) and shown everywhere with those parts masked; the rest stays readable.
+(by the fleet: tasks.sealed) and shown everywhere with those parts masked; the rest stays readable.
 
 Example::
 
