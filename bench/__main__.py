@@ -1,12 +1,13 @@
-"""`python -m bench [orchestration [N] | upload]` - no argument runs them all."""
+"""`python -m bench [orchestration [N] | upload | budget | redis_bytes [N]]` - no argument runs them all."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import budget, orchestration, upload
+from bench import budget, orchestration, redis_bytes, upload
 
-BENCHES = {"orchestration": orchestration.main, "upload": upload.main, "budget": budget.main}
+BENCHES = {"orchestration": orchestration.main, "upload": upload.main, "budget": budget.main,
+           "redis_bytes": redis_bytes.main}
 
 if __name__ == "__main__":
     args = sys.argv[1:]

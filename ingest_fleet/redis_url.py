@@ -93,6 +93,10 @@ def check(url: str) -> None:
     if scheme not in ("redis", "rediss", "unix", "sentinel"):
         raise RedisUrlError(f"REDIS_URL: scheme {scheme or '(none)'}:// is not one of redis://, rediss://, "
                           "unix://, sentinel://")
+    if scheme in ("redis", "rediss"):
+        db = urlsplit(url).path.strip("/")
+        if db and not db.isdigit():
+            raise RedisUrlError(f"REDIS_URL: the database {db!r} is not a number (e.g. redis://host:6379/0)")
     sentinel_target(url)
 
 

@@ -24,6 +24,8 @@ STATES_STAT = f"{STATS}:states"  # jobs by provider:state, moved on every state 
 SERVED = f"{PREFIX}:served"
 #: What each provider accepts (tasks.served): "<provider>" -> JSON of its capabilities.
 SERVED_PROVIDERS = f"{PREFIX}:served:providers"
+#: The queues each live worker consumes (tasks.served): "<worker name>" -> JSON.
+WORKERS = f"{PREFIX}:workers"
 #: Fleet-wide facts a client needs (tasks.served): "min_replicas".
 FLEET = f"{PREFIX}:fleet"
 #: Every state change of every job, capped (XADD ... MAXLEN ~): applications read it with

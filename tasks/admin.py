@@ -12,12 +12,16 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from ingest_fleet.urls import redacted
+from tasks.config import declared
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
+from tasks.errors import ConfigError, StepError
 from tasks.intent import IntentError
 from tasks.jobstore import STEP_STATE, Job, Lease
-from tasks.lifecycle import cancel_now
+from tasks.lifecycle import cancel_now, step_context
 from tasks.producer import JobNotFound
 from tasks.providers import ADAPTERS
 from tasks.queues import STEP_KIND, queue_for, queue_length
@@ -93,3 +97,39 @@ def report(*, rt: Runtime | None = None) -> list[dict[str, Any]]:
             "adapter": provider in ADAPTERS,
         })
     return rows
+
+
+def config_check(*, rt: Runtime | None = None) -> dict[str, Any]:
+    """``ingest-fleet config check``: the resolved settings (secrets masked), Redis, and each
+    account configured here checked with one cheap authenticated call at its provider."""
+    rt = rt or runtime()
+    settings = {}
+    for f in dataclasses.fields(rt.settings):
+        if f.name == "accounts":
+            continue
+        value = getattr(rt.settings, f.name)
+        settings[f.name] = ("***" if value else "") if not f.repr else (
+            redacted(value) if f.name == "redis_url" else [str(v) for v in value] if isinstance(value, tuple) else value)
+    out: dict[str, Any] = {"settings": settings, "redis": {}, "accounts": []}
+    try:
+        info = rt.redis.info("server") | rt.redis.info("memory")
+        out["redis"] = {"ok": True, "version": info.get("redis_version"),
+                        "maxmemory_policy": info.get("maxmemory_policy")}
+        if info.get("maxmemory_policy") not in (None, "noeviction"):
+            out["redis"]["warning"] = "maxmemory-policy should be noeviction: Redis may drop job records"
+    except Exception as exc:  # reported, not raised: the rest of the check still runs
+        out["redis"] = {"ok": False, "error": str(exc)}
+    for (provider, account), cfg in sorted(rt.settings.accounts.items()):
+        row: dict[str, Any] = {"provider": provider, "account": account, "base_url": cfg.base_url,
+                               "settings": {k: ("***" if declared(provider)[k].secret else v)
+                                            for k, v in sorted(cfg.extra.items())}}
+        job = Job(id="0" * 32, provider=provider, account=account, source="", mode="pull", title="config check")
+        try:
+            ctx = step_context(rt, job, Lease(job.id, 0, 30), seconds=30)
+            row.update(ok=True, checked=ADAPTERS[provider].probe(ctx))
+        except NotImplementedError as exc:
+            row.update(ok=None, checked=str(exc))
+        except (StepError, ConfigError) as exc:
+            row.update(ok=False, error=str(exc))
+        out["accounts"].append(row)
+    return out

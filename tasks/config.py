@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import textwrap
@@ -156,6 +157,7 @@ class Settings:
                 f"(= {slice_seconds * 2 + 30:g}) and more than the hard time limit, INGEST_SLICE_SECONDS "
                 f"+ 2 x INGEST_STEP_GRACE (= {slice_seconds + 2 * grace:g}), so a running slice is never redelivered"
             )
+        log_level(env)
         if env.get("INGEST_WEBHOOK_URL") and len(env.get("INGEST_WEBHOOK_SECRET", "")) < 16:
             raise ConfigError("INGEST_WEBHOOK_SECRET must be set (16+ characters) when INGEST_WEBHOOK_URL is set")
         return cls(
@@ -215,6 +217,41 @@ def _secret_key(env: Mapping[str, str]) -> str:
     if value.strip():
         Sealer(value)
     return value
+
+
+#: Every fleet-wide setting (provider settings are their adapters' declarations, tasks.declare).
+FLEET_VARS = frozenset({
+    "INGEST_SOURCE_ROOTS", "INGEST_SLICE_SECONDS", "INGEST_STEP_GRACE", "INGEST_VISIBILITY_TIMEOUT",
+    "INGEST_MAX_ATTEMPTS", "INGEST_BACKOFF_BASE", "INGEST_BACKOFF_CAP", "INGEST_POLL_INITIAL", "INGEST_POLL_MAX",
+    "INGEST_AWAIT_DEADLINE", "INGEST_TUS_CHUNK_SIZE", "INGEST_HTTP_CONNECT_TIMEOUT", "INGEST_HTTP_READ_TIMEOUT",
+    "INGEST_SHORT_WAIT", "INGEST_MIN_UPLOAD_RATE", "INGEST_BUDGET_HEADROOM", "INGEST_SOFT_SHUTDOWN_TIMEOUT",
+    "INGEST_RECONCILE_SECONDS", "INGEST_HTTP_SERVER_TIMEOUT", "INGEST_REDIS_MIN_REPLICAS", "INGEST_WEBHOOK_URL",
+    "INGEST_WEBHOOK_SECRET", "INGEST_SECRET_KEY", "INGEST_CALLBACK_SECRET", "INGEST_CALLBACK_RETRY_SECONDS",
+    "INGEST_JOB_RETENTION", "INGEST_LOG_LEVEL", "INGEST_HEARTBEAT_FILE",
+})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning for each INGEST_* variable no part of the fleet reads, with the closest known
+    name (a typo would otherwise leave the default on, silently). Provider settings are
+    checked against their declarations when accounts are read (an unknown one is an error)."""
+    providers = {p.upper() for p in REGISTRY}
+    known = set(FLEET_VARS) | {account_var(p, "default", s) for p in REGISTRY for s in declared(p)}
+    out = []
+    for name in sorted(env):
+        if not name.startswith("INGEST_") or name in known or name.split("_")[1] in providers:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        out.append(f"{name} is not a setting of ingest-fleet" + (f"; did you mean {close[0]}?" if close else ""))
+    return out
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    level = env.get("INGEST_LOG_LEVEL", "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"INGEST_LOG_LEVEL={env.get('INGEST_LOG_LEVEL')!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _redis_url(env: Mapping[str, str]) -> str:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from tasks import tracing
 from tasks.budget import ProviderBudget
 from tasks.errors import PermanentError, Throttled, TransientError
 from tasks.logs import get_logger
@@ -133,7 +134,9 @@ class ProviderClient:
         where = {"method": method, "host": parts.netloc, "path": parts.path}
         started = time.monotonic()
         try:
-            resp = self.session.request(method, url, **kwargs)
+            with tracing.call_span(self.provider, method, url) as traced:
+                resp = self.session.request(method, url, **kwargs)
+                traced(resp.status_code)
         except requests.Timeout as exc:
             log.warning("http.timeout", **where, provider=self.provider)
             raise TransientError(f"{method} {parts.path}: timed out ({type(exc).__name__})",

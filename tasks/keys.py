@@ -26,7 +26,7 @@ operator can see, size or wipe the fleet's own keys apart from the broker's).
 from __future__ import annotations
 
 # The keys a client writes too are named in the client's wire module (one definition).
-from ingest_fleet.wire import EVENTS, FLEET, JOBS, PREFIX, SCHEDULE, SERVED, SERVED_PROVIDERS, STATS
+from ingest_fleet.wire import EVENTS, FLEET, JOBS, PREFIX, SCHEDULE, SERVED, SERVED_PROVIDERS, STATS, WORKERS
 from ingest_fleet.wire import active_key as active
 from ingest_fleet.wire import cancel_key as cancel
 from ingest_fleet.wire import idempotency_key as idempotency
@@ -36,7 +36,7 @@ SCHEDULE_CLAIMED = f"{PREFIX}:schedule:claimed"
 BUDGET = f"{PREFIX}:budget"
 
 __all__ = ["BUDGET", "EVENTS", "FLEET", "JOBS", "PREFIX", "SCHEDULE", "SCHEDULE_CLAIMED", "SERVED",
-           "SERVED_PROVIDERS", "STATS", "active", "cancel", "idempotency", "job"]
+           "SERVED_PROVIDERS", "STATS", "WORKERS", "active", "cancel", "idempotency", "job"]
 
 
 def lease(job_id: str) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 import structlog
 from structlog.typing import Processor
 
+from tasks.errors import ConfigError
+
 _SECRETS: set[str] = set()
 _configured = False
 
@@ -67,6 +69,9 @@ def configure(level: str | None = None) -> None:
         return
     _configured = True
     level = (level or os.environ.get("INGEST_LOG_LEVEL", "INFO")).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        _configured = False
+        raise ConfigError(f"INGEST_LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

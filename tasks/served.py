@@ -6,6 +6,8 @@ and its slot pools (issue 13, item 13; issue 14, item 2).
     if:served   hash "<provider>/<account>" -> {"base_url", "rate", "burst", "slots",
                 "entity_rate", "extra": {non-secret settings}, "seen": <Redis time>}
     if:served:providers   hash "<provider>" -> what it accepts (ingest_fleet.intent.ProviderCaps)
+    if:workers  hash "<worker>" -> {"queues": [...], "seen": <Redis time>} (``submit`` warns when
+                no live worker consumes a job's queue)
     if:fleet    hash: "min_replicas" (INGEST_REDIS_MIN_REPLICAS, which a client's submit waits for),
                 "callbacks" (1 once a worker has INGEST_CALLBACK_SECRET: intents may carry callback_url)
 
@@ -82,3 +84,26 @@ def accounts(rt: Runtime) -> Mapping[tuple[str, str], AccountConfig]:
             extra={k: str(v) for k, v in dict(entry.get("extra", {})).items()})
     found.update(rt.settings.accounts)
     return dict(sorted(found.items()))
+
+
+def publish_worker(rt: Runtime, name: str, queues: list[str]) -> None:
+    """Record that the worker ``name`` consumes ``queues`` (refreshed with its accounts)."""
+    rt.redis.hset(keys.WORKERS, name, json.dumps({"queues": sorted(queues), "seen": rt.clock.now()}))
+
+
+def forget_worker(rt: Runtime, name: str) -> None:
+    rt.redis.hdel(keys.WORKERS, name)
+
+
+def consumers(rt: Runtime, queue: str) -> list[str]:
+    """The live workers (refreshed within three rounds) that consume ``queue``."""
+    now = rt.clock.now()
+    found = []
+    for name, raw in rt.redis.hgetall(keys.WORKERS).items():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if queue in entry.get("queues", ()) and now - float(entry.get("seen", 0)) <= 3 * REFRESH:
+            found.append(text(name))
+    return sorted(found)

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
-from tasks import retry
+from tasks import retry, tracing
 from tasks.dispatch import OUTBOX_GRACE, next_dispatch, publish
 from tasks.errors import ConfigError, NotReplicated, PermanentError, StepError
 from tasks.jobstore import STALE, STEP_STATE, STEPS, Job, Lease, StaleLease
@@ -137,7 +137,8 @@ def run(tid: str, job_id: str, step: str) -> None:
         log.info("lease.busy", retry_in=round(wait, 1))
         return
     try:
-        _run_leased(rt, tid, job, step, lease)
+        with tracing.step_span(job_id, job.provider, job.account, step):
+            _run_leased(rt, tid, job, step, lease)
     except NotReplicated as exc:
         # Written on the primary, next dispatch included; only its replication is unconfirmed.
         log.warning("write.not_replicated", error=str(exc))

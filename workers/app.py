@@ -29,6 +29,7 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_init,
+    worker_ready,
     worker_shutting_down,
 )
 
@@ -84,15 +85,33 @@ def _worker_started(**_: object) -> None:
     threading.Thread(target=_publish_served, name="served", daemon=True).start()
 
 
+#: This worker's node name and the queues it consumes (known once it is ready).
+_CONSUMING: dict[str, list[str]] = {}
+
+
 def _publish_served() -> None:
-    """Tell the fleet which accounts this worker serves (tasks.served), now and every
-    ``served.REFRESH`` seconds, so processes without provider credentials know them."""
+    """Tell the fleet which accounts this worker serves and which queues it consumes
+    (tasks.served), now and every ``served.REFRESH`` seconds, so processes without provider
+    credentials know them."""
     while True:
         try:
             served.publish(runtime())
+            for name, queues in list(_CONSUMING.items()):
+                served.publish_worker(runtime(), name, queues)
         except redis.RedisError as exc:  # Redis away: the next round tries again
             fleet_logging.get_logger("ingest.worker").warning("served.publish_failed", error=str(exc))
         time.sleep(served.REFRESH)
+
+
+@worker_ready.connect
+def _consuming(sender: Any = None, **_: object) -> None:
+    if sender is None:
+        return
+    _CONSUMING[sender.hostname] = sorted(sender.app.amqp.queues.consume_from)
+    try:
+        served.publish_worker(runtime(), sender.hostname, _CONSUMING[sender.hostname])
+    except redis.RedisError:
+        pass  # the next round publishes it
 
 
 @worker_process_init.connect
@@ -103,3 +122,8 @@ def _pool_process_started(**_: object) -> None:
 @worker_shutting_down.connect
 def _worker_stopping(**_: object) -> None:
     health.tell_children()
+    for name in list(_CONSUMING):
+        try:
+            served.forget_worker(runtime(), name)
+        except redis.RedisError:
+            pass

@@ -2,7 +2,7 @@
 
 * exit 0 success; 1 the job failed (``submit --wait``); 2 refused input or configuration
   (one line on stderr naming the field and the fix; nothing stored, nothing enqueued);
-  3 Redis unreachable.
+  3 Redis unreachable; 4 ``submit --wait`` timed out (the job goes on).
 * ``--json`` prints the job record(s) as JSON on stdout.
 """
 
@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-EXIT_FAILED, EXIT_REFUSED, EXIT_UNAVAILABLE = 1, 2, 3
+EXIT_FAILED, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 1, 2, 3, 4
 
 
 def _meta(pairs: Sequence[str], field: str = "metadata") -> dict[str, str]:
@@ -54,6 +54,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "callback_url": args.callback,
     }
     job_id = submit(intent)
+    _warn_if_unserved(job_id)
     if not args.wait:
         if args.json:
             from tasks.producer import status
@@ -64,17 +65,52 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     if not args.json:
         print(job_id, file=sys.stderr)
-    record = wait(job_id, timeout=args.timeout)
-    if args.json:
-        _print_job(record, True)
-    else:
-        _print_job(record, False)
+    on_terminal = sys.stderr.isatty() and not args.json
+    record = _wait_with_bar(job_id, args.timeout) if on_terminal else wait(job_id, timeout=args.timeout)
+    _print_job(record, args.json)
     if record["state"] == "ready":
         return 0
     if record["state"] in ("failed", "cancelled"):
         return EXIT_FAILED
-    print(f"error: job {job_id} not terminal after {args.timeout} s (state {record['state']})", file=sys.stderr)
-    return EXIT_FAILED
+    print(f"error: job {job_id} not finished after {args.timeout} s (still {record['state']}; it goes on: "
+          f"ingest-fleet status {job_id})", file=sys.stderr)
+    return EXIT_TIMEOUT
+
+
+def _wait_with_bar(job_id: str, timeout: float | None) -> dict[str, Any]:
+    """``submit --wait`` on a terminal: a progress bar of the job's bytes and state."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tasks.producer import status
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[state]}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(job_id[:8], total=None, state="queued")
+        while True:
+            record = status(job_id)
+            bar.update(task, total=record.get("bytes_total") or None, completed=record.get("bytes_done") or 0,
+                       state=record["state"])
+            if record["state"] in ("ready", "failed", "cancelled"):
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                return record
+            time.sleep(0.5)
+
+
+def _warn_if_unserved(job_id: str) -> None:
+    """A warning when no live worker consumes the queue the job's next step waits in."""
+    from tasks.runtime import runtime
+    from tasks.served import consumers
+
+    rt = runtime()
+    job = rt.store.get(job_id)
+    queue = (job.dispatch or {}).get("queue") if job else None
+    if queue and not consumers(rt, queue):
+        kind = queue.split(".")[1]
+        print(f"warning: no worker consumes queue {queue}; the job waits until one does "
+              f"(ingest-fleet worker --kind {kind})", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -298,6 +334,25 @@ def cmd_secret_key(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from tasks.admin import config_check
+
+    report = config_check()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for name, value in report["settings"].items():
+            print(f"{name:<24} {value}")
+        redis_row = report["redis"]
+        print(f"redis                    {'ok' if redis_row.get('ok') else 'FAILED'} "
+              f"{redis_row.get('version') or redis_row.get('error', '')} {redis_row.get('warning', '')}".rstrip())
+        for row in report["accounts"]:
+            verdict = {True: "ok", False: "FAILED", None: "not checked"}[row["ok"]]
+            print(f"{row['provider']}/{row['account']:<16} {verdict}: {row.get('checked') or row.get('error')}")
+    failed = not report["redis"].get("ok") or any(row["ok"] is False for row in report["accounts"])
+    return EXIT_REFUSED if failed else 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from tasks.config import Settings
     from tasks.queues import queues_of_kind
@@ -314,7 +369,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     else:
         queues = None
     argv = worker_argv(queues, concurrency=args.concurrency, name=args.name or args.kind or "worker",
-                       loglevel=args.loglevel)
+                       loglevel=args.loglevel) + list(args.celery_options)
     os.execv(argv[0], argv)  # the worker becomes this process: signals reach Celery directly
 
 
@@ -381,8 +436,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     p = argparse.ArgumentParser(prog="ingest-fleet", description="Carry video ingest intents into video platforms.")
+    try:
+        p.add_argument("--version", action="version", version=f"ingest-fleet {version('ingest-fleet')}")
+    except PackageNotFoundError:  # run from a checkout without installing it
+        p.add_argument("--version", action="version", version="ingest-fleet (not installed)")
     sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("config", help="configuration")
+    config_sub = s.add_subparsers(dest="config_command", required=True)
+    c = config_sub.add_parser("check", help="the resolved settings (secrets masked), Redis, and each account's "
+                                            "credentials with one cheap call (exit 2 if any fails)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_config_check)
 
     s = sub.add_parser("submit", help="validate an intent and enqueue its job; prints the job id")
     s.add_argument("--provider", required=True)
@@ -474,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--concurrency", type=int, default=2)
     s.add_argument("-n", "--name", help="node name (default: the kind, or 'worker')")
     s.add_argument("--loglevel", default="INFO")
-    s.set_defaults(func=cmd_worker)
+    s.set_defaults(func=cmd_worker, celery_options=[])
+    s.epilog = "Any further option goes to `celery worker` as it is (e.g. -- --max-tasks-per-child 100)."
 
     s = sub.add_parser("scheduler", help="run the scheduler (due polls, backoffs, deferrals)")
     s.set_defaults(func=cmd_scheduler)
@@ -522,6 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from workers.health import healthy
 
         return 0 if healthy() else 1
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # --version and --help need nothing of the fleet
     try:
         import celery  # noqa: F401  (the fleet's dependencies: the `fleet` extra)
     except ImportError:
@@ -533,17 +604,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ingest_fleet.errors import BatchNotFound
     from tasks import logs as fleet_logging
-    from tasks.config import ConfigError
+    from tasks.config import ConfigError, unknown_variables
     from tasks.errors import NotReplicated
     from tasks.intent import IntentError
     from tasks.producer import JobNotFound
 
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    fleet_logging.configure()  # JSON log lines go to stderr; stdout is for results
-    if extra and args.command != "sandbox":
+    if args.command == "worker":  # further Celery worker options go through (after a --, or as they are)
+        args.celery_options = [o for o in extra if o != "--"]
+    elif extra and args.command != "sandbox":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        fleet_logging.configure()  # JSON log lines go to stderr; stdout is for results
+        for line in unknown_variables(os.environ):
+            print(f"warning: {line}", file=sys.stderr)
         if args.command == "sandbox":
             return cmd_sandbox(args, extra)
         return args.func(args)
@@ -555,6 +628,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     except BatchNotFound as exc:
         print(f"error: batch: {exc.args[0]}", file=sys.stderr)
+        return EXIT_REFUSED
+    except redis.ResponseError as exc:
+        if "DB index" not in str(exc):
+            raise
+        print(f"error: REDIS_URL: the database does not exist on this server ({exc}); use 0-15 unless "
+              "the server sets `databases` higher", file=sys.stderr)
         return EXIT_REFUSED
     except redis.ConnectionError as exc:
         print(f"error: cannot reach Redis at REDIS_URL ({exc}); start Redis or fix REDIS_URL", file=sys.stderr)

@@ -209,6 +209,11 @@ class Adapter:
         finally:
             ctx.redis.delete(f"{key}:lock")
 
+    def probe(self, ctx: StepContext) -> str:
+        """One cheap authenticated read (``ingest-fleet config check``): what it saw, or the
+        provider's error (a StepError: the credential or the setting that is wrong)."""
+        raise NotImplementedError(f"{self.name} has no credential check")
+
     def cancel(self, ctx: StepContext) -> None:
         """Best effort: release what the job holds at the provider (e.g. an open upload).
         Called on an operator's cancel, and when the job fails for good if ``cancel_on_failure``."""

@@ -239,6 +239,10 @@ class BrightcoveAdapter(Adapter):
         token = self._token(ctx, stale=token)
         return ctx.http("api").request(method, url, headers={"Authorization": f"Bearer {token}", **JSON}, **kwargs)
 
+    def probe(self, ctx: StepContext) -> str:
+        self._api(ctx, "GET", self._cms(ctx, "/video_fields"))  # an OAuth token, then a CMS read
+        return "got an OAuth token and read the account's video fields"
+
     def _cms(self, ctx: StepContext, path: str) -> str:
         return f"{ctx.account.base_url}/v1/accounts/{ctx.account.setting('ACCOUNT_ID')}{path}"
 

@@ -204,6 +204,10 @@ class GcoreAdapter(Adapter):
         return None
 
     # -- target ----------------------------------------------------------------------
+    def probe(self, ctx: StepContext) -> str:
+        ctx.http("api").request("GET", f"{ctx.account.base_url}/streaming/videos", params={"page": 1})
+        return "listed the account's videos"
+
     def obtain_upload_target(self, ctx: StepContext) -> None:
         job = ctx.job
         if job.upload.get("url"):

@@ -202,6 +202,10 @@ class IngestioAdapter(Adapter):
             kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": VND}
         return ctx.http("api").request(method, f"{ctx.account.base_url}{path}", **kwargs)
 
+    def probe(self, ctx: StepContext) -> str:
+        self._api(ctx, "GET", "/hooks")
+        return "listed the account's hooks"
+
     def _list(self, ctx: StepContext, path: str, params: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a list, page by page (``206`` + ``Next-Range`` -> ``Range``)."""
         headers: dict[str, str] = {}

@@ -116,6 +116,10 @@ class IttybitAdapter(Adapter):
             self._search(ctx, "/webhooks/endpoints", lambda e: e.get("url") == url and e.get(
                 "status", "active") == "active" and set(HOOK_TOPICS) <= set(e.get("topics") or [])), None))
 
+    def probe(self, ctx: StepContext) -> str:
+        ctx.http("api").request("GET", self._url(ctx, "/files"), params={"limit": 1, "page": 1})
+        return "listed the project's files"
+
     def _search(self, ctx: StepContext, path: str, match: Callable[[dict[str, Any]], bool]) -> Iterator[dict[str, Any]]:
         """Items of a list (newest first) that ``match``: at most ``MARKER_PAGES`` pages."""
         for page in range(1, MARKER_PAGES + 1):

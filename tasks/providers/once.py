@@ -274,6 +274,12 @@ class OnceAdapter(Adapter):
                                  f"(INGEST_ONCE_NOTIFY_DEADLINE){heard}")
         return Status("processing", provider_state=state)
 
+    def probe(self, ctx: StepContext) -> str:
+        base = (f"{ctx.account.base_url}/media-management-api/domains/{ctx.account.setting('DOMAIN_ID')}"
+                f"/catalogs/{ctx.account.setting('CATALOG_ID')}/mediaItems")
+        ctx.http("api").request("GET", base)
+        return "read the catalog's media items"
+
     def _media_item(self, ctx: StepContext) -> dict[str, Any] | None:
         """The job's media item: by id once known, else found in the collection by foreignKey."""
         job = ctx.job
