@@ -27,7 +27,7 @@ try:  # the `otel` extra
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 except ImportError:  # pragma: no cover - the extra is optional
-    trace = None
+    trace = None  # type: ignore[assignment]
 
 _state: dict[str, Any] = {"pid": None, "tracer": None}
 
