@@ -18,6 +18,7 @@ import os
 import random
 import struct
 from collections.abc import Iterator
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -83,7 +84,12 @@ def _pseudo_random_blocks(total: int, seed: int) -> Iterator[bytes]:
 
 
 class MediaServer:
-    """``GET``/``HEAD /media/<name>``: files under ``media_dir``, streamed with Content-Length."""
+    """``GET``/``HEAD /media/<name>``: files under ``media_dir``, as a static origin (a CDN,
+    nginx) serves them (RFC 9110): ``Content-Length``, ``ETag`` (nginx's form: mtime and size in
+    hex), ``Last-Modified``, ``Accept-Ranges: bytes``; one ``Range: bytes=A-B`` -> 206 with
+    ``Content-Range`` (416 when unsatisfiable); ``If-Match`` / ``If-Unmodified-Since`` that no
+    longer hold -> 412. ``?ranges=off`` serves the file as an origin without range support
+    does: no ``Accept-Ranges``, and ``Range`` ignored (a whole 200)."""
 
     provider = "media"
 
@@ -91,12 +97,31 @@ class MediaServer:
         self.media_dir = Path(media_dir).resolve() if media_dir is not None else None
 
     def routes(self) -> list[Route]:
-        return [route("GET", r"/media/(?P<name>.+)", "media.get", self._get, provider=self.provider)]
+        return [route("GET", r"/media/(?P<name>[^?]+)", "media.get", self._get, provider=self.provider),
+                route("HEAD", r"/media/(?P<name>[^?]+)", "media.head", self._get, provider=self.provider)]
 
     def _get(self, req: Request) -> Response:
         path = self._resolve(unquote(req.params["name"]))
-        size = path.stat().st_size
-        return Response(200, _read_blocks(path), {"Content-Type": "application/octet-stream"}, length=size)
+        info = path.stat()
+        size = info.st_size
+        etag = f'"{int(info.st_mtime):x}-{size:x}"'
+        modified = formatdate(info.st_mtime, usegmt=True)
+        ranges = req.arg("ranges") != "off"
+        headers = {"Content-Type": "application/octet-stream", "ETag": etag, "Last-Modified": modified}
+        if ranges:
+            headers["Accept-Ranges"] = "bytes"
+        if_match = req.header("If-Match")
+        if if_match and if_match.strip() not in ("*", etag):
+            raise HttpError(412, {"error": "Precondition Failed"})
+        since = req.header("If-Unmodified-Since")
+        if since and _parsed(since) is not None and int(info.st_mtime) > _parsed(since):
+            raise HttpError(412, {"error": "Precondition Failed"})
+        wanted = req.header("Range") if ranges else None
+        if wanted:
+            first, last = _range(wanted, size)
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            return Response(206, _read_blocks(path, first, last - first + 1), headers, length=last - first + 1)
+        return Response(200, _read_blocks(path), headers, length=size)
 
     def _resolve(self, name: str) -> Path:
         if self.media_dir is not None:
@@ -107,9 +132,37 @@ class MediaServer:
         raise HttpError(404, {"error": "Not Found"})
 
 
-def _read_blocks(path: Path) -> Iterator[bytes]:
+def _range(header: str, size: int) -> tuple[int, int]:
+    """One ``bytes=A-B`` / ``bytes=A-`` / ``bytes=-N`` range of a ``size``-byte file; 416 otherwise."""
+    unit, _, spec = header.partition("=")
+    first_s, _, last_s = spec.strip().partition("-")
+    try:
+        if unit.strip() != "bytes" or "," in spec:
+            raise ValueError
+        if first_s:
+            first, last = int(first_s), int(last_s) if last_s else size - 1
+        else:
+            first, last = max(0, size - int(last_s)), size - 1
+    except ValueError:
+        raise HttpError(416, {"error": "Range Not Satisfiable"}, {"Content-Range": f"bytes */{size}"}) from None
+    if first >= size or last < first:
+        raise HttpError(416, {"error": "Range Not Satisfiable"}, {"Content-Range": f"bytes */{size}"})
+    return first, min(last, size - 1)
+
+
+def _parsed(http_date: str) -> int | None:
+    try:
+        return int(parsedate_to_datetime(http_date).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def _read_blocks(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+    left = path.stat().st_size - start if length is None else length
     with open(path, "rb") as f:
-        while block := f.read(BLOCK_SIZE):
+        f.seek(start)
+        while left > 0 and (block := f.read(min(BLOCK_SIZE, left))):
+            left -= len(block)
             yield block
 
 
