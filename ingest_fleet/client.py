@@ -96,7 +96,7 @@ def _prepare(intent: Mapping[str, Any] | Intent, providers: Mapping[str, Provide
     source: str = checked.source
     size: int | None = None
     stat: dict[str, int] = {}
-    if checked.mode == "push":
+    if checked.mode == "push" and not checked.relay:
         source, size, stat = check_local_file(checked.source)
     elif secrets_in(checked.source):
         raise IntentRefused("source", "the URL carries credentials, which only the fleet can keep sealed; "
@@ -112,6 +112,7 @@ def _prepare(intent: Mapping[str, Any] | Intent, providers: Mapping[str, Provide
         "metadata": checked.metadata, "tags": checked.tags, "options": checked.options, "idempotency_key": key,
         "priority": checked.priority, "state": "queued", "step": "create", "bytes_total": size,
         "source_stat": stat, "dispatch": dispatch, "callback_url": checked.callback_url, "admitted": False,
+        "relay": checked.relay,
         "intent_digest": digest, "created_at": now, "updated_at": now,
         "history": [{"at": round(now, 3), "event": "submitted", "mode": checked.mode, "by": "client"}],
     }

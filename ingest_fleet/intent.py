@@ -31,6 +31,8 @@ META_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 META_MAX_ITEMS = 50
 META_VALUE_MAX = 1024
 TAGS_MAX = 100
+#: URL schemes the fleet reads itself to relay a source (tasks.transfer.relay).
+RELAY_SCHEMES = ("http", "https", "s3")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 
@@ -130,6 +132,7 @@ class Intent:
     priority: str = "normal"
     options: dict[str, Any] = field(default_factory=dict)  # provider-specific, e.g. Ittybit's folder
     callback_url: str | None = None  # POSTed the signed job record on each terminal state
+    relay: bool = False  # read the URL in the fleet and push it, even where the provider could fetch it
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -166,12 +169,14 @@ class Checked:
     priority: str
     options: dict[str, Any]
     callback_url: str | None
+    relay: bool  # a URL the fleet reads and pushes (mode "push" with a URL source)
 
     def digest_fields(self, source: str) -> dict[str, Any]:
         """The fields that make two intents the same (``source`` as the submitter resolved it)."""
-        return {"provider": self.provider, "account": self.account, "source": source, "title": self.title,
-                "description": self.description, "metadata": self.metadata, "tags": self.tags,
-                "priority": self.priority, "options": self.options, "callback_url": self.callback_url}
+        fields = {"provider": self.provider, "account": self.account, "source": source, "title": self.title,
+                  "description": self.description, "metadata": self.metadata, "tags": self.tags,
+                  "priority": self.priority, "options": self.options, "callback_url": self.callback_url}
+        return {**fields, "relay": True} if self.relay else fields
 
 
 def check(intent: Intent, providers: Mapping[str, ProviderCaps], accounts: Collection[tuple[str, str]],
@@ -191,14 +196,28 @@ def check(intent: Intent, providers: Mapping[str, ProviderCaps], accounts: Colle
 
     if not isinstance(intent.source, str) or not intent.source.strip():
         raise IntentRefused("source", "is required: a file path or a URL")
+    relay = False
     if intent.is_url:
-        source, mode = _check_url(intent.source, caps), "pull"
+        source = _check_url_shape(intent.source)
+        scheme = urlsplit(source).scheme.lower()
+        relay = bool(intent.relay) or scheme not in caps.pull_schemes or bool(secrets_in(source))
+        if not relay:
+            mode = "pull"
+        elif not caps.push:
+            raise IntentRefused("source", f"{caps.name} takes no pushed file, so the fleet cannot relay this URL "
+                                          "to it; give a URL it fetches itself")
+        elif scheme not in RELAY_SCHEMES:
+            raise IntentRefused("source", f"URL scheme {scheme!r} is not supported: {caps.name} fetches "
+                                          f"{', '.join(sorted(caps.pull_schemes)) or 'no URL'}, the fleet relays "
+                                          f"{', '.join(RELAY_SCHEMES)}")
+        else:
+            mode = "push"
     else:
         source, mode = intent.source, "push"
         if not caps.push:
             raise IntentRefused("source", f"{provider} can only pull from a URL; give an http(s) URL")
 
-    default_title = Path(urlsplit(source).path if mode == "pull" else source).name or "untitled"
+    default_title = Path(urlsplit(source).path if "://" in source else source).name or "untitled"
     title = text("title", intent.title if intent.title is not None else default_title, limit=TITLE_MAX, required=True)
     description = text("description", intent.description, limit=DESCRIPTION_MAX, required=False)
 
@@ -231,19 +250,13 @@ def check(intent: Intent, providers: Mapping[str, ProviderCaps], accounts: Colle
 
     return Checked(provider=provider, account=account, source=source, mode=mode, title=title,
                    description=description, idempotency_key=key, metadata=metadata, tags=tags, priority=priority,
-                   options=_check_options(intent.options, caps), callback_url=check_callback_url(intent.callback_url))
+                   options=_check_options(intent.options, caps), callback_url=check_callback_url(intent.callback_url),
+                   relay=relay)
 
 
-def _check_url(raw: str, caps: ProviderCaps) -> str:
+def _check_url_shape(raw: str) -> str:
     source = text("source", raw.strip(), limit=URL_MAX, required=True)
     parts = urlsplit(source)
-    scheme = parts.scheme.lower()
-    if not caps.pull_schemes:
-        raise IntentRefused("source", f"{caps.name} cannot fetch a URL (it has no URL ingest); give a local "
-                                      "file path under INGEST_SOURCE_ROOTS")
-    if scheme not in caps.pull_schemes:
-        raise IntentRefused("source", f"URL scheme {scheme!r} is not supported by {caps.name}; use one of: "
-                                      f"{', '.join(sorted(caps.pull_schemes))}")
     if not parts.hostname:
         raise IntentRefused("source", f"URL {parts.scheme}://{parts.hostname or ''}{parts.path} has no host")
     return source

@@ -26,6 +26,7 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ingest_fleet import redis_url as redis_urls
 from tasks.declare import BUDGET_SETTINGS, Setting
@@ -33,6 +34,7 @@ from tasks.errors import ConfigError
 from tasks.providers import ADAPTERS, REGISTRY
 from tasks.sealed import VAR as SEAL_VAR
 from tasks.sealed import Sealer
+from tasks.transfer.netguard import allow_nets
 
 __all__ = ["ACCOUNT_NAME_RE", "AccountConfig", "ConfigError", "Settings", "account_var", "credential_of", "declared",
            "settings_listing"]
@@ -112,6 +114,16 @@ class AccountConfig:
 
 
 @dataclass(frozen=True)
+class SourceS3:
+    """Where ``s3://`` sources are read (INGEST_SOURCE_S3_*; unset: the standard AWS chain)."""
+
+    endpoint: str = ""
+    region: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str
     source_roots: tuple[Path, ...]
@@ -142,6 +154,8 @@ class Settings:
     callback_secret: str = field(repr=False)
     callback_retry_seconds: float  # how long a failing callback is retried
     job_retention: float  # INGEST_JOB_RETENTION: seconds a terminal job's record is kept
+    relay_allow_nets: tuple[Any, ...]  # INGEST_RELAY_ALLOW_NETS: private networks relayed sources may be on
+    source_s3: SourceS3  # INGEST_SOURCE_S3_*: where s3:// sources are read
     accounts: Mapping[tuple[str, str], AccountConfig] = field(repr=False)
 
     @classmethod
@@ -189,6 +203,10 @@ class Settings:
             callback_secret=_callback_secret(env),
             callback_retry_seconds=_positive(env, "INGEST_CALLBACK_RETRY_SECONDS", 86400.0),
             job_retention=_positive(env, "INGEST_JOB_RETENTION", 30 * 86400.0),
+            relay_allow_nets=allow_nets(env.get("INGEST_RELAY_ALLOW_NETS", "")),
+            source_s3=SourceS3(env.get("INGEST_SOURCE_S3_ENDPOINT", ""), env.get("INGEST_SOURCE_S3_REGION", ""),
+                               env.get("INGEST_SOURCE_S3_ACCESS_KEY_ID", ""),
+                               env.get("INGEST_SOURCE_S3_SECRET_ACCESS_KEY", "")),
             accounts=_accounts(env),
         )
 
@@ -227,7 +245,9 @@ FLEET_VARS = frozenset({
     "INGEST_SHORT_WAIT", "INGEST_MIN_UPLOAD_RATE", "INGEST_BUDGET_HEADROOM", "INGEST_SOFT_SHUTDOWN_TIMEOUT",
     "INGEST_RECONCILE_SECONDS", "INGEST_HTTP_SERVER_TIMEOUT", "INGEST_REDIS_MIN_REPLICAS", "INGEST_WEBHOOK_URL",
     "INGEST_WEBHOOK_SECRET", "INGEST_SECRET_KEY", "INGEST_CALLBACK_SECRET", "INGEST_CALLBACK_RETRY_SECONDS",
-    "INGEST_JOB_RETENTION", "INGEST_LOG_LEVEL", "INGEST_HEARTBEAT_FILE",
+    "INGEST_JOB_RETENTION", "INGEST_LOG_LEVEL", "INGEST_HEARTBEAT_FILE", "INGEST_RELAY_ALLOW_NETS",
+    "INGEST_SOURCE_S3_ENDPOINT", "INGEST_SOURCE_S3_REGION", "INGEST_SOURCE_S3_ACCESS_KEY_ID",
+    "INGEST_SOURCE_S3_SECRET_ACCESS_KEY",
 })
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

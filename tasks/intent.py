@@ -26,7 +26,9 @@ from ingest_fleet import intent as door
 from ingest_fleet.errors import IntentRefused
 from ingest_fleet.wire import intent_digest
 from tasks.config import AccountConfig, Settings, account_var, credential_of
+from tasks.errors import StepError
 from tasks.providers import ADAPTERS
+from tasks.transfer.source import open_remote
 
 #: The refused-intent error (the client's class: the same on both sides of the door).
 IntentError = IntentRefused
@@ -58,14 +60,20 @@ class Intent(door.Intent):
                              account_hint=_hint)
         source: str = checked.source
         size: int | None = None
-        source_stat: dict[str, int] = {}
-        if checked.mode == "push":
+        source_stat: dict[str, Any] = {}
+        if checked.relay:  # read by the fleet: reachable, sized, and where the fleet may go
+            try:
+                with open_remote(checked.source, settings) as reader:
+                    size, source_stat = reader.size, {**reader.remote.validator, "size": reader.size}
+            except StepError as exc:
+                raise IntentError("source", str(exc)) from None
+        elif checked.mode == "push":
             source, size, source_stat = self._check_file(settings)
         validated = ValidatedIntent(
             provider=checked.provider, account=checked.account, source=source, mode=checked.mode, size=size,
             title=checked.title, description=checked.description, idempotency_key=checked.idempotency_key,
             metadata=checked.metadata, tags=checked.tags, priority=checked.priority, options=checked.options,
-            source_stat=source_stat, callback_url=checked.callback_url,
+            source_stat=source_stat, callback_url=checked.callback_url, relay=checked.relay,
             digest=intent_digest(checked.digest_fields(source)),
         )
         adapter = ADAPTERS[checked.provider]
@@ -95,7 +103,7 @@ class ValidatedIntent(door.Checked):
     """An intent past every check of the fleet's door, with what the door records."""
 
     size: int | None = None
-    source_stat: dict[str, int] = field(default_factory=dict)
+    source_stat: dict[str, Any] = field(default_factory=dict)  # a file's fingerprint, a URL's validator
     digest: str = ""  # what makes a later intent with the same idempotency key "the same"
 
 
@@ -105,4 +113,5 @@ def intent_of(record: Mapping[str, Any]) -> Intent:
                   description=record.get("description", ""), account=record.get("account", "default"),
                   idempotency_key=record.get("idempotency_key") or None, metadata=dict(record.get("metadata", {})),
                   tags=list(record.get("tags", [])), priority=record.get("priority", "normal"),
-                  options=dict(record.get("options", {})), callback_url=record.get("callback_url"))
+                  options=dict(record.get("options", {})), callback_url=record.get("callback_url"),
+                  relay=bool(record.get("relay")))

@@ -92,7 +92,7 @@ class Job:
     step: str = "create"
     bytes_total: int | None = None
     #: A local source as submitted (tasks.transfer.source.fingerprint): every open compares.
-    source_stat: dict[str, int] = field(default_factory=dict)
+    source_stat: dict[str, Any] = field(default_factory=dict)
     bytes_done: int = 0
     provider_ids: dict[str, Any] = field(default_factory=dict)
     upload: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +107,7 @@ class Job:
     #: with them masked (ingest_fleet.urls), for everything that shows it.
     source_sealed: str = ""
     callback_url: str | None = None  # POSTed the signed public record on each terminal state
+    relay: bool = False  # the source is a URL or an S3 object the fleet reads and pushes (tasks.transfer.relay)
     callback: dict[str, Any] | None = None  # the delivery of that POST (tasks.completion)
     #: False for a job a client stored: the worker of its first step checks it as the fleet's
     #: door would (tasks.intent) before anything reaches the provider.

@@ -38,6 +38,8 @@ def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> 
     rt = rt or runtime()
     if not isinstance(intent, Intent):
         intent = Intent.from_dict(intent)
+    if isinstance(intent.source, str) and secrets_in(intent.source):
+        rt.sealer  # noqa: B018  (credentials in the URL are kept sealed: without the key, refused first)
     # The accounts the fleet serves, as its workers publish them: the producer needs no
     # provider credential (an account configured here is checked whole, too).
     valid = intent.validate(rt.settings, served=rt.served())
@@ -50,6 +52,7 @@ def submit(intent: Intent | Mapping[str, Any], *, rt: Runtime | None = None) -> 
         options=dict(valid.options),
         idempotency_key=valid.idempotency_key or job_id, priority=valid.priority, bytes_total=valid.size,
         source_stat=dict(valid.source_stat), created_at=rt.clock.now(), callback_url=valid.callback_url,
+        relay=valid.relay,
         intent_digest=valid.digest,
     )
     if secrets_in(valid.source):

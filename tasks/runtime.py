@@ -36,6 +36,7 @@ class Runtime:
         self._clients: dict[tuple[str, str, str], ProviderClient] = {}
         self._served: tuple[float, Mapping[tuple[str, str], AccountConfig]] | None = None
         register_secret(self.settings.callback_secret)
+        register_secret(self.settings.source_s3.secret_access_key)
         for account in self.settings.accounts.values():
             register_secret(account.secret)
             for name, value in account.extra.items():

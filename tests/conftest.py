@@ -102,6 +102,7 @@ ENV = {
     "INGEST_BACKOFF_BASE": "0.2",
     "INGEST_BACKOFF_CAP": "2",
     "INGEST_HTTP_READ_TIMEOUT": "10",
+    "INGEST_RELAY_ALLOW_NETS": "127.0.0.0/8",  # the sandbox serves relayed sources on loopback
     "INGEST_LOG_LEVEL": "INFO",
     "PYTHONUNBUFFERED": "1",
 }

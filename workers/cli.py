@@ -51,7 +51,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "description": args.description or "", "account": args.account,
         "idempotency_key": args.key, "metadata": _meta(args.meta or []), "tags": args.tag or [],
         "priority": args.priority, "options": {**_meta(args.opt or [], "options"), **({"sync": True} if args.sync else {})},
-        "callback_url": args.callback,
+        "callback_url": args.callback, "relay": args.relay,
     }
     job_id = submit(intent)
     _warn_if_unserved(job_id)
@@ -462,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (Brightcove: custom fields)")
     s.add_argument("--tag", action="append", help="a tag (repeat for more)")
     s.add_argument("--callback", metavar="URL", help="POST the signed job record here on each terminal state")
+    s.add_argument("--relay", action="store_true", help="the fleet reads the URL and pushes it, even where the "
+                                                        "provider could fetch it itself")
     s.add_argument("--opt", action="append", metavar="NAME=VALUE",
                    help="a provider option, e.g. Ittybit folder=... / filename=...")
     s.add_argument("--sync", action="store_true", help="Ittybit: ingest with POST /files (small files)")

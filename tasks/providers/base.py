@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, cast
 
 import requests
 
@@ -28,7 +28,7 @@ from tasks.http import default_error_text
 from tasks.logs import register_secret
 from tasks.retry import Outcome, renew
 from tasks.shutdown import stopping
-from tasks.transfer.source import open_source
+from tasks.transfer.source import open_remote, open_source
 
 if TYPE_CHECKING:
     from tasks.clock import FleetClock
@@ -80,8 +80,15 @@ class StepContext:
         return self._sealer()
 
     def open_source(self) -> BinaryIO:
-        """The job's local source opened for reading, re-checked at every open (it must still be
-        the file submitted, a regular file under INGEST_SOURCE_ROOTS: tasks.transfer.source)."""
+        """The job's source opened for reading, re-checked at every open: a local file must still
+        be the file submitted, a regular file under INGEST_SOURCE_ROOTS; a relayed URL or S3
+        object is read in ranges, each conditional on its first read (tasks.transfer.source)."""
+        if "://" in self.job.source:
+            reader = open_remote(self.source_url(), self.settings, self.job.source_stat or None)
+            if not self.job.source_stat:  # the first read: what every later read must match
+                self.job.source_stat = {**reader.remote.validator, "size": reader.size}
+                self.job.bytes_total = reader.size
+            return cast(BinaryIO, reader)
         expected = self.job.source_stat or ({"size": self.job.bytes_total} if self.job.bytes_total else None)
         if expected and "ino" not in expected:  # a record from before fingerprints: its size only
             f = open_source(self.job.source, self.settings.source_roots, None)

@@ -49,6 +49,7 @@ from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer import single_put_max
 from tasks.transfer.ranged import RangedUpload
 from tasks.transfer.s3 import forget_credentials, load_credentials, store_credentials
+from tasks.transfer.source import size_of
 
 CHUNKED_FROM = 100 * 1000 * 1000  # Ittybit: files of 100 MB and more go in chunks
 SUCCESS = frozenset({"completed", "complete", "ready", "succeeded"})
@@ -248,7 +249,7 @@ class IttybitAdapter(Adapter):
         url = load_credentials(ctx.redis, job.id, sealer=ctx.sealer)["url"]
         content_type = mimetypes.guess_type(job.source)[0] or "video/mp4"
         with ctx.open_source() as f:
-            size = os.fstat(f.fileno()).st_size
+            size = size_of(f)
             if size < single_put_max(ctx.settings, CHUNKED_FROM) and not job.upload.get("chunked"):
                 answer = ctx.http("upload").request("PUT", url, data=f, headers={"Content-Type": content_type})
                 return self._uploaded(ctx, unwrap(answer.json()), size)

@@ -18,6 +18,7 @@ import io
 from typing import Any, Protocol
 
 import requests
+from botocore.exceptions import ClientError
 
 from tasks.errors import PermanentError, TransientError
 
@@ -104,8 +105,6 @@ class S3Remote:
     """An ``s3://BUCKET/KEY`` source read with ranged GetObject calls."""
 
     def __init__(self, client: Any, bucket: str, key: str, *, expected: dict[str, Any] | None = None):
-        from botocore.exceptions import ClientError
-
         self.client, self.bucket, self.key, self._error_type = client, bucket, key, ClientError
         try:
             head = client.head_object(Bucket=bucket, Key=key)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import os
 from typing import Any
 
 import boto3
@@ -35,6 +34,7 @@ from tasks import keys
 from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
 from tasks.logs import register_secret
 from tasks.sealed import Sealer
+from tasks.transfer.source import size_of
 
 MIN_PART = 5 * 1024 * 1024  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
@@ -144,7 +144,7 @@ def upload_multipart_slice(ctx: Any, *, client: Any, bucket: str, key: str, cont
     """Send parts until the upload is complete (True) or the slice's time is up (False)."""
     job, up = ctx.job, ctx.job.upload
     with ctx.open_source() as f:
-        size = os.fstat(f.fileno()).st_size
+        size = size_of(f)
         part_size = int(up["part_size"])
         total = max(1, math.ceil(size / part_size))
         if not up.get("upload_id"):

@@ -14,9 +14,15 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+import boto3
 
 from ingest_fleet.intent import fingerprint
+from ingest_fleet.urls import redacted
 from tasks.errors import ConfigError, PermanentError
+from tasks.transfer.netguard import guarded_session
+from tasks.transfer.relay import HttpRemote, RangeReader, S3Remote
 
 #: How far apart two readings of one mtime may be and still be the same file (a shared
 #: volume may round it to microseconds).
@@ -53,3 +59,25 @@ def open_source(path: str, roots: Sequence[Path], expected: dict[str, Any] | Non
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_remote(url: str, settings: Any, expected: dict[str, Any] | None = None) -> RangeReader:
+    """A relayed source (an http(s) URL or ``s3://BUCKET/KEY``) opened for reading in ranges:
+    its size and validator are read now (and compared with ``expected``, the first read's)."""
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        s3 = settings.source_s3
+        client = boto3.client("s3", endpoint_url=s3.endpoint or None, region_name=s3.region or None,
+                              aws_access_key_id=s3.access_key_id or None,
+                              aws_secret_access_key=s3.secret_access_key or None)
+        return RangeReader(S3Remote(client, parts.netloc, parts.path.lstrip("/"), expected=expected))
+    session = guarded_session(settings.relay_allow_nets)
+    remote = HttpRemote(url, session, timeout=(settings.http_connect_timeout, settings.http_read_timeout),
+                        expected=expected, shown=redacted(url))
+    return RangeReader(remote)
+
+
+def size_of(f: Any) -> int:
+    """The size of an opened source: a relayed one knows it, a file asks the OS."""
+    size = getattr(f, "size", None)
+    return int(size) if size is not None else os.fstat(f.fileno()).st_size

@@ -226,12 +226,16 @@ def test_a_signed_webhook_ends_the_wait_and_a_forged_one_is_refused(start_fleet,
     assert events and all(e["event"] != "jobs.error" for e in events)
 
 
-def test_url_sources_and_a_missing_profile_are_refused_at_the_door(sandbox) -> None:
-    result = cli("submit", "--provider", "ingestio", "--source", "https://example.com/a.mp4")
-    assert result.returncode == 2
-    assert "source" in result.stderr and "no URL ingest" in result.stderr
-    env = {k: v for k, v in ENV.items() if k != "INGEST_INGESTIO_PROFILE"}
+def test_a_url_on_a_private_address_and_a_missing_profile_are_refused_at_the_door(sandbox) -> None:
+    """Ingest.io has no URL ingest, so a URL is relayed by the fleet, which reads only where it
+    may: the sandbox's loopback address is refused unless INGEST_RELAY_ALLOW_NETS has it."""
     import os
+
+    guarded = {k: v for k, v in os.environ.items() if k != "INGEST_RELAY_ALLOW_NETS"}
+    result = cli("submit", "--provider", "ingestio", "--source", f"{SANDBOX_URL}/media/a.mp4", env=guarded)
+    assert result.returncode == 2, result.stderr
+    assert "source" in result.stderr and "loopback" in result.stderr and "INGEST_RELAY_ALLOW_NETS" in result.stderr
+    env = {k: v for k, v in ENV.items() if k != "INGEST_INGESTIO_PROFILE"}
 
     result = cli("submit", "--provider", "ingestio", "--source", str(make_source("io-door.mp4", 4096)),
                  env={**{k: v for k, v in os.environ.items() if k != "INGEST_INGESTIO_PROFILE"}, **env})

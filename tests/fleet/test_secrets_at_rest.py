@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from tasks.producer import submit, wait
-from tests.conftest import MEDIA, SANDBOX_URL, TMP, cli, make_source
+from tests.conftest import MEDIA, SANDBOX_URL, TMP, cli, make_source, sha256_of
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +73,9 @@ def test_a_worker_without_the_secret_key_refuses_to_start() -> None:
 
 
 def test_credentials_in_a_source_url_are_sealed_and_shown_masked(start_fleet, sandbox, rt) -> None:
-    """A presigned source URL: the provider gets it whole; the record, the CLI, the logs, Redis
-    and its AOF only ever show it with the signature masked."""
+    """A presigned source URL is relayed (issue 15): the workers read it (unsealed for each
+    slice), the provider never gets it; the record, the CLI, the logs, Redis and its AOF only
+    ever show it with the signature masked."""
     fleet = start_fleet(workers=1)
     src = make_source("signed.mp4", 300_000, folder=MEDIA)
     signature, credential = "Zk3vQ9sig+SECRET/value=", "AKIAEXAMPLE/20261206/us-east-1/s3/aws4_request"
@@ -85,7 +86,7 @@ def test_credentials_in_a_source_url_are_sealed_and_shown_masked(start_fleet, sa
     assert job["source"] == f"{SANDBOX_URL}/media/{src.name}?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Expires=600"
     assert "source_sealed" not in job
     [video] = sandbox.state("gcore")["videos"]
-    assert video["origin_url"] == url  # the provider was given the real URL
+    assert job["relay"] and not video["origin_url"] and video["sha256"] == sha256_of(src)
 
     shown = cli("status", job["id"], "--json").stdout + cli("jobs", "--json").stdout + fleet.logs()
     stored = _stored_everywhere(rt)
