@@ -22,8 +22,12 @@ from botocore.exceptions import ClientError
 
 from tasks.errors import PermanentError, TransientError
 
-#: Bytes fetched per ranged read (the most a reader holds): the largest chunk any adapter sends.
+#: Bytes fetched ahead for small reads (a streamed PUT reads 8-16 KiB at a time).
 BLOCK = 16 * 1024 * 1024
+#: A read at least this large (a TUS chunk, an S3 part) fetches exactly what it asks: chunked
+#: protocols then read the source chunk by chunk, so a slice that ends on a chunk boundary (and
+#: a resume at the provider's offset) reads nothing twice.
+DIRECT = 1024 * 1024
 
 
 class Remote(Protocol):
@@ -137,7 +141,8 @@ class S3Remote:
 
 
 class RangeReader(io.RawIOBase):
-    """A seekable, read-only file over a :class:`Remote`, holding one block at a time."""
+    """A seekable, read-only file over a :class:`Remote`, holding one block (or one large
+    read) at a time."""
 
     def __init__(self, remote: Remote, block: int = BLOCK):
         super().__init__()
@@ -167,7 +172,8 @@ class RangeReader(io.RawIOBase):
         while done < len(view) and self._pos < self.size:
             if not self._start <= self._pos < self._start + len(self._data):
                 self._start = self._pos
-                end = min(self.size, self._pos + max(self.block, len(view) - done)) - 1
+                want = len(view) - done
+                end = min(self.size, self._pos + (want if want >= DIRECT else self.block)) - 1
                 self._data = b""  # the old block goes before the new one comes
                 self._data = self.remote.fetch(self._start, end)
                 if not self._data:

@@ -62,3 +62,51 @@ def test_a_source_that_changes_mid_relay_fails_saying_so(start_fleet, sandbox) -
     job = wait(job_id, 90)
     assert job["state"] == "failed" and "source changed since its first read" in job["error"]["message"], job
     assert job["error"]["kind"] == "permanent" and job["bytes_done"] < src.stat().st_size
+
+
+def test_gcore_and_brightcove_take_an_s3_object_relayed(start_fleet, sandbox) -> None:
+    import boto3
+
+    endpoint = os.environ["INGEST_BRIGHTCOVE_S3_ENDPOINT"]  # the sandbox's S3 (moto)
+    s3env = {"INGEST_SOURCE_S3_ENDPOINT": endpoint, "INGEST_SOURCE_S3_REGION": "us-east-1",
+             "INGEST_SOURCE_S3_ACCESS_KEY_ID": "relay-test", "INGEST_SOURCE_S3_SECRET_ACCESS_KEY": "relay-secret-42x"}
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="relay-test",
+                      aws_secret_access_key="relay-secret-42x")
+    s3.create_bucket(Bucket="relay-sources")
+    src = make_source("relayed-s3.mp4", 7 * MiB)
+    s3.upload_file(str(src), "relay-sources", "library/a.mp4")
+    start_fleet(workers=1, env=s3env)
+    client = Client()
+    gcore = client.submit({"provider": "gcore", "source": "s3://relay-sources/library/a.mp4"})  # Gcore reads no s3
+    bc = client.submit({"provider": "brightcove", "source": "s3://relay-sources/library/a.mp4", "relay": True})
+    g, b = client.wait(gcore, timeout=120), client.wait(bc, timeout=120)
+    assert (g["state"], b["state"]) == ("ready", "ready"), (g["error"], b["error"])
+    assert g["source_stat"]["etag"] and g["bytes_total"] == src.stat().st_size
+    [video] = [v for v in sandbox.state("gcore")["videos"] if v["id"] == g["provider_ids"]["video_id"]]
+    assert video["sha256"] == sha256_of(src)
+    [row] = [v for v in sandbox.state("brightcove")["videos"] if v["id"] == b["provider_ids"]["video_id"]]
+    assert row["jobs"][0]["source_sha256"] == sha256_of(src)
+
+
+def test_kill_9_mid_relay_resumes_at_the_providers_offset(start_fleet, sandbox) -> None:
+    """The whole worker killed while it relays: another takes the job on from the offset Gcore
+    acknowledged, and the origin is read chunk by chunk, at most one chunk twice."""
+    chunk = int(os.environ["INGEST_TUS_CHUNK_SIZE"]) if "INGEST_TUS_CHUNK_SIZE" in os.environ else 10_000_000
+    size = 60 * MiB
+    src = make_source("relayed-killed.mp4", size, folder=MEDIA)
+    sandbox.faults("gcore", latency_ms=200, latency_endpoints=["gcore.tus_patch"])
+    fleet = start_fleet(workers=1, concurrency=1)
+    job_id = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{src.name}", "relay": True})
+    deadline = time.monotonic() + 60
+    while (done := status(job_id)["bytes_done"] or 0) < 2 * chunk:
+        assert time.monotonic() < deadline, status(job_id)
+        time.sleep(0.05)
+    assert done < size - chunk, "the relay finished before the kill; slow it down further"
+    fleet.workers[0].kill9()
+    fleet.start_worker(concurrency=1)
+    job = wait(job_id, 180)
+    assert job["state"] == "ready", job["error"]
+    [video] = [v for v in sandbox.state("gcore")["videos"] if v["id"] == job["provider_ids"]["video_id"]]
+    assert video["sha256"] == sha256_of(src)
+    reads = [e for e in sandbox.log(endpoint="media.get") if e["status"] == 206]
+    assert len(reads) <= -(-size // chunk) + 1, f"{len(reads)} ranged reads for {-(-size // chunk)} chunks"
