@@ -1,13 +1,13 @@
-"""`python -m bench [orchestration [N] | upload | budget | redis_bytes [N]]` - no argument runs them all."""
+"""`python -m bench [orchestration [N] | upload | budget | redis_bytes [N] | relay]` - no argument runs them all."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import budget, orchestration, redis_bytes, upload
+from bench import budget, orchestration, redis_bytes, relay, upload
 
 BENCHES = {"orchestration": orchestration.main, "upload": upload.main, "budget": budget.main,
-           "redis_bytes": redis_bytes.main}
+           "redis_bytes": redis_bytes.main, "relay": relay.main}
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -1169,3 +1169,18 @@ def test_exporter_exports_the_alerted_metrics():
     for metric in EXPORTER_METRICS:
         base = metric.removesuffix("_total")
         assert base in text or base.removeprefix("ingest_") in text, f"the exporter does not export {metric}"
+
+
+def test_no_volume_is_shared_with_producers_unless_local_sources_are_asked_for():
+    """URL and s3:// sources need no shared disk (issue 15): the fleet's services mount nothing;
+    compose.local-sources.yaml adds the read-only sources folder to the workers only."""
+    services = compose()["services"]
+    for name in COMPOSE_FLEET_SERVICES:
+        assert not services[name].get("volumes"), f"{name} mounts {services[name].get('volumes')}"
+    extra = yaml.safe_load((DEPLOY / "compose.local-sources.yaml").read_text())
+    compose_validator().validate(extra)
+    assert set(extra["services"]) == {"api", "upload", "poll"}
+    for service in extra["services"].values():
+        [mount] = service["volumes"]
+        assert mount.endswith(":/srv/videos:ro")
+    assert "INGEST_SOURCE_ROOTS=/srv/videos" in FLEET_ENV_EXAMPLE.read_text()

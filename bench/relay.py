@@ -1,0 +1,88 @@
+"""Relay throughput and memory (issue 15, item 6).
+
+1. The same 1 GiB to Gcore (TUS, 10,000,000-byte chunks) pushed from a local file and relayed
+   from an http URL (the sandbox's media origin, HTTP Range), alternately, two rounds each:
+   ratio = relay throughput / local push throughput (goal >= 0.8).
+2. Peak RSS of the worker (parent and pool child) while it relays a 256 MiB and a 2 GiB
+   source: flat (the reader holds one chunk).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.common import environment, record
+from bench.upload import CHUNK, GiB, MiB, RssSampler, _source
+from workers.procs import scheduler_argv, worker_argv
+
+
+def _uploaded(source: str, relay: bool) -> float:
+    """Seconds from submit to the upload's end, for one Gcore job."""
+    from tasks.producer import status, submit
+
+    job_id = submit({"provider": "gcore", "source": source, "title": Path(source).name, "relay": relay})
+    while True:
+        job = status(job_id)
+        if job["state"] in ("processing", "ready", "failed") or any(
+                h["event"] == "upload.complete" for h in job["history"]):
+            break
+        time.sleep(0.05)
+    assert job["state"] != "failed", job
+    events = {h["event"]: h["at"] for h in job["history"]}
+    return float(events["upload.complete"] - events["submitted"])
+
+
+def main(argv: list[str]) -> None:
+    extra = {"INGEST_GCORE_RATE": "50", "INGEST_SLICE_SECONDS": "60", "INGEST_TUS_CHUNK_SIZE": str(CHUNK),
+             "INGEST_RELAY_ALLOW_NETS": "127.0.0.0/8"}
+    with environment("relay", processing_seconds=0, extra_env=extra) as (env, group, url):
+        sources, media = Path(env["INGEST_SOURCE_ROOTS"]), group.log_dir.parent / "media"
+        local = _source(sources / "one-gib.mp4", GiB)
+        os.link(local, media / "one-gib.mp4")  # the same bytes, served by the origin
+        group.wait_for_line(group.start("scheduler", scheduler_argv()), "scheduler.started", 30)
+        worker = group.start("worker", worker_argv(None, concurrency=1, loglevel="WARNING"))
+        group.wait_for_line(worker, "ready.", 60)
+        rounds = []
+        for _ in range(2):
+            push_s = _uploaded(str(local), relay=False)
+            relay_s = _uploaded(f"{url}/media/one-gib.mp4", relay=True)
+            rounds.append({"push_s": round(push_s, 2), "relay_s": round(relay_s, 2),
+                           "push_MBps": round(GiB / 1e6 / push_s, 1), "relay_MBps": round(GiB / 1e6 / relay_s, 1),
+                           "ratio": round(push_s / relay_s, 3)})
+        worker.stop()
+
+        rss = {}
+        for label, size in (("256MiB", 256 * MiB), ("2GiB", 2 * GiB)):
+            path = _source(media / f"rss-{label}.mp4", size)
+            worker = group.start(f"rss-worker-{label}", worker_argv(None, concurrency=1, loglevel="WARNING"))
+            group.wait_for_line(worker, "ready.", 60)
+            sampler = RssSampler(worker.pid)
+            sampler.start()
+            seconds = _uploaded(f"{url}/media/{path.name}", relay=True)
+            sampler.running = False
+            sampler.join()
+            worker.stop()
+            rss[label] = {"parent_MB": round(sampler.peak_parent / 1e6, 1),
+                          "child_MB": round(sampler.peak_child / 1e6, 1), "relay_s": round(seconds, 1)}
+        for p in [*sources.glob("*.mp4"), *media.glob("*.mp4")]:
+            os.unlink(p)
+
+    ratio = round(sum(r["ratio"] for r in rounds) / len(rounds), 3)
+    spread = round(abs(rss["2GiB"]["child_MB"] - rss["256MiB"]["child_MB"]), 1)
+    record("relay", {"rounds": rounds, "ratio": ratio, "rss": rss, "rss_spread_MB": spread}, [
+        "| 1 GiB to Gcore, round | local push s | MB/s | relayed from http s | MB/s | ratio relay / push |",
+        "|---|---|---|---|---|---|",
+        *[f"| {i + 1} | {r['push_s']} | {r['push_MBps']} | {r['relay_s']} | {r['relay_MBps']} | {r['ratio']} |"
+          for i, r in enumerate(rounds)],
+        "", f"**throughput ratio relay / local push: {ratio}** (goal >= 0.8)", "",
+        "| relayed source | worker parent peak RSS MB | pool child peak RSS MB | relay s |", "|---|---|---|---|",
+        *[f"| {k} | {v['parent_MB']} | {v['child_MB']} | {v['relay_s']} |" for k, v in rss.items()],
+        "", f"**pool child peak RSS spread 256 MiB vs 2 GiB: {spread} MB** (flat: the reader holds one chunk)",
+    ])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
