@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench.common import environment, record
-from bench.upload import CHUNK, GiB, MiB, RssSampler, _source
+from bench.upload import CHUNK, GiB, MiB, _source, peak_rss
 from workers.procs import scheduler_argv, worker_argv
 
 
@@ -57,16 +57,7 @@ def main(argv: list[str]) -> None:
         rss = {}
         for label, size in (("256MiB", 256 * MiB), ("2GiB", 2 * GiB)):
             path = _source(media / f"rss-{label}.mp4", size)
-            worker = group.start(f"rss-worker-{label}", worker_argv(None, concurrency=1, loglevel="WARNING"))
-            group.wait_for_line(worker, "ready.", 60)
-            sampler = RssSampler(worker.pid)
-            sampler.start()
-            seconds = _uploaded(f"{url}/media/{path.name}", relay=True)
-            sampler.running = False
-            sampler.join()
-            worker.stop()
-            rss[label] = {"parent_MB": round(sampler.peak_parent / 1e6, 1),
-                          "child_MB": round(sampler.peak_child / 1e6, 1), "relay_s": round(seconds, 1)}
+            rss[label] = peak_rss(group, label, lambda p=path: _uploaded(f"{url}/media/{p.name}", relay=True))
         for p in [*sources.glob("*.mp4"), *media.glob("*.mp4")]:
             os.unlink(p)
 
@@ -79,7 +70,7 @@ def main(argv: list[str]) -> None:
           for i, r in enumerate(rounds)],
         "", f"**throughput ratio relay / local push: {ratio}** (goal >= 0.8)", "",
         "| relayed source | worker parent peak RSS MB | pool child peak RSS MB | relay s |", "|---|---|---|---|",
-        *[f"| {k} | {v['parent_MB']} | {v['child_MB']} | {v['relay_s']} |" for k, v in rss.items()],
+        *[f"| {k} | {v['parent_MB']} | {v['child_MB']} | {v['seconds']} |" for k, v in rss.items()],
         "", f"**pool child peak RSS spread 256 MiB vs 2 GiB: {spread} MB** (flat: the reader holds one chunk)",
     ])
 

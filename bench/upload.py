@@ -14,7 +14,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import requests
@@ -86,6 +88,20 @@ class RssSampler(threading.Thread):
             time.sleep(0.05)
 
 
+def peak_rss(group: Any, label: str, run: Callable[[], float]) -> dict[str, float]:
+    """Peak RSS of a fresh worker (parent, pool child) while ``run()`` moves one source."""
+    worker = group.start(f"rss-worker-{label}", worker_argv(None, concurrency=1, loglevel="WARNING"))
+    group.wait_for_line(worker, "ready.", 60)
+    sampler = RssSampler(worker.pid)
+    sampler.start()
+    seconds = run()
+    sampler.running = False
+    sampler.join()
+    worker.stop()
+    return {"parent_MB": round(sampler.peak_parent / 1e6, 1), "child_MB": round(sampler.peak_child / 1e6, 1),
+            "seconds": round(seconds, 1)}
+
+
 def main(argv: list[str]) -> None:
     extra = {"INGEST_GCORE_RATE": "50", "INGEST_SLICE_SECONDS": "60", "INGEST_TUS_CHUNK_SIZE": str(CHUNK)}
     with environment("upload", processing_seconds=0, extra_env=extra) as (env, group, url):
@@ -107,16 +123,7 @@ def main(argv: list[str]) -> None:
         rss = {}
         for label, size in (("256MiB", 256 * MiB), ("2GiB", 2 * GiB)):
             path = _source(sources / f"rss-{label}.mp4", size)
-            worker = group.start(f"rss-worker-{label}", worker_argv(None, concurrency=1, loglevel="WARNING"))
-            group.wait_for_line(worker, "ready.", 60)
-            sampler = RssSampler(worker.pid)
-            sampler.start()
-            seconds, _job = _fleet_upload(path)
-            sampler.running = False
-            sampler.join()
-            worker.stop()
-            rss[label] = {"parent_MB": round(sampler.peak_parent / 1e6, 1),
-                          "child_MB": round(sampler.peak_child / 1e6, 1), "upload_s": round(seconds, 1)}
+            rss[label] = peak_rss(group, label, lambda p=path: _fleet_upload(p)[0])
         for p in sources.glob("*.mp4"):
             os.unlink(p)
 
@@ -128,7 +135,7 @@ def main(argv: list[str]) -> None:
           for i, r in enumerate(rounds)],
         "", f"**throughput ratio fleet / direct tuspy: {ratio}** (target >= 0.9)", "",
         "| upload | worker parent peak RSS MB | pool child peak RSS MB | upload s |", "|---|---|---|---|",
-        *[f"| {k} | {v['parent_MB']} | {v['child_MB']} | {v['upload_s']} |" for k, v in rss.items()],
+        *[f"| {k} | {v['parent_MB']} | {v['child_MB']} | {v['seconds']} |" for k, v in rss.items()],
         "", f"**pool child peak RSS spread 256 MiB vs 2 GiB: {spread} MB** (target: each <= 150 MB, spread <= 10 MB)",
     ])
 
