@@ -1,8 +1,10 @@
 """Relay throughput and memory (issue 15, item 6).
 
 1. The same 1 GiB to Gcore (TUS, 10,000,000-byte chunks) pushed from a local file and relayed
-   from an http URL (the sandbox's media origin, HTTP Range), alternately, two rounds each:
-   ratio = relay throughput / local push throughput (goal >= 0.8).
+   from an http URL, alternately, two rounds each: ratio = relay throughput / local push
+   throughput (goal >= 0.8). The origin is a second sandbox process serving the media folder
+   (HTTP Range), as a CDN is not the provider: one Python process serving both would halve
+   the provider's share of the machine for the relay alone.
 2. Peak RSS of the worker (parent and pool child) while it relays a 256 MiB and a 2 GiB
    source: flat (the reader holds one chunk).
 """
@@ -14,9 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import requests
+
 from bench.common import environment, record
 from bench.upload import CHUNK, GiB, MiB, _source, peak_rss
-from workers.procs import scheduler_argv, worker_argv
+from workers.embedded_redis import free_port
+from workers.procs import sandbox_argv, scheduler_argv, worker_argv
 
 
 def _uploaded(source: str, relay: bool) -> float:
@@ -35,20 +40,37 @@ def _uploaded(source: str, relay: bool) -> float:
     return float(events["upload.complete"] - events["submitted"])
 
 
+def _healthy(url: str, proc: object) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(f"{url}/_sandbox/health", timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the origin never answered: {proc}")
+        time.sleep(0.1)
+
+
 def main(argv: list[str]) -> None:
     extra = {"INGEST_GCORE_RATE": "50", "INGEST_SLICE_SECONDS": "60", "INGEST_TUS_CHUNK_SIZE": str(CHUNK),
              "INGEST_RELAY_ALLOW_NETS": "127.0.0.0/8"}
-    with environment("relay", processing_seconds=0, extra_env=extra) as (env, group, url):
+    with environment("relay", processing_seconds=0, extra_env=extra) as (env, group, _url):
         sources, media = Path(env["INGEST_SOURCE_ROOTS"]), group.log_dir.parent / "media"
         local = _source(sources / "one-gib.mp4", GiB)
         os.link(local, media / "one-gib.mp4")  # the same bytes, served by the origin
+        origin_port = free_port()
+        origin = group.start("origin", sandbox_argv(origin_port, group.log_dir.parent / "origin", media, 0))
+        origin_url = f"http://127.0.0.1:{origin_port}"
+        _healthy(origin_url, origin)
         group.wait_for_line(group.start("scheduler", scheduler_argv()), "scheduler.started", 30)
         worker = group.start("worker", worker_argv(None, concurrency=1, loglevel="WARNING"))
         group.wait_for_line(worker, "ready.", 60)
         rounds = []
         for _ in range(2):
             push_s = _uploaded(str(local), relay=False)
-            relay_s = _uploaded(f"{url}/media/one-gib.mp4", relay=True)
+            relay_s = _uploaded(f"{origin_url}/media/one-gib.mp4", relay=True)
             rounds.append({"push_s": round(push_s, 2), "relay_s": round(relay_s, 2),
                            "push_MBps": round(GiB / 1e6 / push_s, 1), "relay_MBps": round(GiB / 1e6 / relay_s, 1),
                            "ratio": round(push_s / relay_s, 3)})
@@ -57,7 +79,7 @@ def main(argv: list[str]) -> None:
         rss = {}
         for label, size in (("256MiB", 256 * MiB), ("2GiB", 2 * GiB)):
             path = _source(media / f"rss-{label}.mp4", size)
-            rss[label] = peak_rss(group, label, lambda p=path: _uploaded(f"{url}/media/{p.name}", relay=True))
+            rss[label] = peak_rss(group, label, lambda p=path: _uploaded(f"{origin_url}/media/{p.name}", relay=True))
         for p in [*sources.glob("*.mp4"), *media.glob("*.mp4")]:
             os.unlink(p)
 

@@ -15,9 +15,11 @@ source that fits in one block, read at offset 0; otherwise the job is refused wi
 from __future__ import annotations
 
 import io
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import requests
+import urllib3
 from botocore.exceptions import ClientError
 
 from tasks.errors import PermanentError, TransientError
@@ -69,8 +71,9 @@ class HttpRemote:
 
     def _call(self, method: str, headers: dict[str, str]) -> requests.Response:
         try:
+            # Streamed: a range's body is read in one call below, not 10 KiB at a time.
             return self.session.request(method, self.url, headers=headers, timeout=self.timeout,
-                                        allow_redirects=True)
+                                        allow_redirects=True, stream=True)
         except requests.RequestException as exc:
             raise TransientError(f"reading the source failed ({type(exc).__name__})") from None
 
@@ -95,7 +98,12 @@ class HttpRemote:
             first = resp.headers.get("Content-Range", "").split(" ")[-1].split("-")[0]
             if first != str(start):
                 raise TransientError(f"source answered range {resp.headers.get('Content-Range')!r} for {start}-{end}")
-            return resp.content
+            try:
+                return bytes(resp.raw.read(end - start + 1, decode_content=True))
+            except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as exc:
+                raise TransientError(f"reading the source failed mid-range ({type(exc).__name__})") from None
+            finally:
+                resp.close()
         if resp.status_code == 200:  # the server ignored Range: whole bodies only, and small ones
             if start == 0 and self.size <= BLOCK:
                 return resp.content[: end + 1]
@@ -142,7 +150,8 @@ class S3Remote:
 
 class RangeReader(io.RawIOBase):
     """A seekable, read-only file over a :class:`Remote`, holding one block (or one large
-    read) at a time."""
+    read) at a time, and reading the next large one ahead while the caller sends this one
+    (so the source's latency overlaps the provider's): at most two chunks in memory."""
 
     def __init__(self, remote: Remote, block: int = BLOCK):
         super().__init__()
@@ -151,6 +160,21 @@ class RangeReader(io.RawIOBase):
         self._pos = 0
         self._start = 0
         self._data = b""
+        self._ahead: tuple[int, int, Future[bytes]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        ahead, self._ahead = self._ahead, None
+        hit = ahead is not None and ahead[:2] == (start, end)
+        # A read-ahead that is used raises its own error, if it failed.
+        data = ahead[2].result() if hit and ahead is not None else self.remote.fetch(start, end)
+        n = end - start + 1
+        if n >= DIRECT and end + 1 < self.size:  # a chunked protocol: read the next chunk meanwhile
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-ahead")
+            nxt = min(self.size, end + 1 + n) - 1
+            self._ahead = (end + 1, nxt, self._pool.submit(self.remote.fetch, end + 1, nxt))
+        return data
 
     def readable(self) -> bool:
         return True
@@ -175,7 +199,7 @@ class RangeReader(io.RawIOBase):
                 want = len(view) - done
                 end = min(self.size, self._pos + (want if want >= DIRECT else self.block)) - 1
                 self._data = b""  # the old block goes before the new one comes
-                self._data = self.remote.fetch(self._start, end)
+                self._data = self._fetch(self._start, end)
                 if not self._data:
                     raise TransientError(f"the source gave no bytes at offset {self._pos}")
             offset = self._pos - self._start
@@ -187,4 +211,7 @@ class RangeReader(io.RawIOBase):
 
     def close(self) -> None:
         self._data = b""
+        self._ahead = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         super().close()

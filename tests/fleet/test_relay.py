@@ -109,4 +109,5 @@ def test_kill_9_mid_relay_resumes_at_the_providers_offset(start_fleet, sandbox) 
     [video] = [v for v in sandbox.state("gcore")["videos"] if v["id"] == job["provider_ids"]["video_id"]]
     assert video["sha256"] == sha256_of(src)
     reads = [e for e in sandbox.log(endpoint="media.get") if e["status"] == 206]
-    assert len(reads) <= -(-size // chunk) + 1, f"{len(reads)} ranged reads for {-(-size // chunk)} chunks"
+    # At most the chunk in flight and the one read ahead of it are read again after the kill.
+    assert len(reads) <= -(-size // chunk) + 2, f"{len(reads)} ranged reads for {-(-size // chunk)} chunks"

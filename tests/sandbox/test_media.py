@@ -54,7 +54,9 @@ def test_the_relay_reader_reads_in_blocks_and_refuses_a_changed_source(sandbox, 
     assert reader.read(10) == (media / "clip.mp4").read_bytes()[2_500_000:2_500_010]
     calls.clear()
     reader.seek(0)
-    assert len(reader.read(1_500_000)) == 1_500_000 and calls == [(0, 1_499_999)]  # a chunk: exactly it
+    assert len(reader.read(1_500_000)) == 1_500_000  # a chunk: exactly it, and the next one read ahead
+    assert reader.read(1_500_000) == (media / "clip.mp4").read_bytes()[1_500_000:3_000_000]
+    assert calls == [(0, 1_499_999), (1_500_000, 2_999_999)]  # the second chunk came from the read-ahead
 
     first = dict(remote.validator, size=remote.size)
     os.utime(media / "clip.mp4", (1, 1))  # the origin's file is replaced (its ETag changes)
