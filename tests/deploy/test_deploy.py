@@ -96,7 +96,8 @@ COMPOSE_FLEET_SERVICES = {"api", "upload", "poll", "scheduler", "webhooks", "flo
 #: The secrets of the fleet that are not provider settings. REDIS_URL carries the Redis
 #: password; REDIS_PASSWORD is the bundled Redis server's own.
 FLEET_SECRETS = frozenset({"REDIS_URL", "REDIS_PASSWORD", SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH",
-                           "INGEST_CALLBACK_SECRET"})
+                           "INGEST_CALLBACK_SECRET", "INGEST_SOURCE_S3_ACCESS_KEY_ID",
+                           "INGEST_SOURCE_S3_SECRET_ACCESS_KEY"})
 #: Stands for every provider credential (the settings an adapter declares secret, any account).
 CREDENTIALS = "<provider credentials>"
 #: The secrets each process uses (by `ingest-fleet` subcommand), and so the only ones it may get,
@@ -105,7 +106,8 @@ CREDENTIALS = "<provider credentials>"
 #: workers publish them without secrets (tasks/served.py). The webhook receiver checks tokens;
 #: Flower has its basic auth.
 SECRETS_USED = {
-    "worker": {"REDIS_URL", CREDENTIALS, SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET", "INGEST_CALLBACK_SECRET"},
+    "worker": {"REDIS_URL", CREDENTIALS, SECRET_KEY_VAR, "INGEST_WEBHOOK_SECRET", "INGEST_CALLBACK_SECRET",
+               "INGEST_SOURCE_S3_ACCESS_KEY_ID", "INGEST_SOURCE_S3_SECRET_ACCESS_KEY"},
     "scheduler": {"REDIS_URL"},
     "metrics": {"REDIS_URL"},
     "webhooks": {"REDIS_URL", "INGEST_WEBHOOK_SECRET"},
