@@ -9,7 +9,8 @@ and validator (ETag, else Last-Modified) are recorded at the first read (the job
 ``If-Unmodified-Since``): a source that changed fails the job, permanent, saying so.
 
 A server that ignores ``Range`` (a whole 200 answer to a ranged GET) is accepted only for a
-source that fits in one block, read at offset 0; otherwise the job is refused with the reason.
+source that fits in one block: the reader keeps it whole (from the slice's offset on), so it
+is read once per slice; a larger one is refused with the reason.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ class HttpRemote:
             finally:
                 resp.close()
         if resp.status_code == 200:  # the server ignored Range: whole bodies only, and small ones
-            if start == 0 and self.size <= BLOCK:
-                return resp.content[: end + 1]
+            if self.size <= BLOCK:  # kept whole by the reader from ``start`` on: read once a slice
+                return resp.content[start:]
             raise PermanentError(f"source {self.shown} ignores Range requests, so it cannot be relayed in "
                                  f"slices ({self.size} bytes); serve it with Range support, or put it "
                                  "where the provider can fetch it")
@@ -169,7 +170,7 @@ class RangeReader(io.RawIOBase):
         # A read-ahead that is used raises its own error, if it failed.
         data = ahead[2].result() if hit and ahead is not None else self.remote.fetch(start, end)
         n = end - start + 1
-        if n >= DIRECT and end + 1 < self.size:  # a chunked protocol: read the next chunk meanwhile
+        if n >= DIRECT and len(data) == n and end + 1 < self.size:  # a chunked protocol: read the next one meanwhile
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-ahead")
             nxt = min(self.size, end + 1 + n) - 1

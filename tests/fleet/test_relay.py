@@ -111,3 +111,13 @@ def test_kill_9_mid_relay_resumes_at_the_providers_offset(start_fleet, sandbox) 
     reads = [e for e in sandbox.log(endpoint="media.get") if e["status"] == 206]
     # At most the chunk in flight and the one read ahead of it are read again after the kill.
     assert len(reads) <= -(-size // chunk) + 2, f"{len(reads)} ranged reads for {-(-size // chunk)} chunks"
+
+
+def test_a_small_source_from_a_server_without_range_is_relayed_whole(start_fleet, sandbox) -> None:
+    src = make_source("relayed-norange.mp4", 12 * MiB, folder=MEDIA)  # more than one TUS chunk
+    start_fleet(workers=1)
+    job = wait(submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{src.name}?ranges=off",
+                       "relay": True}), 90)
+    assert job["state"] == "ready", job["error"]
+    [video] = [v for v in sandbox.state("gcore")["videos"] if v["id"] == job["provider_ids"]["video_id"]]
+    assert video["sha256"] == sha256_of(src)

@@ -15,7 +15,7 @@ from tasks.errors import PermanentError
 from tasks.transfer.netguard import allow_nets, guarded_session
 from tasks.transfer.relay import HttpRemote, RangeReader
 
-MEDIA = {"clip.mp4": 3_000_000}
+MEDIA = {"clip.mp4": 3_000_000, "long.mp4": 17 * 1024 * 1024}
 SANDBOX_OPTIONS: dict = {}
 TIMEOUT = (5.0, 30.0)
 
@@ -70,8 +70,9 @@ def test_a_server_that_ignores_range_is_relayed_only_when_small(sandbox) -> None
     session = guarded_session(allow_nets("127.0.0.0/8"))
     small = HttpRemote(f"{sandbox.url}/media/notes.txt?ranges=off", session, timeout=TIMEOUT)
     assert len(RangeReader(small).read()) == 4096
-    big = HttpRemote(f"{sandbox.url}/media/clip.mp4?ranges=off", session, timeout=TIMEOUT)
+    within = RangeReader(HttpRemote(f"{sandbox.url}/media/clip.mp4?ranges=off", session, timeout=TIMEOUT))
+    within.seek(1_500_000)  # a resumed slice: the whole body again, kept from its offset
+    assert len(within.read(2_000_000)) == 1_500_000
+    big = HttpRemote(f"{sandbox.url}/media/long.mp4?ranges=off", session, timeout=TIMEOUT)
     with pytest.raises(PermanentError, match="ignores Range requests"):
-        reader = RangeReader(big, block=1_000_000)
-        reader.seek(1_500_000)
-        reader.read(10)
+        RangeReader(big).read(10)
