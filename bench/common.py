@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -61,20 +62,25 @@ def environment(name: str, *, processing_seconds: float, extra_env: dict[str, st
     try:
         sandbox = group.start("sandbox", sandbox_argv(port, work / "sandbox", work / "media", processing_seconds)
                               + ["--gcore-api-key", SANDBOX_KEY])
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(f"{url}/_sandbox/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or not sandbox.alive():
-                raise RuntimeError(sandbox.tail())
-            time.sleep(0.1)
+        wait_healthy(url, sandbox)
         yield env, group, url
     finally:
         group.stop_all()
         redis.stop()
+
+
+def wait_healthy(url: str, sandbox: Any) -> None:
+    """Until the sandbox process at ``url`` answers its health check (RuntimeError with its log)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(f"{url}/_sandbox/health", timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline or not sandbox.alive():
+            raise RuntimeError(sandbox.tail())
+        time.sleep(0.1)
 
 
 def record(name: str, results: dict, summary_lines: list[str]) -> Path:

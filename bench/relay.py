@@ -16,9 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
-from bench.common import environment, record
+from bench.common import environment, record, wait_healthy
 from bench.upload import CHUNK, GiB, MiB, _source, peak_rss
 from workers.embedded_redis import free_port
 from workers.procs import sandbox_argv, scheduler_argv, worker_argv
@@ -40,19 +38,6 @@ def _uploaded(source: str, relay: bool) -> float:
     return float(events["upload.complete"] - events["submitted"])
 
 
-def _healthy(url: str, proc: object) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(f"{url}/_sandbox/health", timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the origin never answered: {proc}")
-        time.sleep(0.1)
-
-
 def main(argv: list[str]) -> None:
     extra = {"INGEST_GCORE_RATE": "50", "INGEST_SLICE_SECONDS": "60", "INGEST_TUS_CHUNK_SIZE": str(CHUNK),
              "INGEST_RELAY_ALLOW_NETS": "127.0.0.0/8"}
@@ -63,7 +48,7 @@ def main(argv: list[str]) -> None:
         origin_port = free_port()
         origin = group.start("origin", sandbox_argv(origin_port, group.log_dir.parent / "origin", media, 0))
         origin_url = f"http://127.0.0.1:{origin_port}"
-        _healthy(origin_url, origin)
+        wait_healthy(origin_url, origin)
         group.wait_for_line(group.start("scheduler", scheduler_argv()), "scheduler.started", 30)
         worker = group.start("worker", worker_argv(None, concurrency=1, loglevel="WARNING"))
         group.wait_for_line(worker, "ready.", 60)

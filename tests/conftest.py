@@ -295,3 +295,25 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
 
     return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True,
                           env=env if env is not None else dict(os.environ), timeout=timeout, cwd=ROOT)
+
+
+def cli_on_terminal(*args: str, timeout: float = 60) -> tuple[int, str]:
+    """The command run on a pseudo-terminal (progress bars show there): its exit status and output."""
+    import os
+    import pty
+    import subprocess
+
+    main, other = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args], stdin=other, stdout=other, stderr=other,
+                            cwd=ROOT)
+    os.close(other)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen += os.read(main, 65536)
+        except OSError:
+            break
+    status = proc.wait(30)
+    os.close(main)
+    return status, seen.decode(errors="replace")

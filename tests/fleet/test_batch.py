@@ -102,30 +102,13 @@ def test_all_or_nothing_and_the_client(start_fleet, sandbox, rt, tmp_path: Path)
 
 
 def test_batch_status_watch_draws_a_live_bar_until_the_batch_ends(start_fleet, sandbox, tmp_path: Path) -> None:
-    import os
-    import pty
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
+    from tests.conftest import cli_on_terminal
 
     start_fleet(workers=1)
     url = f"{SANDBOX_URL}/media/{make_source('batch-watch.mp4', 100_000, folder=MEDIA).name}"
     manifest = tmp_path / "watched.csv"
     manifest.write_text("provider,source\n" + "".join(f"gcore,{url}\n" for _ in range(5)))
     assert cli("batch", "submit", str(manifest)).returncode == 0
-    main, other = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "batch", "status", "watched", "--watch"],
-                            stdin=other, stdout=other, stderr=other, cwd=ROOT)
-    os.close(other)
-    seen = b""
-    deadline = time.monotonic() + 90
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            seen += os.read(main, 65536)
-        except OSError:
-            break
-    assert proc.wait(10) == 0  # it returns once every job ended
-    os.close(main)
-    text = seen.decode(errors="replace")
+    status, text = cli_on_terminal("batch", "status", "watched", "--watch", timeout=90)
+    assert status == 0  # it returns once every job ended
     assert "batch watched" in text and "5/5" in text and "ready:5" in text, text[-2000:]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MEDIA, REDIS_PORT, ROOT, SANDBOX_URL, cli, make_source
+from tests.conftest import MEDIA, REDIS_PORT, ROOT, SANDBOX_URL, cli, cli_on_terminal, make_source
 
 pytestmark = pytest.mark.integration
 
@@ -65,20 +64,10 @@ def test_submit_wait_shows_progress_on_a_terminal_and_exits_4_on_its_timeout(sta
     plain = cli("submit", "--provider", "gcore", "--source", url, "--wait", "--timeout", "2")
     assert plain.returncode == 4 and "not finished after 2" in plain.stderr and "it goes on" in plain.stderr
 
-    main, other = pty.openpty()  # a terminal: the progress bar
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "submit", "--provider", "gcore", "--source", url,
-                             "--wait", "--timeout", "3"], stdin=other, stdout=other, stderr=other, cwd=ROOT)
-    os.close(other)
-    seen = b""
-    deadline = time.monotonic() + 30
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            seen += os.read(main, 65536)
-        except OSError:
-            break
-    assert proc.wait(30) == 4
-    os.close(main)
-    assert "━" in seen.decode(errors="replace") and b"processing" in seen
+    status, seen = cli_on_terminal("submit", "--provider", "gcore", "--source", url, "--wait", "--timeout", "3",
+                                   timeout=30)  # a terminal: the progress bar
+    assert status == 4
+    assert "━" in seen and "processing" in seen
 
 
 def test_config_check_reaches_every_account_and_masks_secrets(start_fleet, sandbox) -> None:
