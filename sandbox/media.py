@@ -22,7 +22,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import unquote
 
-from .web import BLOCK_SIZE, HttpError, Request, Response, Route, route
+from .web import BLOCK_SIZE, FileBody, HttpError, Request, Response, Route, route
 
 #: ``ftyp`` box: size, type, major brand ``isom``, minor version 0x200, compatible brands.
 FTYP_BOX = struct.pack(">I4s4sI4s4s", 24, b"ftyp", b"isom", 0x200, b"isom", b"iso2")
@@ -120,8 +120,8 @@ class MediaServer:
         if wanted:
             first, last = _range(wanted, size)
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-            return Response(206, _read_blocks(path, first, last - first + 1), headers, length=last - first + 1)
-        return Response(200, _read_blocks(path), headers, length=size)
+            return Response(206, FileBody(path, first, last - first + 1), headers, length=last - first + 1)
+        return Response(200, FileBody(path, 0, size), headers, length=size)
 
     def _resolve(self, name: str) -> Path:
         if self.media_dir is not None:
@@ -155,15 +155,6 @@ def _parsed(http_date: str) -> int | None:
         return int(parsedate_to_datetime(http_date).timestamp())
     except (TypeError, ValueError):
         return None
-
-
-def _read_blocks(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-    left = path.stat().st_size - start if length is None else length
-    with open(path, "rb") as f:
-        f.seek(start)
-        while left > 0 and (block := f.read(min(BLOCK_SIZE, left))):
-            left -= len(block)
-            yield block
 
 
 def file_sha256(path: Path | None) -> str | None:
