@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -239,13 +240,20 @@ def test_no_secret_reaches_redis_logs_or_flower(start_fleet, sandbox, rt, tmp_pa
             break
         assert time.monotonic() < deadline, "Flower never received task events"
     late = submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{pulled.name}", "title": "seen by flower"})
+    # A presigned URL is relayed by the workers (issue 15): its signature is a secret too.
+    signature = "Flower9sig+SECRET/value="
+    signed = submit({"provider": "gcore", "title": "relayed, seen by flower",
+                     "source": f"{SANDBOX_URL}/media/{pulled.name}?X-Amz-Signature={quote(signature, safe='')}"})
     assert wait(late, 60)["state"] == "ready"
+    assert wait(signed, 60)["state"] == "ready"
     time.sleep(1.0)
     body = requests.get(f"{base}/api/tasks", auth=("ops", "flower-pass-1"), timeout=5).text
     assert late in body and "ingest.create_entity" in body
     assert f"provider=gcore, account=default, step=create, job={late}" in body
-    for secret in secrets:
+    assert f"step=upload, job={signed}" in body  # Flower saw the relay's slices
+    for secret in [*secrets, signature, quote(signature, safe="")]:
         assert secret not in body
+        assert secret not in fleet.logs()
 
 
 def test_waiting_jobs_hold_no_worker(start_fleet, sandbox, rt) -> None:
