@@ -11,6 +11,7 @@ actually reached (:func:`guarded_session`), so neither a DNS answer that changed
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -104,6 +105,8 @@ def guarded_session(allow: Iterable[Network] = ()) -> requests.Session:
 
     session = requests.Session()
     session.trust_env = False  # no proxy from the environment: the check must see the real peer
+    # ... but the CA bundle an operator gives every requests client still applies.
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     for prefix in ("http://", "https://"):
         session.mount(prefix, Adapter())
     return session

@@ -16,6 +16,7 @@ is read once per slice; a larger one is refused with the reason.
 from __future__ import annotations
 
 import io
+import ssl
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -75,6 +76,10 @@ class HttpRemote:
             # Streamed: a range's body is read in one call below, not 10 KiB at a time.
             return self.session.request(method, self.url, headers=headers, timeout=self.timeout,
                                         allow_redirects=True, stream=True)
+        except requests.exceptions.SSLError as exc:
+            raise PermanentError(f"the TLS certificate of {self.shown} could not be verified "
+                                 f"({_tls_reason(exc)}); if it is signed by your own CA, give the fleet "
+                                 "that CA's bundle in REQUESTS_CA_BUNDLE") from None
         except requests.RequestException as exc:
             raise TransientError(f"reading the source failed ({type(exc).__name__})") from None
 
@@ -114,6 +119,22 @@ class HttpRemote:
                                  f"slices ({self.size} bytes); serve it with Range support, or put it "
                                  "where the provider can fetch it")
         raise self._error(resp)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The TLS library's own words for a failed handshake (never the URL, which requests'
+    message carries, query and all)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or "certificate verify failed"
+        if isinstance(seen, ssl.SSLError):
+            return seen.reason or type(seen).__name__
+        nested = [a for a in (getattr(seen, "reason", None), *seen.args) if isinstance(a, BaseException)]
+        seen = nested[0] if nested else seen.__cause__ or seen.__context__
+    return "TLS handshake failed"
 
 
 class S3Remote:

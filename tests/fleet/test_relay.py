@@ -33,6 +33,44 @@ def test_ingestio_takes_a_video_from_an_http_url(start_fleet, sandbox) -> None:
     assert ranged and all(e["status"] != 200 for e in sandbox.log(endpoint="media.get"))  # never read whole
 
 
+@pytest.fixture
+def tls_origin(tmp_path):
+    """The sandbox's media origin over HTTPS (a certificate for 127.0.0.1 from a test CA):
+    (base URL, CA file)."""
+    import ssl
+
+    from sandbox import Sandbox
+    from tests.fleet.test_tls import _certificates
+
+    ca, cert, key = _certificates(tmp_path)
+    origin = Sandbox(media_dir=MEDIA, data_dir=tmp_path / "origin")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    origin._httpd.socket = context.wrap_socket(origin._httpd.socket, server_side=True)
+    origin.start()
+    try:
+        yield origin.url.replace("http://", "https://"), ca
+    finally:
+        origin.stop()
+
+
+def test_ingestio_takes_a_video_from_an_https_url_checking_its_certificate(start_fleet, sandbox, tls_origin) -> None:
+    base, ca = tls_origin
+    src = make_source("relayed-tls.mp4", 3 * MiB, folder=MEDIA)
+    url = f"{base}/media/{src.name}"
+    refused = cli("submit", "--provider", "ingestio", "--source", url)  # the test CA is not trusted
+    assert refused.returncode == 2 and "certificate" in refused.stderr.lower(), refused.stderr
+
+    trusted = {**os.environ, "REQUESTS_CA_BUNDLE": str(ca)}
+    start_fleet(workers=1, env={"REQUESTS_CA_BUNDLE": str(ca)})
+    done = cli("submit", "--provider", "ingestio", "--source", url, "--wait", "--json", env=trusted, timeout=120)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["state"] == "ready" and job["relay"] and job["source"] == url
+    [inp] = [i for i in sandbox.state("ingestio")["inputs"] if i["id"] == job["provider_ids"]["input_id"]]
+    assert inp["sha256"] == sha256_of(src)
+
+
 def test_relay_on_request_and_from_the_client(start_fleet, sandbox) -> None:
     """``relay: true`` makes the fleet push a URL Gcore could fetch itself; a client's relayed
     job is sized and checked by the worker that admits it."""
