@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography.fernet import Fernet
 
 from workers.embedded_redis import EmbeddedRedis, free_port
 from workers.procs import ProcessGroup, sandbox_argv
@@ -55,6 +57,7 @@ def environment(name: str, *, processing_seconds: float, extra_env: dict[str, st
         "INGEST_SOURCE_ROOTS": str(work / "sources"),
         "INGEST_GCORE_BASE_URL": url,
         "INGEST_GCORE_API_KEY": SANDBOX_KEY,
+        "INGEST_SECRET_KEY": os.environ.get("INGEST_SECRET_KEY") or Fernet.generate_key().decode(),
         **(extra_env or {}),
     }
     os.environ.update(env)  # this process submits jobs too
@@ -67,6 +70,25 @@ def environment(name: str, *, processing_seconds: float, extra_env: dict[str, st
     finally:
         group.stop_all()
         redis.stop()
+
+
+def sandbox_exports(group: ProcessGroup, env: dict[str, str], keep: dict[str, str]) -> None:
+    """Configure every provider as the sandbox printed (``export NAME=value`` lines), as a new
+    user's fleet takes them, except the names in ``keep``: into ``env``, the group's processes
+    and this process."""
+    sandbox = next(p for p in group.procs if p.name == "sandbox")
+    deadline = time.monotonic() + 20
+    while "sandbox listening on" not in sandbox.tail(100_000):
+        if time.monotonic() > deadline:
+            raise RuntimeError(sandbox.tail())
+        time.sleep(0.1)
+    for line in sandbox.tail(100_000).splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            if name not in keep:
+                env[name] = shlex.split(value)[0] if value else ""
+    group.env.update(env)
+    os.environ.update(env)
 
 
 def wait_healthy(url: str, sandbox: Any) -> None:

@@ -53,7 +53,7 @@ def deliver(tid: str, job_id: str, *, rt: Runtime | None = None) -> None:
     this = member(queue_for(job.provider, "callback", job.account), tid, PRIORITY[job.priority])
     lease = rt.store.acquire(job_id, ttl=60)  # the job is terminal: no dispatch to check
     if not isinstance(lease, Lease):  # e.g. an operator's retry at this moment: look again later
-        rt.store.schedule(this, lease[1] + 1.0)
+        rt.store.schedule(this, lease.wait + 1.0)
         return
     job = rt.store.get(job_id)
     if job is None or (job.callback or {}).get("task_id") != tid:  # moved on meanwhile

@@ -184,9 +184,11 @@ class BoundClient:
         if self.fence is not None and method.upper() == "POST":
             # A POST may create something at the provider: it leaves only while this worker
             # still holds the job (a worker that paused in a budget wait, a GC or a frozen VM
-            # and was taken over meanwhile sends nothing). After any on_send: a marker's
-            # fenced checkpoint, then the check, both once every token is granted.
-            kwargs["on_send"] = _then(kwargs.get("on_send"), self.fence)
+            # and was taken over meanwhile sends nothing), checked once every token is
+            # granted. A marker's checkpoint (StepContext.sending) is that check already: a
+            # fenced write, refused to a holder taken over; else the fence is read.
+            on_send = kwargs.get("on_send")
+            kwargs["on_send"] = on_send if getattr(on_send, "fenced", False) else _then(on_send, self.fence)
         return self.client.request(method, url, **kwargs)
 
     def charge_entity(self, entity: str) -> None:

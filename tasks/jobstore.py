@@ -72,6 +72,20 @@ class Lease:
     ttl: float
     starts: int = 0  # how often the dispatch it was taken for has taken the lease (1 = first run)
     cancel: bool = False  # an application asked to cancel the job (ingest_fleet.Client.cancel)
+    #: The record as read when the lease was taken for a dispatch (None without one).
+    job: Job | None = field(default=None, repr=False, compare=False)
+    dispatch: str = ""  # the task id it was taken for, if any
+    #: Set once a write released the lease and cleared the dispatch's start count with it.
+    ended: bool = field(default=False, compare=False)
+
+
+@dataclass
+class Refused:
+    """A lease not taken: ``wait`` seconds until it frees, or :data:`STALE`; ``job`` is the
+    record as read in the same atomic step (None without a dispatch, or when it is gone)."""
+
+    wait: float
+    job: Job | None = None
 
 
 @dataclass
@@ -132,7 +146,10 @@ class Job:
     def to_json(self) -> str:
         # Scrubbed as log lines are: a provider's error text or a history entry that quotes a
         # credential, token or signed URL this process knows never reaches Redis (issue 13).
-        return json.dumps(scrub(asdict(self)), separators=(",", ":"), ensure_ascii=False)
+        # Its fields are plain JSON values: no deep copy (asdict) is needed to encode them, and
+        # scrub copies only what it walks.
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps(scrub(fields), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
@@ -227,20 +244,23 @@ class JobStore:
         return job_id, bool(created)
 
     def acquire(self, job_id: str, *, ttl: float, force: bool = False,
-                dispatch: str = "") -> Lease | tuple[None, float]:
-        """Take the job's lease: a :class:`Lease`, or ``(None, seconds until it frees)``.
+                dispatch: str = "") -> Lease | Refused:
+        """Take the job's lease: a :class:`Lease`, or a :class:`Refused` (seconds until it frees).
 
         With ``dispatch`` (a task id), only while the record names that dispatch and is not
-        terminal, checked atomically with taking the lease; else ``(None, STALE)``.
+        terminal, checked atomically with taking the lease; else ``Refused(STALE)``. The record
+        read by that check comes with the answer (``.job``): one round trip for both.
         """
         token, pttl, *more = self._acquire(
             keys=[keys.lease(job_id), keys.fence(job_id), self.key(job_id), keys.starts(dispatch or job_id),
                   keys.cancel(job_id)],
             args=[int(ttl * 1000), "1" if force else "0", dispatch])
+        raw = more[-1] if more else b""
+        job = Job.from_json(raw) if raw else None
         if token:
             self._replicated("the lease")
-            return Lease(job_id, int(token), ttl, int(more[0]), bool(int(more[1])))
-        return (None, STALE) if int(pttl) == -1 else (None, max(0.0, pttl / 1000))
+            return Lease(job_id, int(token), ttl, int(more[0]), bool(int(more[1])), job, dispatch)
+        return Refused(STALE if int(pttl) == -1 else max(0.0, pttl / 1000), job)
 
     def save(self, job: Job, lease: Lease, *, release: bool = False,
              schedule: tuple[str, float] | None = None) -> None:
@@ -254,13 +274,15 @@ class JobStore:
         ok = self._write(
             keys=[self.key(job.id), keys.fence(job.id), keys.lease(job.id), SCHEDULE_KEY,
                   STATS["states"], STATS["finished"], STATS["bytes"], keys.EVENTS,
-                  self.idem_key(job.provider, job.account, job.idempotency_key), keys.webhook_events(job.id)],
+                  self.idem_key(job.provider, job.account, job.idempotency_key), keys.webhook_events(job.id),
+                  keys.starts(lease.dispatch or job.id)],
             args=[lease.token, job.to_json(), int(lease.ttl * 1000), "1" if release else "0", member, delay,
                   job.provider, job.account, job.state, job.bytes_done, EVENTS_MAXLEN, job.id,
-                  int(self.retention)],
+                  int(self.retention), "1" if release and lease.dispatch else "0"],
         )
         if not ok:
             raise StaleLease(f"job {job.id}: lease {lease.token} was taken over")
+        lease.ended = release and bool(lease.dispatch)
         self._replicated("the checkpoint")
 
     def _replicated(self, what: str) -> None:
@@ -271,9 +293,11 @@ class JobStore:
                 raise NotReplicated(f"{what} reached {acked} of INGEST_REDIS_MIN_REPLICAS={self.min_replicas} "
                                     f"replicas within {REPLICA_WAIT_MS} ms; a failover could lose it")
 
-    def forget_starts(self, task_id: str) -> None:
-        """A run of this dispatch ended in its process: only runs killed outright stay counted."""
-        self.redis.delete(keys.starts(task_id))
+    def forget_starts(self, task_id: str, lease: Lease | None = None) -> None:
+        """A run of this dispatch ended in its process: only runs killed outright stay counted
+        (nothing to do when the write that released ``lease`` cleared it already)."""
+        if lease is None or not lease.ended:
+            self.redis.delete(keys.starts(task_id))
 
     def check(self, lease: Lease) -> None:
         """Raise :class:`StaleLease` unless ``lease`` is still the job's newest."""

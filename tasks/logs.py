@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import OrderedDict
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -27,21 +28,41 @@ from structlog.typing import Processor
 
 from tasks.errors import ConfigError
 
-_SECRETS: set[str] = set()
+#: The process's own secrets (credentials, keys: they live as long as the process).
+_PINNED: set[str] = set()
+#: Secrets of the jobs this process ran lately (upload tokens, signed URLs, OAuth tokens),
+#: the newest last. Bounded: a worker runs one job's step at a time, and a long-lived one must
+#: neither grow with every job it ever ran nor scan them all for every log line and record.
+_RECENT: OrderedDict[str, None] = OrderedDict()
+RECENT_SECRETS = 64
+_SECRETS: list[str] = []  # what is masked: _PINNED and _RECENT
 _configured = False
 
 
-def register_secret(value: str | None) -> None:
-    """Mask ``value`` wherever it would appear in a log line of this process."""
-    if value and len(value) >= 6:
-        _SECRETS.add(value)
+def register_secret(value: str | None, *, pinned: bool = False) -> None:
+    """Mask ``value`` wherever it would appear in a log line or job record of this process:
+    for the process's life when ``pinned``, else while it is among the
+    :data:`RECENT_SECRETS` most recently registered (a job's secrets are registered again
+    each time a step opens them)."""
+    if not value or len(value) < 6:
+        return
+    if pinned:
+        _PINNED.add(value)
+        _RECENT.pop(value, None)
+    elif value not in _PINNED:
+        _RECENT[value] = None
+        _RECENT.move_to_end(value)
+        while len(_RECENT) > RECENT_SECRETS:
+            _RECENT.popitem(last=False)
+    _SECRETS[:] = [*_PINNED, *_RECENT]
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        for secret in _SECRETS:
-            if secret in value:
-                value = value.replace(secret, "***")
+        if len(value) >= 6:
+            for secret in _SECRETS:
+                if secret in value:
+                    value = value.replace(secret, "***")
         return value
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}

@@ -35,13 +35,13 @@ class Runtime:
         self.settings = settings or Settings.from_env()
         self._clients: dict[tuple[str, str, str], ProviderClient] = {}
         self._served: tuple[float, Mapping[tuple[str, str], AccountConfig]] | None = None
-        register_secret(self.settings.callback_secret)
-        register_secret(self.settings.source_s3.secret_access_key)
+        register_secret(self.settings.callback_secret, pinned=True)
+        register_secret(self.settings.source_s3.secret_access_key, pinned=True)
         for account in self.settings.accounts.values():
-            register_secret(account.secret)
+            register_secret(account.secret, pinned=True)
             for name, value in account.extra.items():
                 if declared(account.provider)[name].secret:
-                    register_secret(value)
+                    register_secret(value, pinned=True)
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -110,32 +110,33 @@ def run(tid: str, job_id: str, step: str) -> None:
     """Run one dispatch (Celery task id ``tid``) of ``step`` for ``job_id``."""
     rt = runtime()
     store, settings = rt.store, rt.settings
-    job = store.get(job_id)
-    if job is None:
-        log.warning("job.missing")
-        return
-    if job.dispatch.get("task_id") != tid or job.terminal:
-        log.info("dispatch.stale", current=job.dispatch.get("task_id"), state=job.state)
-        return
-    # The check above saves a lease for a message that is plainly stale; the one that counts is
-    # made again with taking the lease, atomically (issue 13): a duplicate that stalled here
-    # while the first run finished the step must not run it again on the old record.
+    # The lease is taken only while the record names this dispatch and is not terminal, checked
+    # atomically with taking it (issue 13: a duplicate that stalled after a check of its own
+    # must not run the step again on an old record); the record read by that check comes back
+    # with the answer, so a run reads it once.
     try:
         lease = store.acquire(job_id, ttl=settings.lease_seconds, dispatch=tid)
     except NotReplicated as exc:  # the replicas lag: try again soon rather than run unreplicated
         log.warning("lease.not_replicated", error=str(exc))
-        store.schedule(job.dispatch["member"], settings.backoff_base * 5)
+        job = store.get(job_id)
+        if job is not None:
+            store.schedule(job.dispatch["member"], settings.backoff_base * 5)
         return
     if not isinstance(lease, Lease):
-        if lease[1] == STALE:
-            log.info("dispatch.stale", reason="the record moved on before the lease was taken")
-            return
-        # Another worker still drives this job (e.g. a redelivery while the first run is
-        # alive): look again when its lease ends; the task-id check then settles it.
-        wait = lease[1] + 1.0
-        store.schedule(job.dispatch["member"], wait)
-        log.info("lease.busy", retry_in=round(wait, 1))
+        job = lease.job
+        if job is None:
+            log.warning("job.missing")
+        elif lease.wait == STALE:
+            log.info("dispatch.stale", current=job.dispatch.get("task_id"), state=job.state)
+        else:
+            # Another worker still drives this job (e.g. a redelivery while the first run is
+            # alive): look again when its lease ends; the task-id check then settles it.
+            wait = lease.wait + 1.0
+            store.schedule(job.dispatch["member"], wait)
+            log.info("lease.busy", retry_in=round(wait, 1))
         return
+    assert lease.job is not None  # taken for a dispatch: the record comes with it
+    job = lease.job
     try:
         with tracing.step_span(job_id, job.provider, job.account, step):
             _run_leased(rt, tid, job, step, lease)
@@ -144,17 +145,12 @@ def run(tid: str, job_id: str, step: str) -> None:
         log.warning("write.not_replicated", error=str(exc))
     finally:
         # Ended in this process (whatever the outcome): only runs killed outright are counted.
-        store.forget_starts(tid)
+        store.forget_starts(tid, lease)
 
 
 def _run_leased(rt: Any, tid: str, job: Job, step: str, lease: Lease) -> None:
-    """The rest of :func:`run`, under the dispatch's lease."""
-    store, settings, job_id = rt.store, rt.settings, job.id
-    current = store.get(job_id)  # under the lease: the record as the last holder left it
-    if current is None:  # removed meanwhile (the lease expires on its own)
-        log.warning("job.missing")
-        return
-    job = current
+    """The rest of :func:`run`, under the dispatch's lease, on the record as the lease found it."""
+    store, settings = rt.store, rt.settings
     if lease.starts > MAX_STARTS:
         # Every run of this dispatch was killed before it could record anything (the hard time
         # limit, a lost pool process): its message comes back each time, so stop here.

@@ -11,6 +11,8 @@
 -- KEYS[9] the job's idempotency key, KEYS[10] its kept notifications; ARGV[13] retention (s):
 -- a terminal record, its fencing counter, idempotency key and notifications expire that long
 -- after its last write (INGEST_JOB_RETENTION); a record that leaves a terminal state keeps them
+-- KEYS[11] the start count of the dispatch the lease was taken for; ARGV[14] '1' to delete it
+-- (a released lease: that run ended here, not killed outright)
 -- returns 1 written, 0 refused (stale token)
 if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then
   return 0
@@ -49,6 +51,9 @@ if sent > 0 then
 end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[3])
+  if ARGV[14] == '1' then
+    redis.call('DEL', KEYS[11])
+  end
 else
   redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
 end

@@ -5,26 +5,29 @@
 -- ARGV[3] a dispatch's task id, or '': take the lease only while the record names this
 --         dispatch and is not terminal, checked in this same atomic step (a duplicate message
 --         that stalled after its own check must not run the step again on an old record)
--- returns {token, 0, starts, cancel} on success (cancel: 1 when a cancel was requested; starts: how often this dispatch took the lease, so a
--- dispatch whose runs are all killed cannot loop), {0, pttl_ms} when another holder has it,
--- {0, -1} when the dispatch is stale (the record names another one, is terminal, or is gone)
+-- returns {token, 0, starts, cancel, record} on success (cancel: 1 when a cancel was requested;
+-- starts: how often this dispatch took the lease, so a dispatch whose runs are all killed cannot
+-- loop), {0, pttl_ms, record} when another holder has it, {0, -1, record} when the dispatch is
+-- stale (the record names another one, is terminal, or is gone). With a dispatch, record is the
+-- job record as read in this atomic step (the run needs no read of its own); else ''.
+local raw = ''
 if ARGV[3] ~= '' then
-  local raw = redis.call('GET', KEYS[3])
+  raw = redis.call('GET', KEYS[3])
   if not raw then
-    return {0, -1}
+    return {0, -1, ''}
   end
   local record = cjson.decode(raw)
   local dispatch = record['dispatch']
   if type(dispatch) ~= 'table' or dispatch['task_id'] ~= ARGV[3] then
-    return {0, -1}
+    return {0, -1, raw}
   end
   local state = record['state']
   if state == 'ready' or state == 'failed' or state == 'cancelled' then
-    return {0, -1}
+    return {0, -1, raw}
   end
 end
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, redis.call('PTTL', KEYS[1])}
+  return {0, redis.call('PTTL', KEYS[1]), raw}
 end
 -- The token is the server's time in microseconds, or the last token + 1 if that is not more:
 -- tokens only grow, and after a failover to a replica that missed the last ones, its clock
@@ -39,4 +42,4 @@ if ARGV[3] ~= '' then
   starts = redis.call('INCR', KEYS[4])
   redis.call('EXPIRE', KEYS[4], 86400)
 end
-return {token, 0, starts, redis.call('EXISTS', KEYS[5])}
+return {token, 0, starts, redis.call('EXISTS', KEYS[5]), raw}

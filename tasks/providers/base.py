@@ -134,6 +134,7 @@ class StepContext:
             self.job.provider_ids[marker] = self.now() if value is None else value
             self.checkpoint()
 
+        mark.fenced = True  # type: ignore[attr-defined]  # its checkpoint checks the lease (tasks.http.BoundClient)
         return mark
 
     def time_left(self) -> float:

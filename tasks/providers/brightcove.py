@@ -43,7 +43,7 @@ import mimetypes
 import os
 import re
 import time
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import requests
@@ -186,10 +186,22 @@ class BrightcoveAdapter(Adapter):
         return int(account.whole("LOW_SLOTS"))
 
     # -- OAuth -----------------------------------------------------------------------
+    #: This process's copy of the fleet's tokens: (token, monotonic time it stops being used),
+    #: by (Redis key, OAuth URL, client id). It never outlives the fleet's copy in Redis, so a
+    #: call costs no Redis round trip for the token while it is fresh; a token an API refused
+    #: (``stale``) is dropped here as well.
+    _local_tokens: ClassVar[dict[tuple[str, str, str], tuple[str, float]]] = {}
+
     def _token(self, ctx: StepContext, *, stale: str | None = None) -> str:
         """The fleet's access token for this account; ``stale`` = the one an API refused."""
         key = keys.oauth_token(self.name, ctx.account.name)
-        cached = self._cached_token(ctx, key)
+        mine = (key, str(ctx.account.setting("OAUTH_URL")), str(ctx.account.setting("CLIENT_ID")))
+        held = self._local_tokens.get(mine)
+        if held and held[0] != stale and held[1] > time.monotonic():
+            register_secret(held[0])  # still among this process's recent secrets while in use
+            return held[0]
+        self._local_tokens.pop(mine, None)
+        cached = self._cached_token(ctx, key, mine)
         if cached and cached != stale:
             register_secret(cached)
             return cached
@@ -199,7 +211,7 @@ class BrightcoveAdapter(Adapter):
             deadline = time.monotonic() + TOKEN_LOCK_SECONDS
             while time.monotonic() < deadline:
                 time.sleep(0.1)
-                cached = self._cached_token(ctx, key)
+                cached = self._cached_token(ctx, key, mine)
                 if cached and cached != stale:
                     return cached
         try:
@@ -217,16 +229,23 @@ class BrightcoveAdapter(Adapter):
         token, ttl = str(body["access_token"]), float(body.get("expires_in", 300))
         register_secret(token)
         # Renew 30 s before expiry (or at 80 % of a very short lifetime).
-        keep = ttl - 30 if ttl > 60 else ttl * 0.8
-        ctx.redis.set(key, ctx.sealer.seal(token), px=max(100, int(keep * 1000)))  # sealed at rest
+        keep = max(0.1, ttl - 30 if ttl > 60 else ttl * 0.8)
+        ctx.redis.set(key, ctx.sealer.seal(token), px=int(keep * 1000))  # sealed at rest
+        self._local_tokens[mine] = (token, time.monotonic() + keep)
         ctx.job.note("oauth.token", expires_in=ttl)
         return token
 
-    @staticmethod
-    def _cached_token(ctx: StepContext, key: str) -> str | None:
-        """The fleet's cached token (None if absent, or sealed under a key since dropped)."""
-        sealed = ctx.redis.get(key)
-        return ctx.sealer.open(sealed) if sealed else None
+    def _cached_token(self, ctx: StepContext, key: str, mine: tuple[str, str, str]) -> str | None:
+        """The fleet's cached token (None if absent, or sealed under a key since dropped),
+        kept in this process for as long as it lives in Redis."""
+        pipe = ctx.redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.pttl(key)
+        sealed, pttl = pipe.execute()
+        token = ctx.sealer.open(sealed) if sealed else None
+        if token and int(pttl) > 0:
+            self._local_tokens[mine] = (token, time.monotonic() + int(pttl) / 1000)
+        return token
 
     def _api(self, ctx: StepContext, method: str, url: str, **kwargs: Any) -> requests.Response:
         """A CMS or DI call with the fleet's token; a 401 refreshes the token once."""

@@ -189,7 +189,7 @@ class IngestioAdapter(Adapter):
 
         def create() -> Any:
             secret = derived_secret(ctx.settings, self.name, ctx.account.name)
-            register_secret(secret)
+            register_secret(secret, pinned=True)  # the account's, for the process's life
             return self._api(ctx, "POST", "/hooks", body={
                 "event_names": HOOK_EVENTS, "url": url, "enabled": True, "secret": secret}).json()
 

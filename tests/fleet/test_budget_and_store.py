@@ -7,9 +7,10 @@ import time
 
 import pytest
 
+from tasks import keys
 from tasks.budget import ProviderBudget
 from tasks.errors import Throttled
-from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job, JobStore, Lease, StaleLease
+from tasks.jobstore import SCHEDULE_CLAIMED_KEY, SCHEDULE_KEY, Job, JobStore, Lease, Refused, StaleLease
 
 
 @pytest.fixture
@@ -90,8 +91,8 @@ def test_lease_excludes_and_fencing_refuses_a_stale_holder(fake) -> None:
     store.create(_job(), dispatch_member="m", grace=30)
     lease = store.acquire("j1", ttl=0.3)
     assert isinstance(lease, Lease)
-    busy, wait = store.acquire("j1", ttl=5)
-    assert busy is None and 0 < wait <= 0.3
+    busy = store.acquire("j1", ttl=5)
+    assert isinstance(busy, Refused) and 0 < busy.wait <= 0.3
     time.sleep(0.35)  # the holder stalls past its lease; another worker takes over
     newer = store.acquire("j1", ttl=5)
     assert isinstance(newer, Lease) and newer.token > lease.token
@@ -262,11 +263,16 @@ def test_a_dispatch_takes_the_lease_only_while_the_record_names_it(fake) -> None
 
     store = JobStore(fake)
     store.create(_job(dispatch={"task_id": "j1.1.create", "step": "create"}), dispatch_member="m", grace=30)
-    assert store.acquire("j1", ttl=5, dispatch="j1.0.create") == (None, STALE)  # an older dispatch
-    assert store.acquire("gone", ttl=5, dispatch="gone.1.create") == (None, STALE)  # no record
+    older = store.acquire("j1", ttl=5, dispatch="j1.0.create")  # an older dispatch
+    assert isinstance(older, Refused) and older.wait == STALE and older.job.dispatch["task_id"] == "j1.1.create"
+    assert store.acquire("gone", ttl=5, dispatch="gone.1.create") == Refused(STALE, None)  # no record
     lease = store.acquire("j1", ttl=5, dispatch="j1.1.create")
     assert isinstance(lease, Lease)
-    job = store.get("j1")
+    assert lease.job == store.get("j1")  # the record, read in the same atomic step
+    assert fake.get(keys.starts("j1.1.create")) == b"1"
+    job = lease.job
     job.state = "failed"
     store.save(job, lease, release=True)
-    assert store.acquire("j1", ttl=5, dispatch="j1.1.create") == (None, STALE)  # terminal
+    assert fake.get(keys.starts("j1.1.create")) is None and lease.ended  # the run ended: its count goes
+    terminal = store.acquire("j1", ttl=5, dispatch="j1.1.create")
+    assert isinstance(terminal, Refused) and terminal.wait == STALE and terminal.job.state == "failed"

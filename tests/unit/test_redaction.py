@@ -82,3 +82,19 @@ def test_credentials_in_a_url_are_found_and_masked(url: str, shown: str, secrets
 
     assert redacted(url) == shown
     assert secrets_in(url) == secrets
+
+
+def test_the_secrets_of_past_jobs_are_bounded_and_the_process_own_stay() -> None:
+    """A worker that ran many jobs neither keeps every job's secrets nor scans them all."""
+    from tasks import logs
+
+    register_secret("process-credential-Zq81", pinned=True)
+    in_use = "oauth-token-in-use-Hq2"
+    for i in range(logs.RECENT_SECRETS * 3):
+        register_secret(f"upload-token-of-job-{i:05d}")
+        if i % 10 == 0:
+            register_secret(in_use)  # a secret used again is kept, as the newest
+    assert len(logs._SECRETS) <= logs.RECENT_SECRETS + len(logs._PINNED)
+    masked = logs.scrub("process-credential-Zq81 oauth-token-in-use-Hq2 upload-token-of-job-00191")
+    assert masked == "*** *** ***"
+    assert logs.scrub("upload-token-of-job-00000") == "upload-token-of-job-00000"  # long gone from this process
