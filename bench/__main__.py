@@ -1,13 +1,15 @@
-"""`python -m bench [orchestration [N] | upload | budget | redis_bytes [N] | relay]` - no argument runs them all."""
+"""`python -m bench [orchestration [N] | upload | uploads [ROUNDS] | budget | redis_bytes [N] | relay]`.
+
+No argument runs them all."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import budget, orchestration, redis_bytes, relay, upload
+from bench import budget, orchestration, redis_bytes, relay, upload, uploads
 
 BENCHES = {"orchestration": orchestration.main, "upload": upload.main, "budget": budget.main,
-           "redis_bytes": redis_bytes.main, "relay": relay.main}
+           "redis_bytes": redis_bytes.main, "relay": relay.main, "uploads": uploads.main}
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -72,6 +72,23 @@ def environment(name: str, *, processing_seconds: float, extra_env: dict[str, st
         redis.stop()
 
 
+def upload_events(intent: dict[str, Any]) -> dict[str, float]:
+    """Submit ``intent`` and wait until its upload is over: the time of each event of its
+    history (``submitted``, the target's, ``upload.complete``, ...). A failed job raises."""
+    from tasks.producer import status, submit
+
+    job_id = submit(intent)
+    while True:
+        job = status(job_id)
+        if job["state"] in ("processing", "ready", "failed") or any(
+                h["event"] == "upload.complete" for h in job["history"]):
+            break
+        time.sleep(0.05)
+    if job["state"] == "failed":
+        raise RuntimeError(f"job {job_id} failed: {job['error']}")
+    return {h["event"]: float(h["at"]) for h in job["history"]}
+
+
 def sandbox_exports(group: ProcessGroup, env: dict[str, str], keep: dict[str, str]) -> None:
     """Configure every provider as the sandbox printed (``export NAME=value`` lines), as a new
     user's fleet takes them, except the names in ``keep``: into ``env``, the group's processes

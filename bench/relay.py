@@ -18,12 +18,11 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import psutil
 
-from bench.common import environment, record, wait_healthy
+from bench.common import environment, record, upload_events, wait_healthy
 from bench.upload import CHUNK, GiB, MiB, _source, peak_rss
 from workers.embedded_redis import free_port
 from workers.procs import sandbox_argv, scheduler_argv, worker_argv
@@ -31,18 +30,8 @@ from workers.procs import sandbox_argv, scheduler_argv, worker_argv
 
 def _uploaded(source: str, relay: bool) -> float:
     """Seconds from submit to the upload's end, for one Gcore job."""
-    from tasks.producer import status, submit
-
-    job_id = submit({"provider": "gcore", "source": source, "title": Path(source).name, "relay": relay})
-    while True:
-        job = status(job_id)
-        if job["state"] in ("processing", "ready", "failed") or any(
-                h["event"] == "upload.complete" for h in job["history"]):
-            break
-        time.sleep(0.05)
-    assert job["state"] != "failed", job
-    events = {h["event"]: h["at"] for h in job["history"]}
-    return float(events["upload.complete"] - events["submitted"])
+    events = upload_events({"provider": "gcore", "source": source, "title": Path(source).name, "relay": relay})
+    return events["upload.complete"] - events["submitted"]
 
 
 def main(argv: list[str]) -> None:

@@ -22,7 +22,7 @@ import psutil
 import requests
 from tusclient.client import TusClient
 
-from bench.common import SANDBOX_KEY, environment, record
+from bench.common import SANDBOX_KEY, environment, record, upload_events
 from sandbox.media import make_video_file
 from workers.procs import scheduler_argv, worker_argv
 
@@ -53,19 +53,9 @@ def _direct_tuspy(url: str, path: Path) -> float:
     return time.monotonic() - started
 
 
-def _fleet_upload(path: Path) -> tuple[float, dict]:
-    from tasks.producer import status, submit
-
-    job_id = submit({"provider": "gcore", "source": str(path), "title": path.name})
-    while True:
-        job = status(job_id)
-        if job["state"] in ("processing", "ready", "failed") or any(
-                h["event"] == "upload.complete" for h in job["history"]):
-            break
-        time.sleep(0.05)
-    assert job["state"] != "failed", job
-    events = {h["event"]: h["at"] for h in job["history"]}
-    return events["upload.complete"] - events["submitted"], job
+def _fleet_upload(path: Path) -> float:
+    events = upload_events({"provider": "gcore", "source": str(path), "title": path.name})
+    return events["upload.complete"] - events["submitted"]
 
 
 class RssSampler(threading.Thread):
@@ -113,7 +103,7 @@ def main(argv: list[str]) -> None:
         worker = group.start("worker", worker_argv(None, concurrency=1, loglevel="WARNING"))
         group.wait_for_line(worker, "ready.", 60)
         for _ in range(2):
-            fleet_s, _job = _fleet_upload(one_gib)
+            fleet_s = _fleet_upload(one_gib)
             direct_s = _direct_tuspy(url, one_gib)
             rounds.append({"fleet_s": round(fleet_s, 2), "direct_s": round(direct_s, 2),
                            "fleet_MBps": round(GiB / 1e6 / fleet_s, 1), "direct_MBps": round(GiB / 1e6 / direct_s, 1),
@@ -123,7 +113,7 @@ def main(argv: list[str]) -> None:
         rss = {}
         for label, size in (("256MiB", 256 * MiB), ("2GiB", 2 * GiB)):
             path = _source(sources / f"rss-{label}.mp4", size)
-            rss[label] = peak_rss(group, label, lambda p=path: _fleet_upload(p)[0])
+            rss[label] = peak_rss(group, label, lambda p=path: _fleet_upload(p))
         for p in sources.glob("*.mp4"):
             os.unlink(p)
 

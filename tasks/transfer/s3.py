@@ -9,6 +9,11 @@ uploaded but not yet checkpointed when a worker died is adopted, not sent again)
 missing parts, and completes with the parts sorted by number. Where ``ListParts`` is denied
 (upload-only credentials) it resumes from the checkpointed parts alone.
 
+Up to :data:`PARTS_IN_FLIGHT` parts are sent at once (as boto3's own transfers do), each
+checkpointed as it finishes: the worker hashes and signs one part while the store takes
+another, and memory stays bounded by that many parts. A crash re-sends at most the parts
+that were in flight (fewer where ``ListParts`` adopts them).
+
 Temporary credentials and presigned URLs are secrets: they live only in a Redis key of their
 own that expires with them (:func:`store_credentials`), never in the job record, a message or
 a log line. When they are gone the session is lost and the upload target is obtained anew.
@@ -22,8 +27,10 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import math
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import boto3
@@ -37,6 +44,8 @@ from tasks.sealed import Sealer
 from tasks.transfer.source import size_of
 
 MIN_PART = 5 * 1024 * 1024  # S3's minimum for every part but the last
+#: Parts sent at once by one upload slice (memory: that many parts, plus the one being read).
+PARTS_IN_FLIGHT = 4
 MAX_PARTS = 10_000
 _SESSION_LOST = {"NoSuchUpload", "ExpiredToken", "InvalidAccessKeyId", "AccessDenied", "SignatureDoesNotMatch",
                  "TokenRefreshRequired", "InvalidToken"}
@@ -169,25 +178,73 @@ def upload_multipart_slice(ctx: Any, *, client: Any, bucket: str, key: str, cont
         if adopted:
             job.note("upload.parts_adopted", parts=adopted)  # sent before a crash, not checkpointed
         job.bytes_done = sum(p["size"] for p in up["parts"])
-        for n in range(1, total + 1):
-            if n in done:
-                continue
-            if ctx.time_left() <= 0:
-                return False
-            f.seek((n - 1) * part_size)
-            data = f.read(expected[n])
+
+        def send(n: int, data: bytes) -> str:
             # Content-MD5: S3 refuses a part that arrives damaged (BadDigest) instead of storing it.
             answer = _call("UploadPart", client.upload_part, Bucket=bucket, Key=key, UploadId=up["upload_id"],
                            PartNumber=n, Body=data, ContentLength=len(data),
                            ContentMD5=base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode())
-            up["parts"].append({"n": n, "size": len(data), "etag": answer["ETag"]})
-            job.bytes_done += len(data)
+            return str(answer["ETag"])
+
+        def sent(n: int, length: int, etag: str) -> None:
+            up["parts"].append({"n": n, "size": length, "etag": etag})
+            job.bytes_done += length
             ctx.progress()
+
+        todo = [(n, (n - 1) * part_size, expected[n]) for n in range(1, total + 1) if n not in done]
+        if not send_parts(ctx, f, todo, send, sent):
+            return False
         parts = sorted(up["parts"], key=lambda p: p["n"])
         _call("CompleteMultipartUpload", client.complete_multipart_upload, Bucket=bucket, Key=key,
               UploadId=up["upload_id"],
               MultipartUpload={"Parts": [{"PartNumber": p["n"], "ETag": p["etag"]} for p in parts]})
         return True
+
+
+def send_parts(ctx: Any, f: Any, parts: list[tuple[int, int, int]], send: Any, sent: Any,
+               in_flight: int = PARTS_IN_FLIGHT) -> bool:
+    """Send ``parts`` (number, offset, length) of ``f``, up to ``in_flight`` at once:
+    ``send(n, data)`` in a thread of its own, ``sent(n, length, result)`` here, in the step's
+    thread, as each finishes (its checkpoint). False when the slice's time ran out first (the
+    parts in flight are finished and recorded); a failed part raises its error once the others
+    in flight are recorded, so a retry sends only what is missing."""
+    pending: dict[Future[Any], tuple[int, int]] = {}
+    failure: BaseException | None = None
+    recorded = 0
+
+    def settle(finished: set[Future[Any]]) -> None:
+        nonlocal failure, recorded
+        for future in sorted(finished, key=lambda fut: pending[fut][0]):
+            n, length = pending.pop(future)
+            try:
+                result = future.result()
+            except BaseException as exc:  # the first error is raised once all are settled
+                failure = failure or exc
+                continue
+            sent(n, length, result)
+            recorded += 1
+
+    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="part") as pool:
+        try:
+            for n, offset, length in parts:
+                if failure is not None or ctx.time_left() <= 0:
+                    break
+                while len(pending) >= in_flight:
+                    settle(wait(pending, return_when=FIRST_COMPLETED).done)
+                f.seek(offset)
+                data = f.read(length)
+                if len(data) != length:
+                    raise TransientError(f"the source gave {len(data)} of part {n}'s {length} bytes")
+                # Each part runs in a copy of this context: its log lines keep the job's fields.
+                pending[pool.submit(contextvars.copy_context().run, send, n, data)] = (n, length)
+            while pending:
+                settle(wait(pending).done)
+        finally:
+            for future in pending:
+                future.cancel()
+    if failure is not None:
+        raise failure
+    return recorded == len(parts)
 
 
 def abort_multipart(client: Any, *, bucket: str, key: str, upload_id: str) -> None:
