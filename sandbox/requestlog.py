@@ -6,7 +6,7 @@ upload cost. An entry::
 
     {"seq": 12, "t": 1767000000.123, "provider": "gcore", "method": "PATCH",
      "path": "/upload/ab12…", "endpoint": "gcore.tus_patch", "status": 204,
-     "bytes_in": 5242880, "entity": "2500001", "fault": null}
+     "bytes_in": 5242880, "entity": "2500001", "fault": null, "client": "127.0.0.1"}
 
 ``t`` is when the request arrived; entries are appended when it ends, so they are in
 completion order and ``seq`` numbers them in that order. ``status`` is null when no
@@ -15,7 +15,8 @@ connection). Requests to ``/_sandbox/`` itself are not logged, nor are requests 
 arrived before the last reset (one a ``hang`` held through a reset belongs to the test
 before). Entries of the S3 proxy (:mod:`sandbox.s3`, provider ``s3``) also carry
 ``part_number`` (an ``s3.upload_part``'s ``partNumber``, else null) and have the object
-``bucket/key`` as ``entity``.
+``bucket/key`` as ``entity``. ``client`` is the address the request came from (which host
+of a multi-host test sent it); the S3 proxy's entries have none.
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ class Sandbox:
         if req.route is None or req.route.provider != ADMIN:
             self.log.record(t=started, provider=req.route.provider if req.route else None, method=req.method,
                             path=req.path, endpoint=req.endpoint, status=response.status if response else None,
-                            bytes_in=req.bytes_in, entity=req.entity, fault=req.fault)
+                            bytes_in=req.bytes_in, entity=req.entity, fault=req.fault, client=h.client_address[0])
         if response is None:
             abort_connection(h)
         else:

@@ -594,6 +594,7 @@ def test_request_log_records_and_filters(sandbox, api):
     assert create["provider"] == "gcore" and create["method"] == "POST" and create["path"] == "/streaming/videos"
     assert (create["status"], create["entity"], create["fault"]) == (201, str(video["id"]), None)
     assert create["bytes_in"] == len(b'{"video": {"name": "clip"}}') and create["t"] > t0
+    assert create["client"] == "127.0.0.1"
     assert [e["endpoint"] for e in log(sandbox, endpoint="gcore.get_video")] == ["gcore.get_video"]
     assert any(e["endpoint"] is None and e["status"] == 404 for e in entries)
     assert log(sandbox, since=time.time()) == []
