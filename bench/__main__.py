@@ -1,4 +1,5 @@
-"""`python -m bench [orchestration [N] | upload | uploads [ROUNDS] | budget | redis_bytes [N] | relay]`.
+"""`python -m bench [orchestration [N] | upload | uploads [ROUNDS] | budget | redis_bytes [N] | relay |
+across_hosts [N]]`.
 
 No argument runs them all."""
 
@@ -6,10 +7,11 @@ from __future__ import annotations
 
 import sys
 
-from bench import budget, orchestration, redis_bytes, relay, upload, uploads
+from bench import across_hosts, budget, orchestration, redis_bytes, relay, upload, uploads
 
 BENCHES = {"orchestration": orchestration.main, "upload": upload.main, "budget": budget.main,
-           "redis_bytes": redis_bytes.main, "relay": relay.main, "uploads": uploads.main}
+           "redis_bytes": redis_bytes.main, "relay": relay.main, "uploads": uploads.main,
+           "across_hosts": across_hosts.main}
 
 if __name__ == "__main__":
     args = sys.argv[1:]
