@@ -187,18 +187,22 @@ def test_learned_rate_limit_headers_pause_the_account_at_zero(r) -> None:
     assert budget.stats()["observed"]["limit"] == 100
 
 
-def test_the_reaper_reclaims_slots_of_lost_and_ended_jobs(rt, r) -> None:
-    from tasks.lifecycle import reap
+def test_the_reaper_reclaims_slots_of_lost_and_ended_jobs(rt, r, monkeypatch) -> None:
+    from tasks import lifecycle
 
+    monkeypatch.setattr(lifecycle, "REAP_PAGE", 2)  # the sets are read in several pages
     slots = rt.slots("gcore", "default")
     store = JobStore(r)
     store.create(_job(id="ended", key="k-ended", state="failed"), dispatch_member="m1", grace=30)
-    store.create(_job(id="alive", key="k-alive", state="processing"), dispatch_member="m2", grace=30)
-    for job_id in ("lost", "ended", "alive"):  # "lost": no record at all
+    alive = [f"alive{i}" for i in range(5)]
+    for job_id in alive:
+        store.create(_job(id=job_id, key=f"k-{job_id}", state="processing"), dispatch_member=f"m {job_id}", grace=30)
+    for job_id in ("lost", "ended", *alive):  # "lost": no record at all
         assert slots.acquire(job_id, score=1, wake_with=f"q {job_id}")
-    assert reap(rt) == 2  # the lost job and the ended one (its slot and its backlog entry)
-    assert slots.holders() == ["alive"]
-    assert r.zrange(store.active_key("gcore", "default"), 0, -1) == [b"alive"]
+    assert lifecycle.reap(rt) == 2  # the lost job and the ended one (its slot and its backlog entry)
+    assert sorted(slots.holders()) == alive
+    assert sorted(r.zrange(store.active_key("gcore", "default"), 0, -1)) == [a.encode() for a in alive]
+    assert lifecycle.reap(rt) == 0
 
 
 def test_a_long_wait_reserves_the_token_and_the_holder_uses_it(r) -> None:
