@@ -67,6 +67,7 @@ from tasks.intent import IntentError, ValidatedIntent
 from tasks.logs import register_secret
 from tasks.providers.base import Adapter, Status, StepContext
 from tasks.transfer import single_put_max
+from tasks.transfer.source import read_range
 
 VND = "application/vnd.ingest.v1+json"
 #: The Content-Type every part is signed with and PUT with, as the node SDK's
@@ -136,10 +137,7 @@ def _part_body(f: IO[bytes], start: int, length: int) -> tuple[Any, str | None]:
     """What to PUT for a part, and its MD5 when known before sending (a whole part)."""
     if length > WHOLE_PART:
         return _PartReader(f, start, length), None
-    f.seek(start)
-    data = f.read(length)
-    if len(data) != length:
-        raise TransientError(f"the source gave {len(data)} of a part's {length} bytes")
+    data = read_range(f, start, length)
     return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
@@ -331,13 +329,12 @@ class IngestioAdapter(Adapter):
                   prepared: tuple[dict[str, str], Any, str | None] | None = None) -> str:
         """PUT one part (signed and read here, or ``prepared`` ahead); an expired or refused
         signature is signed again (a part held in memory is not read again). -> ETag."""
+        signed, body, md5 = prepared or self._prepare(ctx, f, part, start, length)
         for attempt in range(RESIGN_LIMIT):
-            if attempt == 0 and prepared is not None:
-                signed, body, md5 = prepared
-            elif prepared is not None and isinstance(prepared[1], bytes):
-                signed, body, md5 = self._sign(ctx, part), prepared[1], prepared[2]
-            else:
-                signed, body, md5 = self._prepare(ctx, f, part, start, length)
+            if attempt:
+                signed = self._sign(ctx, part)
+                if not isinstance(body, bytes):  # a streamed part was read by the last try
+                    body, md5 = _part_body(f, start, length)
             headers = {"Authorization": signed["authHeader"], "x-amz-date": signed["dateHeader"],
                        "Content-Type": PART_TYPE, "Content-Length": str(length)}
             if signed.get("securityToken"):

@@ -41,7 +41,7 @@ from tasks import keys
 from tasks.errors import PermanentError, StepError, Throttled, TransientError, UploadSessionLost
 from tasks.logs import register_secret
 from tasks.sealed import Sealer
-from tasks.transfer.source import size_of
+from tasks.transfer.source import read_range, size_of
 
 MIN_PART = 5 * 1024 * 1024  # S3's minimum for every part but the last
 #: Parts sent at once by one upload slice (memory: that many parts, plus the one being read).
@@ -231,10 +231,7 @@ def send_parts(ctx: Any, f: Any, parts: list[tuple[int, int, int]], send: Any, s
                     break
                 while len(pending) >= in_flight:
                     settle(wait(pending, return_when=FIRST_COMPLETED).done)
-                f.seek(offset)
-                data = f.read(length)
-                if len(data) != length:
-                    raise TransientError(f"the source gave {len(data)} of part {n}'s {length} bytes")
+                data = read_range(f, offset, length)
                 # Each part runs in a copy of this context: its log lines keep the job's fields.
                 pending[pool.submit(contextvars.copy_context().run, send, n, data)] = (n, length)
             while pending:

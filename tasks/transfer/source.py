@@ -20,7 +20,7 @@ import boto3
 
 from ingest_fleet.intent import fingerprint
 from ingest_fleet.urls import redacted
-from tasks.errors import ConfigError, PermanentError
+from tasks.errors import ConfigError, PermanentError, TransientError
 from tasks.transfer.netguard import guarded_session
 from tasks.transfer.relay import HttpRemote, RangeReader, S3Remote
 
@@ -81,3 +81,12 @@ def size_of(f: Any) -> int:
     """The size of an opened source: a relayed one knows it, a file asks the OS."""
     size = getattr(f, "size", None)
     return int(size) if size is not None else os.fstat(f.fileno()).st_size
+
+
+def read_range(f: Any, offset: int, length: int) -> bytes:
+    """``length`` bytes of an opened source from ``offset`` (a part, a chunk), all of them."""
+    f.seek(offset)
+    data = bytes(f.read(length))
+    if len(data) != length:
+        raise TransientError(f"the source gave {len(data)} of the {length} bytes at offset {offset}")
+    return data
