@@ -216,6 +216,18 @@ class JobStore:
         raws = self.redis.mget(names)
         return [Job.from_json(raw) for raw in raws if raw]
 
+    def member_pages(self, key: str, size: int = 500) -> Iterator[list[str]]:
+        """The members of the sorted set ``key``, about ``size`` at a time (ZSCAN: a member
+        there throughout is seen at least once, one that comes or goes meanwhile may not be)."""
+        page: list[str] = []
+        for member, _score in self.redis.zscan_iter(key, count=size):
+            page.append(text(member))
+            if len(page) >= size:
+                yield page
+                page = []
+        if page:
+            yield page
+
     def iter_jobs(self, *, batch: int = 500) -> Iterator[Job]:
         """Every job, oldest first, read in batches (constant memory per batch)."""
         start = 0

@@ -4,7 +4,6 @@ its provider-side slot is given back, the next waiters are woken, it leaves the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -14,7 +13,6 @@ from tasks.intent import IntentError, intent_of
 from tasks.jobstore import Job, Lease
 from tasks.providers import ADAPTERS, StepContext
 from tasks.queues import PRIORITY
-from tasks.redis_text import text
 from tasks.runtime import Runtime
 from tasks.transfer.s3 import forget_credentials
 
@@ -95,7 +93,7 @@ def reap(rt: Runtime) -> int:
         active = rt.store.active_key(provider, account)
         gone: set[str] = set()  # reclaimed in this pass (a job may be in several of the sets)
         for key in [active, *(k for slots in pools for k in slots.keys[:2])]:
-            for page in _pages(rt, key):
+            for page in rt.store.member_pages(key, REAP_PAGE):
                 for job_id, raw in zip(page, rt.redis.mget([rt.store.key(i) for i in page]), strict=True):
                     if job_id in gone or (raw and not Job.from_json(raw).terminal):
                         continue
@@ -107,14 +105,3 @@ def reap(rt: Runtime) -> int:
                     reclaimed += 1
     return reclaimed
 
-
-def _pages(rt: Runtime, key: str) -> Iterator[list[str]]:
-    """The members of the sorted set ``key``, :data:`REAP_PAGE` at a time (ZSCAN)."""
-    page: list[str] = []
-    for member, _score in rt.redis.zscan_iter(key, count=REAP_PAGE):
-        page.append(text(member))
-        if len(page) >= REAP_PAGE:
-            yield page
-            page = []
-    if page:
-        yield page

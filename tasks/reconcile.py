@@ -17,10 +17,9 @@ message, which the task-id check drops (ARCHITECTURE.md §3).
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasks import keys
 from tasks.dispatch import next_dispatch
@@ -40,11 +39,9 @@ UNACKED = "unacked"
 AUTO_SCAN_LIMIT = 20_000
 
 
-def _queued_task_ids(rt: Runtime, queues: Iterable[str], *, limit: int | None = None) -> tuple[set[str], set[str]]:
-    """Task ids of every message waiting in ``queues`` or held by a worker, and the queues
-    left unread because they hold more than ``limit`` messages."""
+def _queued_task_ids(rt: Runtime, queues: Iterable[str]) -> set[str]:
+    """Task ids of every message waiting in ``queues`` or held by a worker."""
     ids: set[str] = set()
-    unread: set[str] = set()
 
     def add(raw: bytes | str) -> None:
         try:
@@ -56,54 +53,85 @@ def _queued_task_ids(rt: Runtime, queues: Iterable[str], *, limit: int | None = 
             pass
 
     for queue in queues:
-        if limit is not None and queue_length(rt.redis, queue) > limit:
-            unread.add(queue)
-            continue
         for name in priority_lists(queue):
             for start in range(0, rt.redis.llen(name), 1000):
                 for raw in rt.redis.lrange(name, start, start + 999):
                     add(raw)
     for _tag, raw in rt.redis.hscan_iter(UNACKED):
         add(raw)
-    return ids, unread
+    return ids
 
 
-def _in_progress(rt: Runtime, *, quiet: float = 0.0) -> Iterator[Job]:
-    """Unfinished jobs; with ``quiet``, only those whose record did not change for that long."""
+class Suspect(NamedTuple):
+    """What a sweep keeps of a job that may be orphaned until it has read the queues: a
+    backlog of any size costs a sweep one page of records, not every record at once."""
+
+    job_id: str
+    task_id: str | None
+    queue: str | None
+    updated_at: float
+
+
+#: Jobs read per page of each account's backlog (one ZSCAN, one MGET and one pipeline a page).
+PAGE = 500
+
+
+def _suspects(rt: Runtime, *, quiet: float, scan_limit: int | None, unread: set[str]) -> Iterator[Suspect]:
+    """Unfinished jobs, quiet for ``quiet`` seconds, with no schedule entry, lease or slot
+    place: a page at a time, checked with one pipeline a page. A job whose queue is longer
+    than ``scan_limit`` is left out at once (its queue is added to ``unread``)."""
     now = rt.clock.now()  # updated_at was written by other hosts: compared on Redis's clock
+    lengths: dict[str, int] = {}
     for provider, account in rt.served():
-        active = rt.store.active_key(provider, account)
-        for start in itertools.count(0, 500):
-            ids = rt.redis.zrange(active, start, start + 499)
-            if not ids:
-                break
-            for job in rt.store.get_many(ids):
-                if not job.terminal and now - job.updated_at >= quiet:
-                    yield job
+        for page in rt.store.member_pages(rt.store.active_key(provider, account), PAGE):
+            jobs = [job for job in rt.store.get_many(page) if not job.terminal and now - job.updated_at >= quiet]
+            if scan_limit is not None:
+                for queue in {j.dispatch["queue"] for j in jobs if j.dispatch.get("queue")} - lengths.keys():
+                    lengths[queue] = queue_length(rt.redis, queue)
+                    if lengths[queue] > scan_limit:
+                        unread.add(queue)
+                jobs = [j for j in jobs if j.dispatch.get("queue") not in unread]
+            if not jobs:
+                continue
+            pipe = rt.redis.pipeline(transaction=False)
+            for job in jobs:
+                member = job.dispatch.get("member") or ""
+                pipe.zscore(SCHEDULE_KEY, member)
+                pipe.zscore(SCHEDULE_CLAIMED_KEY, member)
+                pipe.exists(keys.lease(job.id))
+                pipe.zscore(rt.slots(job.provider, job.account, job).keys[1], job.id)
+            alive = pipe.execute()
+            for i, job in enumerate(jobs):
+                scheduled, claimed, leased, waiting = alive[4 * i:4 * i + 4]
+                if (job.dispatch.get("member") and (scheduled is not None or claimed is not None)) or leased \
+                        or (job.waiting == "slot" and waiting is not None):
+                    continue
+                yield Suspect(job.id, job.dispatch.get("task_id"), job.dispatch.get("queue"), job.updated_at)
 
 
 def orphans(rt: Runtime, *, quiet: float = 0.0, scan_limit: int | None = None) -> list[Job]:
     """Jobs in progress with no live message, schedule entry, slot place or lease (with
-    ``scan_limit``: except those in a queue too long to read, see :data:`AUTO_SCAN_LIMIT`)."""
-    found = []
-    for job in _in_progress(rt, quiet=quiet):
-        member = job.dispatch.get("member")
-        if member and (rt.redis.zscore(SCHEDULE_KEY, member) is not None
-                       or rt.redis.zscore(SCHEDULE_CLAIMED_KEY, member) is not None):
-            continue
-        if rt.redis.exists(keys.lease(job.id)):
-            continue
-        if job.waiting == "slot" and rt.redis.zscore(rt.slots(job.provider, job.account).keys[1], job.id) is not None:
-            continue
-        found.append(job)
-    if not found:
+    ``scan_limit``: except those in a queue too long to read, see :data:`AUTO_SCAN_LIMIT`).
+
+    Memory: a page of records, and a small tuple per suspect (a job with no live dispatch
+    found outside its queue) until the queues are read; then the records of the orphans."""
+    unread: set[str] = set()
+    suspects = list(_suspects(rt, quiet=quiet, scan_limit=scan_limit, unread=unread))
+    if not suspects:
         return []
     # Only now read the queues of these jobs (the costly part): a message that moves from a
     # queue to a worker meanwhile is in ``unacked`` (read last) or its job's lease is taken.
-    queued, unread = _queued_task_ids(rt, sorted({j.dispatch["queue"] for j in found if j.dispatch.get("queue")}),
-                                      limit=scan_limit)
-    return [job for job in found
-            if job.dispatch.get("task_id") not in queued and job.dispatch.get("queue") not in unread]
+    queued = _queued_task_ids(rt, sorted({s.queue for s in suspects if s.queue} - unread))
+    lost = {s.job_id: s for s in suspects if s.task_id not in queued and s.queue not in unread}
+    del suspects
+    # The orphans' records, read again: one that changed meanwhile has moved on.
+    found = []
+    for start in range(0, len(lost), PAGE):
+        for job in rt.store.get_many(list(lost)[start:start + PAGE]):
+            seen = lost[job.id]
+            if not job.terminal and (job.dispatch.get("task_id"), job.updated_at) == (seen.task_id, seen.updated_at):
+                found.append(job)
+    return found
 
 
 def _requeue(rt: Runtime, job: Job) -> None:

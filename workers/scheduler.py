@@ -7,11 +7,12 @@ forgets it. A claim that is not published within ``CLAIM_SECONDS`` (its schedule
 becomes due again, so several schedulers may run side by side: a rare duplicate is dropped
 by the task-id check in tasks.steps, and nothing is lost.
 
-Between ticks it does the fleet's housekeeping: the reaper gives back slots of jobs that
+Beside the loop, on a thread of its own, it does the fleet's housekeeping: the reaper gives back slots of jobs that
 ended without doing so (tasks.lifecycle.reap), and the reconciler re-enqueues jobs in
 progress that nothing will run any more (tasks.reconcile.Reconciler): a message lost in
 kombu's short window between a worker's BRPOP and its write to ``unacked`` when that worker
-is killed, or writes a Redis lost.
+is killed, or writes a Redis lost. Chores read the whole backlog (in pages): on the
+publishing loop, a pass over 100,000 jobs held every due poll back for as long as it took.
 
 Run it with ``ingest-fleet scheduler``.
 """
@@ -46,8 +47,8 @@ PRUNE_SECONDS = 3600.0  # the jobs index loses the entries of expired records (t
 
 
 class Chore:
-    """Housekeeping the scheduler runs every ``every`` seconds between ticks; ``run`` returns
-    how many things it fixed (logged when not 0)."""
+    """Housekeeping the scheduler runs every ``every`` seconds on its chores thread; ``run``
+    returns how many things it fixed (logged when not 0)."""
 
     def __init__(self, name: str, every: float, run: Callable[[], int]):
         self.name, self.every, self.run = name, every, run
@@ -78,26 +79,41 @@ class Scheduler:
 
     def run(self) -> None:
         log.info("scheduler.started")
+        chores = threading.Thread(target=self._run_chores, name="scheduler-chores", daemon=True)
+        chores.start()
         while not self._stop.is_set():
             try:
                 published = self.tick()
-                self._run_chores()
             except redis.RedisError as exc:
                 log.warning("scheduler.redis_unavailable", error=str(exc))
                 self._stop.wait(1.0)
                 continue
             if published < BATCH:
                 self._stop.wait(self.idle_sleep)
+        chores.join(timeout=5)
         log.info("scheduler.stopped")
 
     def _run_chores(self) -> None:
-        for chore in self.chores:
-            if time.monotonic() < chore.due:
-                continue
-            chore.due = time.monotonic() + chore.every
-            fixed = chore.run()
-            if fixed:
-                log.info(f"scheduler.{chore.name}", entries=fixed)
+        """The chores, each when due, until the scheduler stops (a thread of their own: the
+        Redis client's pool gives it its own connection). A chore that fails is logged and
+        runs again when next due; it never stops the publishing loop."""
+        while not self._stop.is_set():
+            for chore in self.chores:
+                if self._stop.is_set() or time.monotonic() < chore.due:
+                    continue
+                try:
+                    fixed = chore.run()
+                except redis.RedisError as exc:
+                    log.warning("scheduler.redis_unavailable", chore=chore.name, error=str(exc))
+                    fixed = 0
+                except Exception:
+                    log.exception("scheduler.chore_failed", chore=chore.name)
+                    fixed = 0
+                chore.due = time.monotonic() + chore.every
+                if fixed:
+                    log.info(f"scheduler.{chore.name}", entries=fixed)
+            due = min((c.due for c in self.chores), default=time.monotonic() + 1.0)
+            self._stop.wait(max(0.05, min(1.0, due - time.monotonic())))
 
     def stop(self, *_: object) -> None:
         self._stop.set()

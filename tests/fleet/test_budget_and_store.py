@@ -3,6 +3,7 @@ the outbox of dispatches and the scheduler's claim."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -139,6 +140,54 @@ def test_scheduler_claims_due_entries_once_and_recovers_dead_claims(r) -> None:
         module.publish = original
     assert r.zcard(SCHEDULE_CLAIMED_KEY) == 0
     assert r.zrange(SCHEDULE_KEY, 0, -1) == [b"q later"]
+
+
+def test_a_slow_or_failing_chore_never_holds_back_publishing(r) -> None:
+    """Chores (reap, reconcile) read the whole backlog: they run on a thread of their own,
+    so a pass that takes long, or fails, leaves due dispatches to be published on time."""
+    import workers.scheduler as module
+    from workers.scheduler import Chore, Scheduler
+
+    r.delete(SCHEDULE_KEY, SCHEDULE_CLAIMED_KEY)
+    published: list[tuple[str, float]] = []
+    release = threading.Event()
+    runs = {"slow": 0, "failing": 0}
+
+    def slow() -> int:
+        runs["slow"] += 1
+        release.wait(30)
+        return 0
+
+    def failing() -> int:
+        runs["failing"] += 1
+        raise RuntimeError("a chore's bug")
+
+    sched = Scheduler(r, idle_sleep=0.02, chores=[Chore("slow", 0.01, slow), Chore("failing", 0.01, failing)])
+    original = module.publish
+    module.publish = lambda m: published.append((m, time.monotonic()))
+    loop = threading.Thread(target=sched.run)
+    try:
+        loop.start()
+        time.sleep(0.3)  # the slow chore is running now, and holds its thread
+        assert runs["slow"] == 1
+        JobStore(r).schedule("q during-a-chore", 0)
+        due = time.monotonic()
+        deadline = due + 5
+        while not published and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert published and published[0][0] == "q during-a-chore"
+        assert published[0][1] - due < 1.0
+        release.set()  # the failing chore ran, was logged, and runs again when next due
+        deadline = time.monotonic() + 5
+        while runs["failing"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runs["failing"] >= 2 and loop.is_alive()
+    finally:
+        release.set()
+        sched.stop()
+        loop.join(timeout=10)
+        module.publish = original
+    assert not loop.is_alive()
 
 
 def test_slots_wake_waiters_in_priority_then_age_order_before_newcomers(fake) -> None:

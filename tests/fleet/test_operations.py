@@ -180,9 +180,11 @@ def test_the_reconciler_acts_only_on_a_job_orphaned_twice_and_unchanged(rt) -> N
     _wipe_fleet_keys(rt.redis)
 
 
-def test_the_automatic_sweep_leaves_a_long_queue_unread(rt) -> None:
+def test_the_automatic_sweep_leaves_a_long_queue_unread(rt, monkeypatch) -> None:
+    from tasks import reconcile
     from tasks.reconcile import orphans
 
+    monkeypatch.setattr(reconcile, "PAGE", 2)  # the backlog is read in several pages
     _wipe_fleet_keys(rt.redis)
     media = make_source("op-long.mp4", 256 * 1024, folder=MEDIA)
     ids = [submit({"provider": "gcore", "source": f"{SANDBOX_URL}/media/{media.name}", "title": f"l{i}"})
