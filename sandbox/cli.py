@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for cls in EMULATORS for option in cls.options
     }
     sandbox = Sandbox(args.host, args.port, data_dir=args.data_dir, media_dir=args.media_dir,
-                      processing_seconds=args.processing_seconds, seed=args.seed, **provider_options)
+                      processing_seconds=args.processing_seconds, seed=args.seed,
+                      client_timeout=args.client_timeout, **provider_options)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -76,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--processing-seconds", type=float, default=3.0,
                         help="how long emulated processing takes; 0 = instant (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault-injection RNGs (default: %(default)s)")
+    parser.add_argument("--client-timeout", type=float, default=120.0,
+                        help="seconds of client silence (a stalled request body too) before a connection is "
+                             "dropped; an upload a stalled PATCH holds stays locked that long (default: %(default)s)")
     for cls in EMULATORS:
         for option, (default, help_text) in cls.options.items():
             parser.add_argument(f"--{cls.name}-{option.replace('_', '-')}", dest=f"{cls.name}_{option}",

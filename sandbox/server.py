@@ -82,8 +82,10 @@ class Sandbox:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, data_dir: str | Path | None = None,
                  media_dir: str | Path | None = None, processing_seconds: float = 3.0, seed: int = 0,
-                 **provider_options: Any):
+                 client_timeout: float = 120.0, **provider_options: Any):
         options = _split_options(provider_options)
+        #: Seconds of client silence before a connection is dropped (a stalled body too).
+        self.client_timeout = client_timeout
         self.processing_seconds = processing_seconds
         self._tmp_dir = None if data_dir is not None else tempfile.mkdtemp(prefix="ingest-sandbox-")
         self.data_dir = Path(data_dir if data_dir is not None else self._tmp_dir)
@@ -285,11 +287,14 @@ def _split_options(provider_options: dict[str, Any]) -> dict[str, dict[str, Any]
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections as with real APIs
     server_version = "ingest-fleet-sandbox"
-    timeout = 120  # seconds of client silence before the connection is dropped
     # Headers and body go out in separate writes; with Nagle on, the client's delayed ACK
     # stalls every kept-alive response by ~40 ms.
     disable_nagle_algorithm = True
     server: _HTTPServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.sandbox.client_timeout  # client silence before the connection is dropped
+        super().setup()
 
     def _serve(self) -> None:
         self.server.sandbox._serve(self)

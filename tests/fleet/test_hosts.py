@@ -52,7 +52,10 @@ def test_cutting_a_worker_hosts_link_mid_upload_lets_the_other_host_finish(tmp_p
                                                        "--appendonly", "no", "--protected-mode", "no"]))
             sandbox = group.start("sandbox", hosts.argv("server", [
                 *sandbox_argv(8900, tmp_path / "sandbox", None, processing_seconds=0.5), "--host", server,
-                "--gcore-api-key", GCORE_KEY]))
+                "--gcore-api-key", GCORE_KEY,
+                # A PATCH cut mid-body keeps the upload locked (423 to anyone else) until the
+                # provider gives up on its silent client: 120 s by default, 15 s here.
+                "--client-timeout", "15"]))
             group.wait_for_line(sandbox, "sandbox listening on", 30)
             group.wait_for_line(group.start("scheduler", hosts.argv("server", scheduler_argv())),
                                 "scheduler.started", 30)

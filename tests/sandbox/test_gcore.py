@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -356,6 +357,38 @@ def test_a_locked_upload_answers_423_to_another_connection(sandbox, api):
     assert tus_head(url).headers["Upload-Offset"] == "100"
     r = requests.patch(url, data=b"x" * 100, headers={**patch, "Upload-Offset": "100"}, timeout=5)
     assert (r.status_code, r.headers["Upload-Offset"]) == (204, "200")  # held once per upload only
+
+
+def test_a_patch_stalled_mid_body_holds_the_lock_until_the_client_timeout(sandbox, api):
+    """A client whose link dies mid-PATCH sends nothing more: the server keeps the upload
+    locked (423 to anyone else) until it gives up on the silent connection
+    (``client_timeout``, 120 s by default), then the upload goes on from what arrived."""
+    endpoint, metadata = upload_session(api, create_video(api)["id"])
+    url = tus_post(endpoint, metadata, length=1000).headers["Location"]
+    patch = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    default = sandbox.client_timeout
+    sandbox.client_timeout = 1.5  # read by each new connection
+    try:
+        where = urlsplit(url)
+        stalled = socket.create_connection((where.hostname, where.port))
+        stalled.sendall(f"PATCH {where.path} HTTP/1.1\r\nHost: {where.netloc}\r\nTus-Resumable: 1.0.0\r\n"
+                        f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+                        f"Content-Length: 1000\r\n\r\n".encode() + b"x" * 300)  # then silence
+        silent_since = time.monotonic()
+        time.sleep(0.3)
+        r = requests.patch(url, data=b"y" * 100, headers={**patch, "Upload-Offset": "0"}, timeout=5)
+        assert (r.status_code, r.text) == (423, "file currently locked")
+        while (head := tus_head(url)).status_code == 423:
+            assert time.monotonic() - silent_since < 10, "the stalled PATCH never let go of the lock"
+            time.sleep(0.1)
+        assert time.monotonic() - silent_since >= 1.4  # held for as long as the client was silent
+        offset = int(head.headers["Upload-Offset"])
+        assert offset in (0, 300)
+        r = requests.patch(url, data=b"z" * (1000 - offset), headers={**patch, "Upload-Offset": str(offset)}, timeout=5)
+        assert (r.status_code, r.headers["Upload-Offset"]) == (204, "1000")
+        stalled.close()
+    finally:
+        sandbox.client_timeout = default
 
 
 def test_tus_token_errors_use_gcore_texts(api):
