@@ -87,8 +87,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # the job would wait for reconcile); a dispatch killed every time fails after
         # tasks.steps.MAX_STARTS runs.
         task_acks_on_timeout=False,
-        task_retry_on_worker_lost=True,  # bounded by each task's max_retries
-        task_default_retry_delay=2,      # a short ETA, far below the visibility timeout
+        # bounded by each task's max_retries, sent again after its default_retry_delay (workers.steps)
+        task_retry_on_worker_lost=True,
         # A step stops itself after a slice; the soft limit (SoftTimeLimitExceeded, which the step
         # runner settles) comes a grace later, the hard one (the pool process is killed) after
         # a second grace, for a step stuck where no signal reaches it.

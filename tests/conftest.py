@@ -210,6 +210,20 @@ def _wipe_fleet_keys(client) -> None:
             client.delete(*keys)
 
 
+def kill9_pool(worker: Proc) -> None:
+    """kill -9 the pool processes of a running worker (what the OOM killer does to the process
+    running a step): the parent survives, starts new ones, and the lost task is delivered again
+    at once (task_retry_on_worker_lost). ``Proc.kill9`` kills the whole worker instead; then
+    only the visibility timeout brings its message back."""
+    import psutil
+
+    children = psutil.Process(worker.pid).children()
+    assert children, "the worker has no pool process"
+    for child in children:
+        child.kill()
+    psutil.wait_procs(children, timeout=10)
+
+
 class Fleet:
     """Workers and a scheduler started for one test or module."""
 

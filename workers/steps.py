@@ -18,7 +18,12 @@ from tasks.logs import get_logger, scrub
 from tasks.queues import STEP_TASK
 from workers.app import app
 
-_TASK_OPTIONS = dict(bind=True, max_retries=3, acks_late=True, ignore_result=True)
+# default_retry_delay: a pool process killed mid-step (the OOM killer) has its task sent again
+# by the worker (task_retry_on_worker_lost) after this many seconds - a short ETA, far below the
+# visibility timeout. It is a task attribute only (Celery has no setting for it): left at its
+# default, 180 s, the job waited three minutes and each visibility timeout meanwhile restored
+# another copy of the held ETA message.
+_TASK_OPTIONS = dict(bind=True, max_retries=3, acks_late=True, ignore_result=True, default_retry_delay=2)
 log = get_logger("ingest.steps")
 
 

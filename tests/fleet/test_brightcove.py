@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tasks.producer import status, submit, wait
-from tests.conftest import BC_SECRET, MEDIA, SANDBOX_URL, make_source, sha256_of
+from tests.conftest import BC_SECRET, MEDIA, SANDBOX_URL, kill9_pool, make_source, sha256_of
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +51,8 @@ def test_small_push_large_push_and_pull_reach_ready(start_fleet, sandbox) -> Non
 
 
 def _kill_mid_multipart(start_fleet, sandbox, src, *, parts_before_kill: int, timeout: float, **s3_faults):
-    """Push ``src`` (5 MiB parts, slowed down), kill -9 the worker once ``parts_before_kill`` parts
-    are checkpointed, start another; returns the final job. Asserts no checkpointed part is sent
+    """Push ``src`` (5 MiB parts, slowed down), kill -9 the worker's pool process once
+    ``parts_before_kill`` parts are checkpointed; returns the final job. Asserts no checkpointed part is sent
     twice and every part is sent."""
     sandbox.faults("s3", latency_ms=400, latency_endpoints=["s3.upload_part"], **s3_faults)
     fleet = start_fleet(workers=1, concurrency=1)
@@ -62,8 +62,7 @@ def _kill_mid_multipart(start_fleet, sandbox, src, *, parts_before_kill: int, ti
         assert time.monotonic() < deadline, status(job_id)
         time.sleep(0.05)
     recorded = {p["n"] for p in status(job_id)["upload"]["parts"]}
-    fleet.workers[0].kill9()
-    fleet.start_worker(concurrency=1)
+    kill9_pool(fleet.workers[0])  # the process sending the parts; the worker goes on with a new one
     job = wait(job_id, timeout)
     assert job["state"] == "ready", job
     sent = [e["part_number"] for e in sandbox.log("s3.upload_part") if e.get("status") == 200]
@@ -75,7 +74,7 @@ def _kill_mid_multipart(start_fleet, sandbox, src, *, parts_before_kill: int, ti
 
 def test_kill_9_mid_multipart_resends_no_completed_part(start_fleet, sandbox) -> None:
     src = make_source("bc-kill.mp4", 60 * MiB)  # 12 parts of 5 MiB
-    _kill_mid_multipart(start_fleet, sandbox, src, parts_before_kill=3, timeout=240)
+    _kill_mid_multipart(start_fleet, sandbox, src, parts_before_kill=3, timeout=60)
     assert len(sandbox.log("s3.create_multipart_upload")) == 1
     state = sandbox.state("brightcove")
     assert len(state["videos"]) == 1 and state["ingest_requests"][state["videos"][0]["id"]] == 1
@@ -230,7 +229,7 @@ def test_multipart_resumes_from_checkpointed_parts_when_list_parts_is_denied(sta
     """Brightcove's temporary credentials are documented for multipart uploads, not for ListParts:
     a denied ListParts must not restart the upload (B3)."""
     src = make_source("bc-noparts.mp4", 30 * MiB)  # 6 parts of 5 MiB
-    job = _kill_mid_multipart(start_fleet, sandbox, src, parts_before_kill=2, timeout=180,
+    job = _kill_mid_multipart(start_fleet, sandbox, src, parts_before_kill=2, timeout=60,
                               rules=[{"endpoint": "s3.list_parts", "status": 403}])
     assert len(sandbox.log("s3.create_multipart_upload")) == 1
     assert len(sandbox.state("brightcove")["credentials_issued"]) == 1  # the upload target was kept

@@ -12,7 +12,7 @@ import requests
 
 from tasks.producer import status, submit, wait
 from tasks.providers.ingestio import VND, input_filename, marker
-from tests.conftest import ENV, INGESTIO_TOKEN, SANDBOX_URL, cli, make_source, sha256_of
+from tests.conftest import ENV, INGESTIO_TOKEN, SANDBOX_URL, cli, kill9_pool, make_source, sha256_of
 
 pytestmark = pytest.mark.integration
 
@@ -75,11 +75,12 @@ def test_kill_9_mid_parts_resumes_without_resending_recorded_parts(start_fleet, 
         assert time.monotonic() < deadline, status(job_id)
         time.sleep(0.05)
     recorded = {p["n"] for p in status(job_id)["upload"]["parts"]}
-    fleet.workers[0].kill9()
+    kill9_pool(fleet.workers[0])  # the process sending the parts; its worker goes on with a new one
     killed_at = time.time()
-    fleet.start_worker(concurrency=1)
 
-    job = wait(job_id, 240)
+    # Sent again by the worker at once (the steps' default_retry_delay, 2 s), not after the
+    # visibility timeout (40 s here) or Celery's own default of 180 s.
+    job = wait(job_id, 60)
     assert job["state"] == "ready", job["error"]
     inp = _input(sandbox, job)
     puts = _puts(inp)

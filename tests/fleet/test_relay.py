@@ -12,7 +12,7 @@ import pytest
 
 from ingest_fleet import Client
 from tasks.producer import status, submit, wait
-from tests.conftest import MEDIA, SANDBOX_URL, cli, make_source, sha256_of
+from tests.conftest import MEDIA, SANDBOX_URL, cli, kill9_pool, make_source, sha256_of
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -127,8 +127,9 @@ def test_gcore_and_brightcove_take_an_s3_object_relayed(start_fleet, sandbox) ->
 
 
 def test_kill_9_mid_relay_resumes_at_the_providers_offset(start_fleet, sandbox) -> None:
-    """The whole worker killed while it relays: another takes the job on from the offset Gcore
-    acknowledged, and the origin is read chunk by chunk, at most one chunk twice."""
+    """The process relaying killed (kill -9): its worker sends the step again at once and a new
+    process takes the job on from the offset Gcore acknowledged; the origin is read chunk by
+    chunk, at most one chunk twice. (The whole worker killed: tests/fleet/test_gcore.py.)"""
     chunk = int(os.environ["INGEST_TUS_CHUNK_SIZE"]) if "INGEST_TUS_CHUNK_SIZE" in os.environ else 10_000_000
     size = 60 * MiB
     src = make_source("relayed-killed.mp4", size, folder=MEDIA)
@@ -140,9 +141,8 @@ def test_kill_9_mid_relay_resumes_at_the_providers_offset(start_fleet, sandbox) 
         assert time.monotonic() < deadline, status(job_id)
         time.sleep(0.05)
     assert done < size - chunk, "the relay finished before the kill; slow it down further"
-    fleet.workers[0].kill9()
-    fleet.start_worker(concurrency=1)
-    job = wait(job_id, 180)
+    kill9_pool(fleet.workers[0])  # the process relaying; the worker goes on with a new one
+    job = wait(job_id, 60)  # sent again at once (default_retry_delay), not after the visibility timeout
     assert job["state"] == "ready", job["error"]
     [video] = [v for v in sandbox.state("gcore")["videos"] if v["id"] == job["provider_ids"]["video_id"]]
     assert video["sha256"] == sha256_of(src)
