@@ -189,12 +189,25 @@ def main(argv: list[str]) -> None:
                 f"| {bare['cpu_ms_per_item'].get(k, '')} |" for k in roles],
               f"| total | {round(sum(push['cpu_ms_per_item'].values()), 1)} "
               f"| {round(sum(pull['cpu_ms_per_item'].values()), 1)} | {round(sum(bare['cpu_ms_per_item'].values()), 1)} |"]
+    push_cpu, bare_cpu = sum(push["cpu_ms_per_item"].values()), sum(bare["cpu_ms_per_item"].values())
+    provider_cpu = push["cpu_ms_per_item"].get("sandbox", 0.0)
+    derived = {"ratio_predicted_by_cpu": round(bare_cpu / push_cpu, 2),
+               "ceiling_with_the_provider_on_these_cores": round(bare_cpu / (bare_cpu + provider_cpu), 2),
+               "fleet_own_cpu_ms_per_job": round(push_cpu - provider_cpu, 1),
+               "fleet_own_cpu_vs_bare": round((push_cpu - provider_cpu) / bare_cpu, 2)}
+    lines += ["", f"On two shared cores jobs per second follow CPU per job: bare / push CPU = "
+              f"{derived['ratio_predicted_by_cpu']} (measured ratio {ratio}). The emulated provider runs on the same "
+              f"cores ({provider_cpu} ms a job; a real one does not), which alone caps the ratio at "
+              f"{derived['ceiling_with_the_provider_on_these_cores']} here, with a fleet costing no more than the bare "
+              f"chain. The fleet's own CPU a job (every process but the provider's) is "
+              f"{derived['fleet_own_cpu_ms_per_job']} ms, {derived['fleet_own_cpu_vs_bare']}x the bare chain's."]
     lines += ["", "Commands a job by name (`INFO commandstats`), push / bare:", "",
               "| command | push | bare |", "|---|---|---|",
               *[f"| {k} | {push['commands_by_name_per_item'].get(k, '')} | {bare['commands_by_name_per_item'].get(k, '')} |"
                 for k in sorted(set(push["commands_by_name_per_item"]) | set(bare["commands_by_name_per_item"]))]]
     record("orchestration", {"push": push, "pull": pull, "bare_chain": bare, "ratio": ratio,
-                             "tasks_per_s_ratio": task_ratio, "commands_ratio": cmd_ratio, "failed": failed}, lines)
+                             "tasks_per_s_ratio": task_ratio, "commands_ratio": cmd_ratio, "failed": failed, **derived},
+           lines)
 
 
 if __name__ == "__main__":
