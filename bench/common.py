@@ -41,9 +41,10 @@ def machine() -> dict[str, str]:
 
 
 @contextmanager
-def environment(name: str, *, processing_seconds: float, extra_env: dict[str, str] | None = None
-                ) -> Iterator[tuple[dict[str, str], ProcessGroup, str]]:
-    """A Redis, a sandbox, and the env that points the fleet at them; torn down after."""
+def environment(name: str, *, processing_seconds: float, extra_env: dict[str, str] | None = None,
+                sandbox_data: Path | None = None) -> Iterator[tuple[dict[str, str], ProcessGroup, str]]:
+    """A Redis, a sandbox (storing what it receives in ``sandbox_data``, by default the
+    benchmark's work folder), and the env that points the fleet at them; torn down after."""
     work = WORK / name
     subprocess.run(["rm", "-rf", str(work)], check=True)
     (work / "sources").mkdir(parents=True)
@@ -63,7 +64,7 @@ def environment(name: str, *, processing_seconds: float, extra_env: dict[str, st
     os.environ.update(env)  # this process submits jobs too
     group = ProcessGroup(env, work / "logs")
     try:
-        sandbox = group.start("sandbox", sandbox_argv(port, work / "sandbox", work / "media", processing_seconds)
+        sandbox = group.start("sandbox", sandbox_argv(port, sandbox_data or work / "sandbox", work / "media", processing_seconds)
                               + ["--gcore-api-key", SANDBOX_KEY])
         wait_healthy(url, sandbox)
         yield env, group, url
