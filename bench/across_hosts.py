@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -26,14 +25,6 @@ from bench.hosts import Hosts, unavailable
 from workers.procs import ProcessGroup, sandbox_argv, scheduler_argv, worker_argv
 
 KEY = "bench-hosts-gcore-key-7a1"
-
-
-def _run_on(hosts: Hosts, env: dict[str, str], code: str) -> str:
-    done = subprocess.run(hosts.argv("server", [sys.executable, "-c", code]), capture_output=True, text=True,
-                          env=env, timeout=600, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr)
-    return done.stdout
 
 
 SUBMIT_AND_WAIT = """
@@ -55,11 +46,7 @@ print(json.dumps({'seconds': time.monotonic() - t0, 'submit_seconds': submitted}
 
 
 def _measure(hosts: Hosts, env: dict[str, str], n: int, source: str) -> dict[str, Any]:
-    done = subprocess.run(hosts.argv("server", [sys.executable, "-c", SUBMIT_AND_WAIT, str(n), source]),
-                          capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr)
-    out = json.loads(done.stdout)
+    out = json.loads(hosts.python("server", SUBMIT_AND_WAIT, str(n), source, env=env, timeout=900, cwd=ROOT))
     return {"jobs": n, "seconds": round(out["seconds"], 2), "jobs_per_s": round(n / out["seconds"], 1)}
 
 
@@ -99,9 +86,9 @@ def main(argv: list[str]) -> None:
                 _measure(hosts, env, 20, source)  # warm-up: connections, the first token
                 since = time.time()
                 results[label] = _measure(hosts, env, n, source)
-                calls = json.loads(_run_on(hosts, env, (
+                calls = json.loads(hosts.python("server", (
                     f"import json, requests; print(json.dumps(requests.get({url!r} + '/_sandbox/log', "
-                    f"params={{'since': {since}}}, timeout=30).json()['entries']))")))
+                    f"params={{'since': {since}}}, timeout=30).json()['entries']))"), env=env, timeout=600, cwd=ROOT))
                 results[label]["provider_calls_by_host"] = {
                     h: sum(1 for c in calls if c.get("client") == hosts.ip(h)) for h in worker_hosts}
                 for proc in started:

@@ -20,8 +20,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -84,6 +86,20 @@ class Hosts:
 
     def argv(self, name: str, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns(name), *argv]
+
+    def run(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], timeout: float = 60,
+            cwd: str | Path | None = None) -> str:
+        """Run ``argv`` on host ``name`` to its end; its output (RuntimeError with its stderr if it fails)."""
+        done = subprocess.run(self.argv(name, argv), capture_output=True, text=True, env=dict(env), timeout=timeout,
+                              cwd=cwd)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:4])}... on {name}: exit {done.returncode}: {done.stderr}")
+        return done.stdout
+
+    def python(self, name: str, code: str, *args: str, env: Mapping[str, str], timeout: float = 60,
+               cwd: str | Path | None = None) -> str:
+        """Run ``code`` with this interpreter on host ``name``; its output."""
+        return self.run(name, [sys.executable, "-c", code, *args], env=env, timeout=timeout, cwd=cwd)
 
     def cut(self, name: str) -> None:
         """The host's link goes down: nothing reaches it, nothing leaves it."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -23,14 +22,6 @@ pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 CHUNK = 2 * MiB
 WHY_NOT = unavailable()
-
-
-def _ns_python(hosts: Hosts, host: str, code: str, env: dict[str, str]) -> str:
-    """Run ``code`` with this interpreter on ``host``; its output."""
-    done = subprocess.run(hosts.argv(host, [sys.executable, "-c", code]), capture_output=True, text=True,
-                          env=env, timeout=60, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 @pytest.mark.skipif(WHY_NOT is not None, reason=f"no network namespaces here: {WHY_NOT}")
@@ -63,26 +54,21 @@ def test_cutting_a_worker_hosts_link_mid_upload_lets_the_other_host_finish(tmp_p
             for proc in workers.values():
                 group.wait_for_line(proc, "ready.", 60)
             admin = (f"import requests, json, sys; base = {sandbox_url!r}\n")
-            _ns_python(hosts, "server", admin + "requests.put(base + '/_sandbox/faults', json={'provider': 'gcore', "
-                       "'latency_ms': 150, 'latency_endpoints': ['gcore.tus_patch']}, timeout=5).raise_for_status()", env)
+            hosts.python("server", admin + "requests.put(base + '/_sandbox/faults', json={'provider': 'gcore', "
+                         "'latency_ms': 150, 'latency_endpoints': ['gcore.tus_patch']}, timeout=5).raise_for_status()",
+                         env=env, cwd=ROOT)
 
             def status(job_id: str) -> dict:
-                done = subprocess.run(hosts.argv("server", [sys.executable, "-m", "workers.cli", "status", job_id,
-                                                            "--json"]), capture_output=True, text=True, env=env,
-                                      timeout=60, cwd=ROOT)
-                assert done.returncode == 0, done.stderr
-                return json.loads(done.stdout)
+                return json.loads(hosts.run("server", [sys.executable, "-m", "workers.cli", "status", job_id, "--json"],
+                                            env=env, cwd=ROOT))
 
             def patches() -> list[dict]:
-                out = _ns_python(hosts, "server", admin + "print(json.dumps(requests.get(base + '/_sandbox/log', "
-                                 "params={'endpoint': 'gcore.tus_patch'}, timeout=10).json()['entries']))", env)
+                out = hosts.python("server", admin + "print(json.dumps(requests.get(base + '/_sandbox/log', "
+                                 "params={'endpoint': 'gcore.tus_patch'}, timeout=10).json()['entries']))", env=env, cwd=ROOT)
                 return json.loads(out)
 
-            submitted = subprocess.run(hosts.argv("server", [sys.executable, "-m", "workers.cli", "submit",
-                                                             "--provider", "gcore", "--source", str(src), "--json"]),
-                                       capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
-            assert submitted.returncode == 0, submitted.stderr
-            job_id = json.loads(submitted.stdout)["id"]
+            job_id = json.loads(hosts.run("server", [sys.executable, "-m", "workers.cli", "submit", "--provider", "gcore",
+                                                     "--source", str(src), "--json"], env=env, cwd=ROOT))["id"]
             deadline = time.monotonic() + 60
             while not (6 * MiB <= (status(job_id)["bytes_done"] or 0) < 30 * MiB):
                 assert time.monotonic() < deadline, status(job_id)
@@ -115,8 +101,8 @@ def test_cutting_a_worker_hosts_link_mid_upload_lets_the_other_host_finish(tmp_p
             # slice (a 2 s slice carries up to 13 chunks here).
             again = sum(e["bytes_in"] for e in entries) - src.stat().st_size
             assert again <= 2 * CHUNK, again
-            state = json.loads(_ns_python(hosts, "server", admin + "print(json.dumps(requests.get(base + "
-                                          "'/_sandbox/state/gcore', timeout=10).json()))", env))
+            state = json.loads(hosts.python("server", admin + "print(json.dumps(requests.get(base + "
+                                          "'/_sandbox/state/gcore', timeout=10).json()))", env=env, cwd=ROOT))
             [video] = state["videos"]
             assert video["sha256"] == sha256_of(src)
         finally:
