@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 from cryptography.fernet import Fernet
 
@@ -137,3 +138,8 @@ def record(name: str, results: dict, summary_lines: list[str]) -> Path:
     path.write_text("\n".join(md))
     print("\n".join(md))
     return path
+
+
+def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """User + system CPU seconds so far of each role's processes (take two readings, subtract)."""
+    return {role: sum(sum(p.cpu_times()[:2]) for p in procs) for role, procs in roles.items()}

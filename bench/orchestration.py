@@ -30,7 +30,7 @@ import psutil
 import redis
 import requests
 
-from bench.common import ROOT, environment, record, sandbox_exports
+from bench.common import ROOT, cpu_seconds, environment, record, sandbox_exports
 from workers.procs import scheduler_argv, worker_argv
 
 PROBE = ROOT / "bench" / "probe"
@@ -57,7 +57,7 @@ def _run(name: str, n: int, r: redis.Redis, group: Any, procs: list[tuple[str, l
         group.wait_for_line(proc, "scheduler.started" if "scheduler" in proc.name else "ready.", 60)
     time.sleep(1.0)
     roles = _roles(r, group, started)
-    base_cpu = _cpu(roles)
+    base_cpu = cpu_seconds(roles)
     base_probe, base_stats, base_own = probe.totals(str(folder)), _commandstats(r), probe.snapshot()
     t0 = time.monotonic()
     for i in range(n):
@@ -67,7 +67,7 @@ def _run(name: str, n: int, r: redis.Redis, group: Any, procs: list[tuple[str, l
     while finished() < n:
         time.sleep(0.1)
     elapsed = time.monotonic() - t0
-    cpu = _cpu(roles)
+    cpu = cpu_seconds(roles)
     own_wait = probe.snapshot()
     stats = _commandstats(r)
     time.sleep(1.2)  # every process has flushed its counts since the last task
@@ -112,10 +112,6 @@ def _roles(r: redis.Redis, group: Any, started: list[Any]) -> dict[str, list[psu
         if role == "worker":
             roles["worker pool"] = parent.children(recursive=True)
     return roles
-
-
-def _cpu(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
-    return {role: sum(sum(p.cpu_times()[:2]) for p in procs) for role, procs in roles.items()}
 
 
 def main(argv: list[str]) -> None:

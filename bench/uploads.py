@@ -37,7 +37,7 @@ import psutil
 import requests
 from boto3.s3.transfer import TransferConfig
 
-from bench.common import environment, record, sandbox_exports, upload_events
+from bench.common import cpu_seconds, environment, record, sandbox_exports, upload_events
 from bench.upload import GiB, MiB, _source, peak_rss
 from workers.procs import scheduler_argv, worker_argv
 
@@ -157,21 +157,18 @@ def main(argv: list[str]) -> None:
                   "reference client": [psutil.Process()],
                   "sandbox": [psutil.Process(next(p.pid for p in group.procs if p.name == "sandbox"))]}
 
-        def cpu() -> dict[str, float]:
-            return {k: sum(sum(p.cpu_times()[:2]) for p in procs) for k, procs in cpu_of.items()}
-
         for provider in PROVIDERS:
             rounds = []
             for i in range(rounds_n):
                 times: dict[str, float] = {}
                 used: dict[str, dict[str, float]] = {}
                 for who in (("fleet", "reference") if i % 2 == 0 else ("reference", "fleet")):
-                    before = cpu()
+                    before = cpu_seconds(cpu_of)
                     if who == "fleet":
                         times[who] = _fleet(provider, one_gib)
                     else:
                         times[who] = REFERENCES[provider](env, one_gib, f"reference-{i}.mp4")
-                    used[who] = {k: round(v - before[k], 2) for k, v in cpu().items()}
+                    used[who] = {k: round(v - before[k], 2) for k, v in cpu_seconds(cpu_of).items()}
                     _clean(stored)
                 rounds.append({"fleet_s": round(times["fleet"], 2), "reference_s": round(times["reference"], 2),
                                "fleet_MBps": round(GiB / 1e6 / times["fleet"], 1),

@@ -104,4 +104,3 @@ def reap(rt: Runtime) -> int:
                     gone.add(job_id)
                     reclaimed += 1
     return reclaimed
-

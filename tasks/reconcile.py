@@ -93,18 +93,21 @@ def _suspects(rt: Runtime, *, quiet: float, scan_limit: int | None, unread: set[
                 jobs = [j for j in jobs if j.dispatch.get("queue") not in unread]
             if not jobs:
                 continue
+            # Per job, in one pipeline: its schedule entry, its claimed entry, its lease and,
+            # for a job waiting for a slot, its place in line; any of them means it is alive.
             pipe = rt.redis.pipeline(transaction=False)
             for job in jobs:
                 member = job.dispatch.get("member") or ""
                 pipe.zscore(SCHEDULE_KEY, member)
                 pipe.zscore(SCHEDULE_CLAIMED_KEY, member)
                 pipe.exists(keys.lease(job.id))
-                pipe.zscore(rt.slots(job.provider, job.account, job).keys[1], job.id)
-            alive = pipe.execute()
-            for i, job in enumerate(jobs):
-                scheduled, claimed, leased, waiting = alive[4 * i:4 * i + 4]
-                if (job.dispatch.get("member") and (scheduled is not None or claimed is not None)) or leased \
-                        or (job.waiting == "slot" and waiting is not None):
+                if job.waiting == "slot":
+                    pipe.zscore(rt.slots(job.provider, job.account, job).keys[1], job.id)
+            answers = iter(pipe.execute())
+            for job in jobs:
+                scheduled, claimed, leased = next(answers), next(answers), next(answers)
+                in_line = next(answers) is not None if job.waiting == "slot" else False
+                if (job.dispatch.get("member") and (scheduled is not None or claimed is not None)) or leased or in_line:
                     continue
                 yield Suspect(job.id, job.dispatch.get("task_id"), job.dispatch.get("queue"), job.updated_at)
 
@@ -125,9 +128,9 @@ def orphans(rt: Runtime, *, quiet: float = 0.0, scan_limit: int | None = None) -
     lost = {s.job_id: s for s in suspects if s.task_id not in queued and s.queue not in unread}
     del suspects
     # The orphans' records, read again: one that changed meanwhile has moved on.
-    found = []
-    for start in range(0, len(lost), PAGE):
-        for job in rt.store.get_many(list(lost)[start:start + PAGE]):
+    found, ids = [], list(lost)
+    for start in range(0, len(ids), PAGE):
+        for job in rt.store.get_many(ids[start:start + PAGE]):
             seen = lost[job.id]
             if not job.terminal and (job.dispatch.get("task_id"), job.updated_at) == (seen.task_id, seen.updated_at):
                 found.append(job)

@@ -7,12 +7,13 @@ forgets it. A claim that is not published within ``CLAIM_SECONDS`` (its schedule
 becomes due again, so several schedulers may run side by side: a rare duplicate is dropped
 by the task-id check in tasks.steps, and nothing is lost.
 
-Beside the loop, on a thread of its own, it does the fleet's housekeeping: the reaper gives back slots of jobs that
-ended without doing so (tasks.lifecycle.reap), and the reconciler re-enqueues jobs in
-progress that nothing will run any more (tasks.reconcile.Reconciler): a message lost in
-kombu's short window between a worker's BRPOP and its write to ``unacked`` when that worker
-is killed, or writes a Redis lost. Chores read the whole backlog (in pages): on the
-publishing loop, a pass over 100,000 jobs held every due poll back for as long as it took.
+Beside the loop, on a thread of its own, it does the fleet's housekeeping: the reaper gives
+back slots of jobs that ended without doing so (tasks.lifecycle.reap), and the reconciler
+re-enqueues jobs in progress that nothing will run any more (tasks.reconcile.Reconciler): a
+message lost in kombu's short window between a worker's BRPOP and its write to ``unacked``
+when that worker is killed, or writes a Redis lost. Chores read the whole backlog (in pages):
+on the publishing loop, a pass over 100,000 jobs held every due poll back for as long as it
+took.
 
 Run it with ``ingest-fleet scheduler``.
 """
